@@ -1,0 +1,28 @@
+# The two commands of the README. Each creates .venv (Python 3.10+) if it is missing and installs the package.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ivus-tf-installed
+
+.PHONY: demo test figures bench clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m ivus_tf.demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+figures: $(STAMP)
+	$(PY) tools/render_phantom_figure.py --out docs/phantom_frames.png
+
+bench: $(STAMP)
+	$(PY) bench/bench_builder.py
+	$(PY) bench/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,37 @@
+"""ivus-tf: calcium segmentation in intravascular ultrasound with Keras 3 / TensorFlow 2.21."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "ivus_tf" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="ivus-tf",
+    version=VERSION,
+    description="Calcium segmentation in intravascular ultrasound (Bargsten et al. 2021) with Keras 3 / TensorFlow",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ivus_tf", "ivus_tf.*", "tfrecords_builder", "tfrecords_builder.*"]),
+    # TensorFlow comes through an extra because the CPU and CUDA builds are different distributions:
+    # pip install "ivus-tf[cpu]" or "ivus-tf[gpu]". Not tensorflow-addons (dead), keras-cv or keras-hub.
+    install_requires=[
+        "keras>=3.10,<4",
+        "tensorboard==2.21.*",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "opencv-python-headless>=4.8",
+        "pydicom>=2.4",
+        "matplotlib>=3.8",
+        "pyyaml>=6",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu==2.21.*"],
+        "gpu": ["tensorflow[and-cuda]==2.21.*"],
+        "test": ["pytest>=8"],
+    },
+)
