@@ -7,6 +7,7 @@ message as a single `error: ...` line on stderr and exits with status 2, so noth
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, Sequence
 
@@ -29,3 +30,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         print("error: interrupted", file=sys.stderr)
         return 130
     return int(status or 0)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error: <problem> (see --help)` and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see --help)\n")

@@ -1,0 +1,112 @@
+"""Write validated frames into a records folder, atomically.
+
+`write_records` is the one place that lays out `DIR/cases/*.tfrecord` and `DIR/index.json` (format in
+`tfrecords_builder.index`). Output goes to a hidden temporary sibling folder that is renamed to DIR only when
+everything is written, so an interrupted or failed build leaves no folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from ivus_tf import __version__
+from ivus_tf.errors import InputError
+from ivus_tf.tf_import import import_tensorflow
+
+from tfrecords_builder import BUILDER_VERSION
+from tfrecords_builder.features import TASKS, encode_frame
+from tfrecords_builder.index import CASES_DIR, INDEX_NAME, sha256_file
+
+
+@contextmanager
+def atomic_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `out_dir`; on success it replaces `out_dir`, on error it is removed."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise InputError(f"{out_dir}: already exists; pass --overwrite to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp_dir
+        if out_dir.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, trash / out_dir.name)
+            os.replace(tmp_dir, out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+
+def _shard_names(case_id: str, shards: int) -> list[str]:
+    if shards == 1:
+        return [f"{CASES_DIR}/{case_id}.tfrecord"]
+    return [f"{CASES_DIR}/{case_id}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
+
+
+def write_case(tmp_dir: Path, case_id: str, frames: list[Mapping], shards_per_case: int = 1) -> dict:
+    """Write one case's frames (dicts in the `iterate_frames` form) into `tmp_dir`; return its index entry."""
+    tf = import_tensorflow()
+    if not frames:
+        raise InputError(f"case {case_id!r}: no frames")
+    shards = max(1, min(int(shards_per_case), len(frames)))
+    (tmp_dir / CASES_DIR).mkdir(exist_ok=True)
+    names = _shard_names(case_id, shards)
+    bounds = [round(i * len(frames) / shards) for i in range(shards + 1)]
+    files = []
+    for name, start, stop in zip(names, bounds[:-1], bounds[1:]):
+        with tf.io.TFRecordWriter(str(tmp_dir / name)) as writer:
+            for frame in frames[start:stop]:
+                writer.write(encode_frame({**frame, "case_id": case_id}))
+        files.append({"name": name, "sha256": sha256_file(tmp_dir / name), "frames": stop - start})
+    task_frames = {task: sum(f.get(f"{task}_mask") is not None for f in frames) for task in TASKS}
+    return {
+        "frames": len(frames),
+        "tasks": [task for task in TASKS if task_frames[task]],
+        "task_frames": task_frames,
+        "pixel_spacing_mm": sorted({float(f["pixel_spacing_mm"]) for f in frames}),
+        "image_size": sorted({tuple(int(n) for n in f["image"].shape[:2]) for f in frames}),
+        "files": files,
+    }
+
+
+def write_index(tmp_dir: Path, cases: Mapping[str, dict], extra: Mapping | None = None) -> dict:
+    index = {
+        "builder_version": BUILDER_VERSION,
+        "package_version": __version__,
+        "num_frames": sum(case["frames"] for case in cases.values()),
+        **(dict(extra) if extra else {}),
+        "cases": {case_id: cases[case_id] for case_id in sorted(cases)},
+    }
+    (tmp_dir / INDEX_NAME).write_text(json.dumps(index, indent=1, default=list) + "\n", encoding="utf-8")
+    return index
+
+
+def write_records(
+    frames_by_case: Mapping[str, Iterable[Mapping]],
+    out_dir: str | Path,
+    shards_per_case: int = 1,
+    overwrite: bool = False,
+    extra_index: Mapping | None = None,
+) -> dict:
+    """Write in-memory frames, grouped by case id, into the records folder `out_dir`; return the index.
+
+    Frames must already be validated and normalised (uint8 image, 0/1 calcium, 0/1/2 wall_lumen).
+    """
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp_dir:
+        cases = {
+            case_id: write_case(tmp_dir, case_id, list(frames), shards_per_case)
+            for case_id, frames in frames_by_case.items()
+        }
+        index = write_index(tmp_dir, cases, extra_index)
+    return index
