@@ -1,0 +1,429 @@
+"""Phantom anatomy: a pullback of smoothly varying vessel cross-sections, and what tissue lies where.
+
+A case is one pullback. Its parameters are smooth random functions of the pullback position z (mm), so
+neighbouring frames look alike and anatomy changes gradually; cases differ in everything. Each frame's anatomy is
+a set of contour functions of the angle phi around the vessel centre (sampled on `N_PHI` angles):
+
+    lumen border  r_lumen(phi) = r_eem(phi) - media(phi) - plaque(phi)     (eccentric plaque, irregular lumen)
+    media         [r_eem - media, r_eem)                                   (thin dark band; EEM = its outer border)
+    adventitia    [r_eem, r_eem + adventitia)                              (bright)
+    deposits      [r_lumen + offset, r_lumen + offset + thickness)         (calcium, dense fibrous, lipid,
+                                                                            attenuating plaque: inside the plaque)
+
+plus objects placed in the plane: side branches (a second lumen opening the wall over an arc; the vessel contour
+is interpolated across it, as annotators do), the guidewire in the lumen, bright perivascular tissue, veins and
+the pericardium outside the EEM. `classify` says which tissue class lies at given points (in mm, catheter at the
+origin); `masks` gives the ground truth from the same functions, so image and labels cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tfrecords_builder.phantom.config import PhantomConfig
+
+N_PHI = 720
+PHI = 2 * np.pi * np.arange(N_PHI) / N_PHI
+TWO_PI = 2 * np.pi
+
+# Tissue classes (index into the acoustic property tables of `acoustics.py`).
+CATHETER, BLOOD, PLAQUE, FIBROUS, LIPID, ATTENUATING, CALCIUM, MEDIA, ADVENTITIA, PERIVASCULAR, \
+    BRIGHT_PERIVASCULAR, VEIN, PERICARDIUM, GUIDEWIRE = range(14)
+CLASS_NAMES = ("catheter", "blood", "plaque", "fibrous", "lipid", "attenuating", "calcium", "media", "adventitia",
+               "perivascular", "bright_perivascular", "vein", "pericardium", "guidewire")
+DEPOSIT_CLASSES = (FIBROUS, LIPID, ATTENUATING, CALCIUM)  # later ones win where they overlap
+GUIDEWIRE_RADIUS_MM = 0.18  # 0.014-inch wire
+
+
+class AngleSampler:
+    """Periodic linear interpolation of contour functions (sampled on `PHI`) at fixed angles `phi` (radians).
+
+    The indices and weights are computed once per set of points and reused for every contour function.
+    """
+
+    def __init__(self, phi: np.ndarray):
+        u = np.mod(phi, TWO_PI) * (N_PHI / TWO_PI)
+        i0 = np.floor(u).astype(np.int32)
+        self.w = (u - i0).astype(np.float32)
+        self.i0 = i0 % N_PHI
+        self.i1 = (self.i0 + 1) % N_PHI
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        v0 = values[self.i0]
+        return v0 + (values[self.i1] - v0) * self.w
+
+
+def lookup(values: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Periodic linear interpolation of a contour function sampled on `PHI` at angles `phi` (radians)."""
+    return AngleSampler(np.asarray(phi))(values)
+
+
+def wrap_angle(angle):
+    return np.mod(np.asarray(angle) + np.pi, TWO_PI) - np.pi
+
+
+class Smooth:
+    """A smooth random function of z (mm) with values mostly in [-1, 1]: a few sinusoids of random wavelength."""
+
+    def __init__(self, rng: np.random.Generator, wavelength_mm=(4.0, 20.0), terms: int = 3):
+        self.k = TWO_PI / rng.uniform(*wavelength_mm, terms)
+        self.phase = rng.uniform(0, TWO_PI, terms)
+        amp = rng.uniform(0.5, 1.0, terms)
+        self.amp = amp / amp.sum()
+
+    def __call__(self, z: float) -> float:
+        return float(np.sum(self.amp * np.sin(self.k * z + self.phase)))
+
+
+def _uniform(rng: np.random.Generator, bounds) -> float:
+    return float(rng.uniform(bounds[0], bounds[1]))
+
+
+def _harmonics(rng: np.random.Generator, orders=(2, 3, 4, 5, 6), scale=0.05):
+    """Random smooth shape perturbation: per order an amplitude (decaying with order) and two smooth phases."""
+    return [(k, scale * rng.uniform(0.3, 1.0) / (k - 1), Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI)) for k in orders]
+
+
+def _shape(harmonics, z: float) -> np.ndarray:
+    out = np.zeros(N_PHI)
+    for k, amp, drift, phase in harmonics:
+        out += amp * np.cos(k * PHI + phase + 1.5 * drift(z))
+    return out
+
+
+@dataclass
+class Deposit:
+    """Something inside the plaque over an arc, along a stretch of the pullback."""
+
+    kind: int
+    z_start: float
+    z_end: float
+    center: Smooth
+    center0: float
+    arc_max_deg: float
+    thickness_mm: float
+    depth: float  # 0 = at the lumen border (superficial), 1 = against the media (deep)
+    level_db: float = 0.0
+    reverberation: bool = False
+    ring: bool = False
+
+    def arc_deg(self, z: float, min_arc_deg: float) -> float:
+        if self.ring:
+            return 360.0
+        u = (z - self.z_start) / (self.z_end - self.z_start)
+        return max(min_arc_deg, self.arc_max_deg * np.sin(np.pi * np.clip(u, 0, 1)) ** 0.6)
+
+
+@dataclass
+class Blob:
+    """An ellipse outside (or opening) the vessel wall, fixed to the vessel, along a stretch of the pullback."""
+
+    kind: int
+    z_start: float
+    z_end: float
+    angle: float
+    distance_mm: float  # from the EEM (positive: outside)
+    radius_mm: tuple
+    level_db: float = 0.0
+
+
+@dataclass
+class Case:
+    """A pullback: per-case constants and smooth functions of z."""
+
+    config: PhantomConfig
+    length_mm: float
+    eem_radius_mm: float
+    eem_shape: list
+    plaque_burden: float
+    eccentricity: float
+    eccentric_angle: Smooth
+    media_mm: float
+    adventitia_mm: float
+    catheter_fraction: Smooth
+    catheter_direction: Smooth
+    slow: list
+    deposits: list = field(default_factory=list)
+    blobs: list = field(default_factory=list)
+    guidewire: tuple | None = None
+    twist: Smooth | None = None
+    acoustics: dict = field(default_factory=dict)
+
+
+def sample_case(config: PhantomConfig, rng: np.random.Generator, frames: int) -> Case:
+    """Draw one pullback's anatomy and imaging parameters."""
+    spacing = _uniform(rng, config.frame_spacing_mm)
+    length = max(spacing * max(frames - 1, 1), 1.0)
+    case = Case(
+        config=config,
+        length_mm=length,
+        eem_radius_mm=_uniform(rng, config.eem_radius_mm),
+        eem_shape=_harmonics(rng, scale=0.06),
+        plaque_burden=_uniform(rng, config.plaque_burden),
+        eccentricity=_uniform(rng, config.plaque_eccentricity),
+        eccentric_angle=Smooth(rng, (10, 40)),
+        media_mm=_uniform(rng, config.media_thickness_mm),
+        adventitia_mm=_uniform(rng, config.adventitia_thickness_mm),
+        catheter_fraction=Smooth(rng, (5, 20)),
+        catheter_direction=Smooth(rng, (8, 30)),
+        slow=[Smooth(rng, (6, 25)) for _ in range(4)],
+        twist=Smooth(rng, (10, 40)),
+    )
+    case.acoustics = {
+        name: _uniform(rng, getattr(config, name))
+        for name in ("blood_db", "media_db", "adventitia_db", "perivascular_db", "tissue_attenuation_db_per_mm",
+                     "lateral_psf_sigma_mm", "axial_psf_sigma_mm", "noise_db", "dynamic_range_db", "gain_db",
+                     "fibrous_db")
+    }
+    _add_deposits(case, rng)
+    _add_blobs(case, rng)
+    if rng.random() < config.guidewire_probability:
+        case.guidewire = (rng.uniform(0, TWO_PI), Smooth(rng, (5, 20)), rng.uniform(0.25, 0.9))
+    return case
+
+
+def _stretches(rng, rate_per_mm, length_mm, extent_mm):
+    """Random stretches [z0, z1) along the pullback, about `rate_per_mm * length` of them (Poisson)."""
+    out = []
+    for _ in range(rng.poisson(rate_per_mm * (length_mm + extent_mm[1]))):
+        extent = rng.uniform(*extent_mm)
+        start = rng.uniform(-extent, length_mm)
+        out.append((start, start + extent))
+    return out
+
+
+def _add_deposits(case: Case, rng: np.random.Generator) -> None:
+    cfg = case.config
+    for z0, z1 in _stretches(rng, cfg.calcium_segments_per_10mm / 10, case.length_mm, cfg.calcium_segment_length_mm):
+        ring = rng.random() < 0.08
+        arc = cfg.calcium_arc_deg[0] + (cfg.calcium_arc_deg[1] - cfg.calcium_arc_deg[0]) * rng.beta(1.3, 2.0)
+        case.deposits.append(Deposit(
+            CALCIUM, z0, z1, Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI), arc, _uniform(rng, cfg.calcium_thickness_mm),
+            depth=float(rng.uniform(0.0, 0.25) if rng.random() < 0.6 else rng.uniform(0.6, 1.0)),
+            level_db=_uniform(rng, cfg.calcium_db), reverberation=rng.random() < cfg.reverberation_probability,
+            ring=ring))
+    fib_extent = (2.0, 6.0)
+    for z0, z1 in _stretches(rng, cfg.fibrous_per_frame / np.mean(fib_extent), case.length_mm, fib_extent):
+        case.deposits.insert(0, Deposit(
+            FIBROUS, z0, z1, Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI), rng.uniform(30, 160),
+            rng.uniform(0.15, 0.5), depth=float(rng.uniform(0, 1)), level_db=case.acoustics["fibrous_db"]))
+    for z0, z1 in _stretches(rng, 0.4 / 4.0, case.length_mm, (2.0, 6.0)):
+        case.deposits.insert(0, Deposit(
+            LIPID, z0, z1, Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI), rng.uniform(40, 140), rng.uniform(0.3, 0.8),
+            depth=float(rng.uniform(0.3, 1.0))))
+    if rng.random() < cfg.attenuated_plaque_probability:
+        z0 = rng.uniform(0, case.length_mm)
+        case.deposits.insert(0, Deposit(
+            ATTENUATING, z0, z0 + rng.uniform(2, 6), Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI),
+            rng.uniform(60, 180), rng.uniform(0.4, 0.9), depth=float(rng.uniform(0.0, 0.4))))
+
+
+def _add_blobs(case: Case, rng: np.random.Generator) -> None:
+    cfg = case.config
+    extent = (2.0, 8.0)
+    for z0, z1 in _stretches(rng, cfg.bright_perivascular_per_frame / np.mean(extent), case.length_mm, extent):
+        case.blobs.append(Blob(BRIGHT_PERIVASCULAR, z0, z1, rng.uniform(0, TWO_PI), rng.uniform(0.15, 1.6),
+                               (rng.uniform(0.25, 0.9), rng.uniform(0.08, 0.25)), rng.uniform(6.0, 12.0)))
+    for z0, z1 in _stretches(rng, 0.5 / np.mean(extent), case.length_mm, extent):
+        case.blobs.append(Blob(VEIN, z0, z1, rng.uniform(0, TWO_PI), rng.uniform(0.5, 1.4),
+                               (rng.uniform(0.35, 0.8), rng.uniform(0.25, 0.5))))
+    if rng.random() < 0.5:
+        case.blobs.append(Blob(PERICARDIUM, -1.0, case.length_mm + 1, rng.uniform(0, TWO_PI), rng.uniform(0.9, 2.2),
+                               (rng.uniform(2.0, 4.0), rng.uniform(0.12, 0.3)), rng.uniform(6.0, 11.0)))
+    for z0, z1 in _stretches(rng, cfg.side_branches_per_10mm / 10, case.length_mm, (1.0, 3.0)):
+        case.blobs.append(Blob(BLOOD, z0, z1, rng.uniform(0, TWO_PI), rng.uniform(-0.1, 0.5),
+                               (rng.uniform(0.7, 1.4),) * 2))
+
+
+@dataclass
+class FrameAnatomy:
+    """One frame's anatomy in the anatomy frame; `rotation` and `scale` add the cardiac motion."""
+
+    r_lumen: np.ndarray
+    r_eem: np.ndarray
+    media: np.ndarray
+    adventitia: np.ndarray
+    deposits: dict  # class -> (offset_mm array, thickness_mm array, level_db array)
+    center_mm: tuple  # vessel centre, catheter at the origin
+    rotation: float
+    scale: float
+    catheter_radius_mm: float
+    blobs: list
+    guidewire_mm: tuple | None
+    reverberating: np.ndarray  # per phi: calcium here reverberates
+    z_mm: float
+
+
+def frame_anatomy(case: Case, z: float, rng: np.random.Generator) -> FrameAnatomy:
+    """Evaluate the case at pullback position z (mm); `rng` draws the cardiac phase of this frame."""
+    cfg = case.config
+    s0, s1, s2, s3 = (f(z) for f in case.slow)
+    r_eem = case.eem_radius_mm * (1 + 0.08 * s0) * (1 + _shape(case.eem_shape, z))
+    burden = float(np.clip(case.plaque_burden + 0.1 * s1, 0.2, 0.85))
+    media = np.full(N_PHI, case.media_mm * (1 + 0.2 * s2))
+    inner = r_eem - media
+    mean_plaque = float(np.mean(inner)) * (1 - np.sqrt(1 - burden))
+    ecc_angle = TWO_PI * case.eccentric_angle(z) + s3
+    plaque = mean_plaque * (1 + case.eccentricity * np.cos(PHI - ecc_angle)) * (1 + _shape(case.eem_shape[2:], z + 7))
+    plaque = np.maximum(plaque, 0.04)
+    media = media * np.clip(1.2 - 0.5 * plaque / (mean_plaque + 1e-6), 0.5, 1.2)  # media thins behind thick plaque
+
+    deposits, reverb = _deposit_arrays(case, z)
+    need = np.zeros(N_PHI)
+    for offset, thickness, _ in deposits.values():
+        need = np.maximum(need, np.where(thickness > 0, thickness / 0.75 + 0.08, 0))
+    plaque = np.maximum(plaque, _smooth_periodic(need, 6))
+    inner = r_eem - media
+    r_lumen = np.maximum(inner - plaque, 0.8)
+    available = inner - r_lumen
+    for kind, (depth, thickness, level) in list(deposits.items()):
+        thickness = np.minimum(thickness, np.maximum(available - 0.06, 0))
+        offset = np.clip(depth * (available - thickness - 0.05), 0.02, None)
+        thickness = np.minimum(thickness, np.maximum(available - offset - 0.04, 0))
+        deposits[kind] = (offset, thickness, level)
+
+    adventitia = np.full(N_PHI, case.adventitia_mm) * (1 + 0.5 * _shape(case.eem_shape[:2], z + 3))
+    rotation = TWO_PI * 0.15 * case.twist(z) + np.deg2rad(cfg.cardiac_rotation_deg) * np.sin(rng.uniform(0, TWO_PI))
+    scale = 1 + cfg.cardiac_scale * np.sin(rng.uniform(0, TWO_PI))
+    center = _place_catheter(case, z, r_lumen)
+    blobs = [b for b in case.blobs if b.z_start <= z < b.z_end]
+    guidewire = None
+    if case.guidewire is not None:
+        angle0, drift, gap = case.guidewire
+        angle = angle0 + 0.8 * drift(z)
+        for gap_mm in (gap, gap / 2, 0.1):
+            r = cfg.catheter_radius_mm + gap_mm + GUIDEWIRE_RADIUS_MM
+            gx, gy = r * np.cos(angle), r * np.sin(angle)
+            rho, phi = _to_vessel(gx, gy, center, 1.0)
+            if rho + GUIDEWIRE_RADIUS_MM + 0.05 < lookup(r_lumen, phi) * (1 - cfg.cardiac_scale):
+                guidewire = (gx, gy)
+                break
+    return FrameAnatomy(r_lumen, r_eem, media, adventitia, deposits, center, rotation, scale,
+                        cfg.catheter_radius_mm, blobs, guidewire, reverb, z)
+
+
+def _smooth_periodic(values: np.ndarray, sigma_samples: float) -> np.ndarray:
+    freq = np.fft.rfftfreq(N_PHI)
+    return np.fft.irfft(np.fft.rfft(values) * np.exp(-2 * (np.pi * sigma_samples * freq) ** 2), N_PHI)
+
+
+def _deposit_arrays(case: Case, z: float):
+    """Per class: (depth 0..1, thickness mm, level dB) over phi; and where calcium reverberates."""
+    cfg = case.config
+    out = {}
+    reverb = np.zeros(N_PHI, bool)
+    for dep in case.deposits:
+        if not dep.z_start <= z < dep.z_end:
+            continue
+        depth, thickness, level = out.setdefault(dep.kind, (np.zeros(N_PHI), np.zeros(N_PHI), np.zeros(N_PHI)))
+        half = np.deg2rad(dep.arc_deg(z, cfg.calcium_arc_deg[0])) / 2
+        center = dep.center0 + 0.6 * dep.center(z)
+        delta = np.abs(wrap_angle(PHI - center))
+        if dep.ring or half >= np.pi - 1e-3:
+            taper = np.ones(N_PHI)
+        else:
+            taper = np.sqrt(np.clip(1 - (delta / half) ** 4, 0, 1))
+        wobble = 1 + 0.15 * np.cos(3 * PHI + dep.center0) * np.cos(5 * PHI + 2 * dep.center0)
+        local = dep.thickness_mm * taper * wobble
+        take = local > thickness
+        thickness[take] = local[take]
+        depth[take] = dep.depth
+        level[take] = dep.level_db
+        if dep.kind == CALCIUM and dep.reverberation:
+            reverb |= taper > 0
+    return out, reverb
+
+
+def _to_vessel(x, y, center, scale):
+    dx, dy = (np.asarray(x) - center[0]) / scale, (np.asarray(y) - center[1]) / scale
+    return np.hypot(dx, dy), np.arctan2(dy, dx)
+
+
+def _place_catheter(case: Case, z: float, r_lumen: np.ndarray) -> tuple:
+    """Vessel centre (catheter at the origin) such that the catheter lies inside the lumen, off-centre."""
+    cfg = case.config
+    x, y = r_lumen * np.cos(PHI), r_lumen * np.sin(PHI)
+    area = 0.5 * np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)
+    cx = np.sum((x + np.roll(x, -1)) * (x * np.roll(y, -1) - np.roll(x, -1) * y)) / (6 * area)
+    cy = np.sum((y + np.roll(y, -1)) * (x * np.roll(y, -1) - np.roll(x, -1) * y)) / (6 * area)
+    direction = np.pi * 2 * case.catheter_direction(z)
+    fraction = 0.35 + 0.35 * case.catheter_fraction(z)
+    ring = np.linspace(0, TWO_PI, 48, endpoint=False)
+    margin = cfg.catheter_radius_mm + 0.06
+    for shrink in (1.0, 0.7, 0.45, 0.2, 0.0):
+        reach = fraction * shrink * max(float(np.min(r_lumen)) - margin, 0)
+        px, py = cx + reach * np.cos(direction), cy + reach * np.sin(direction)
+        rho, phi = _to_vessel(px + margin * np.cos(ring), py + margin * np.sin(ring), (0, 0), 1.0)
+        if np.all(rho < lookup(r_lumen, phi) * (1 - cfg.cardiac_scale)):
+            break
+    return (-px, -py)
+
+
+def _anatomy_coords(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
+    """Rotate points (catheter frame, mm) into the anatomy frame."""
+    c, s = np.cos(anat.rotation), np.sin(anat.rotation)
+    return c * x + s * y, -s * x + c * y
+
+
+def _vessel_fields(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
+    ax, ay = _anatomy_coords(anat, x, y)
+    rho, phi = _to_vessel(ax, ay, anat.center_mm, anat.scale)
+    at = AngleSampler(phi)
+    return ax, ay, rho, phi, at, at(anat.r_lumen), at(anat.r_eem)
+
+
+def _in_deposit(anat: FrameAnatomy, kind: int, rho, at: AngleSampler, r_lumen):
+    if kind not in anat.deposits:
+        return np.zeros(rho.shape, bool)
+    offset, thickness, _ = anat.deposits[kind]
+    start = r_lumen + at(offset)
+    thickness = at(thickness)
+    return (thickness > 0.02) & (rho >= start) & (rho < start + thickness)
+
+
+def masks(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
+    """Ground truth at points (mm): calcium (bool), wall_lumen (uint8: 0 background, 1 lumen, 2 vessel wall)."""
+    _, _, rho, _, at, r_lumen, r_eem = _vessel_fields(anat, x, y)
+    wall_lumen = np.where(rho < r_lumen, 1, np.where(rho < r_eem, 2, 0)).astype(np.uint8)
+    calcium = _in_deposit(anat, CALCIUM, rho, at, r_lumen) & (wall_lumen == 2)
+    return calcium, wall_lumen
+
+
+def classify(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
+    """Tissue class at points (mm, catheter at the origin), plus the echo level offset (dB) of deposits/blobs."""
+    ax, ay, rho, phi, at, r_lumen, r_eem = _vessel_fields(anat, x, y)
+    media_in = r_eem - at(anat.media)
+    cls = np.full(rho.shape, PERIVASCULAR, np.int8)
+    level = np.zeros(rho.shape, np.float32)
+    for blob in anat.blobs:
+        if blob.kind in (BLOOD,):
+            continue
+        inside = _in_blob(anat, blob, rho, phi, r_eem)
+        cls[inside] = blob.kind
+        level[inside] = blob.level_db
+    cls[rho < r_eem + at(anat.adventitia)] = ADVENTITIA
+    cls[rho < r_eem] = MEDIA
+    cls[rho < media_in] = PLAQUE
+    for kind in DEPOSIT_CLASSES:
+        inside = _in_deposit(anat, kind, rho, at, r_lumen)
+        cls[inside] = kind
+        level[inside] = at(anat.deposits[kind][2])[inside] if kind in anat.deposits else 0
+    for blob in anat.blobs:
+        if blob.kind == BLOOD:  # side branch: opens everything but calcium
+            inside = _in_blob(anat, blob, rho, phi, r_eem) & (cls != CALCIUM)
+            cls[inside] = BLOOD
+    cls[rho < r_lumen] = BLOOD
+    if anat.guidewire_mm is not None:
+        cls[np.hypot(ax - anat.guidewire_mm[0], ay - anat.guidewire_mm[1]) < GUIDEWIRE_RADIUS_MM] = GUIDEWIRE
+    cls[np.hypot(x, y) < anat.catheter_radius_mm] = CATHETER
+    return cls, level
+
+
+def _in_blob(anat: FrameAnatomy, blob: Blob, rho, phi, r_eem):
+    """Ellipse centred `distance_mm` outside the EEM at `angle`, long axis tangential."""
+    base = float(lookup(anat.r_eem, np.array([blob.angle]))[0]) + blob.distance_mm + blob.radius_mm[1]
+    radial = rho - base
+    tangential = base * wrap_angle(phi - blob.angle)
+    return (radial / blob.radius_mm[1]) ** 2 + (tangential / blob.radius_mm[0]) ** 2 < 1
