@@ -29,7 +29,7 @@ _CLASS_TABLE = {
     A.CATHETER: (-120.0, 0.0, 0.0, 0.0),
     A.BLOOD: ("blood_db", 0.1, 1.0, 0.0),
     A.PLAQUE: (0.0, 1.0, 3.0, 0.0),
-    A.FIBROUS: (0.0, 1.6, 2.0, 0.0),  # level from the deposit
+    A.FIBROUS: (0.0, 1.6, 1.5, 0.0),  # level from the deposit
     A.LIPID: (-14.0, 1.2, 2.0, 0.0),
     A.ATTENUATING: (-3.0, 9.0, 2.0, 0.0),
     A.CALCIUM: (0.0, 12.0, 1.5, 16.0),  # level from the deposit; shadow starts behind the bright layer
@@ -140,7 +140,7 @@ def _coherent_echoes(anat, cls, amplitude, depth, step, rng, sigma_axial):
     rows = np.arange(lines)
     phase = np.exp(1j * np.cumsum(rng.normal(0, 0.25, lines)))
     theta = 2 * np.pi * rows / lines
-    for kind, edge_gain, bounce_db, always in ((A.CALCIUM, 2.0, 20.0, False), (A.GUIDEWIRE, 3.0, 12.0, True)):
+    for kind, edge_gain, bounce_db, always in ((A.CALCIUM, 2.0, 20.0, False), (A.GUIDEWIRE, 3.0, 18.0, True)):
         first = _first_index(cls == kind)
         hit = first >= 0
         if not hit.any():

@@ -208,7 +208,7 @@ def _add_deposits(case: Case, rng: np.random.Generator) -> None:
     for z0, z1 in _stretches(rng, cfg.fibrous_per_frame / np.mean(fib_extent), case.length_mm, fib_extent):
         case.deposits.insert(0, Deposit(
             FIBROUS, z0, z1, Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI), rng.uniform(30, 160),
-            rng.uniform(0.15, 0.5), depth=float(rng.uniform(0, 1)), level_db=case.acoustics["fibrous_db"]))
+            rng.uniform(0.2, 0.6), depth=float(rng.uniform(0, 1)), level_db=case.acoustics["fibrous_db"]))
     for z0, z1 in _stretches(rng, 0.4 / 4.0, case.length_mm, (2.0, 6.0)):
         case.deposits.insert(0, Deposit(
             LIPID, z0, z1, Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI), rng.uniform(40, 140), rng.uniform(0.3, 0.8),
@@ -233,7 +233,7 @@ def _add_blobs(case: Case, rng: np.random.Generator) -> None:
         case.blobs.append(Blob(PERICARDIUM, -1.0, case.length_mm + 1, rng.uniform(0, TWO_PI), rng.uniform(0.9, 2.2),
                                (rng.uniform(2.0, 4.0), rng.uniform(0.12, 0.3)), rng.uniform(6.0, 11.0)))
     for z0, z1 in _stretches(rng, cfg.side_branches_per_10mm / 10, case.length_mm, (1.0, 3.0)):
-        case.blobs.append(Blob(BLOOD, z0, z1, rng.uniform(0, TWO_PI), rng.uniform(-0.1, 0.5),
+        case.blobs.append(Blob(BLOOD, z0, z1, rng.uniform(0, TWO_PI), rng.uniform(-0.1, 0.15),
                                (rng.uniform(0.7, 1.4),) * 2))
 
 
@@ -271,10 +271,9 @@ def frame_anatomy(case: Case, z: float, rng: np.random.Generator) -> FrameAnatom
     media = media * np.clip(1.2 - 0.5 * plaque / (mean_plaque + 1e-6), 0.5, 1.2)  # media thins behind thick plaque
 
     deposits, reverb = _deposit_arrays(case, z)
-    need = np.zeros(N_PHI)
-    for offset, thickness, _ in deposits.values():
-        need = np.maximum(need, np.where(thickness > 0, thickness / 0.75 + 0.08, 0))
-    plaque = np.maximum(plaque, _smooth_periodic(need, 6))
+    if CALCIUM in deposits:  # calcium thickens the plaque where it sits (it may bulge into the lumen)
+        thickness = deposits[CALCIUM][1]
+        plaque = np.maximum(plaque, _smooth_periodic(np.where(thickness > 0, thickness / 0.75 + 0.08, 0), 15))
     inner = r_eem - media
     r_lumen = np.maximum(inner - plaque, 0.8)
     available = inner - r_lumen
@@ -422,8 +421,9 @@ def classify(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
 
 
 def _in_blob(anat: FrameAnatomy, blob: Blob, rho, phi, r_eem):
-    """Ellipse centred `distance_mm` outside the EEM at `angle`, long axis tangential."""
-    base = float(lookup(anat.r_eem, np.array([blob.angle]))[0]) + blob.distance_mm + blob.radius_mm[1]
+    """Ellipse `distance_mm` outside the EEM (a side branch: the lumen border) at `angle`, long axis tangential."""
+    border = anat.r_lumen if blob.kind == BLOOD else anat.r_eem  # a side branch starts at the lumen border
+    base = float(lookup(border, np.array([blob.angle]))[0]) + blob.distance_mm + blob.radius_mm[1]
     radial = rho - base
     tangential = base * wrap_angle(phi - blob.angle)
     return (radial / blob.radius_mm[1]) ** 2 + (tangential / blob.radius_mm[0]) ** 2 < 1
