@@ -19,7 +19,7 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit:
         yield from tqdm(items, total=total, desc=desc, unit=unit, dynamic_ncols=True)
         return
     start = time.perf_counter()
-    step = max(1, (total or 0) // 10) if total else 100
+    step = max(1, (total or 0) // 4) if total else 100
     count = 0
     for count, item in enumerate(items, 1):
         yield item

@@ -5,3 +5,7 @@ manifest CSV; the TFRecord writer reads only that form. See `python -m tfrecords
 """
 
 BUILDER_VERSION = 1
+
+from tfrecords_builder.index import read_index  # noqa: E402  (index.py needs BUILDER_VERSION)
+
+__all__ = ["BUILDER_VERSION", "read_index"]
