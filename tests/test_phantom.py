@@ -160,3 +160,18 @@ def test_cli_bad_preset_is_one_line_error(tmp_path):
 def test_scan_conversion_puts_the_catheter_at_the_centre():
     x_mm, y_mm = acoustics.pixel_grid_mm(5, 1.0)
     assert x_mm[2, 2] == 0 and y_mm[2, 2] == 0 and x_mm[2, 4] == 2 and y_mm[4, 2] == 2
+
+
+def test_calcium_arcs_span_spots_to_rings():
+    from tfrecords_builder.phantom import anatomy
+
+    arcs = []
+    for case_index in range(40):
+        case = anatomy.sample_case(PRESETS["default"], np.random.default_rng([0, case_index]), 8)
+        for i in range(8):
+            anat = anatomy.frame_anatomy(case, case.length_mm * i / 7, np.random.default_rng([0, case_index, i]))
+            if anatomy.CALCIUM in anat.deposits:
+                arcs.append(360 * np.mean(anat.deposits[anatomy.CALCIUM][1] > 0.02))
+    arcs = np.array(arcs)
+    assert arcs.min() < 45 and arcs.max() > 300  # spots to (near) full rings
+    assert 0.25 < len(arcs) / 320 < 0.85  # calcium in a fair share of frames, not all
