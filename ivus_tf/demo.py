@@ -87,7 +87,7 @@ def run_demo(out: str | os.PathLike, cases: int = 9, frames_per_case: int = 12, 
             draw_batch(images, targets, weights, out / "train_batch.png")
         for task in config.tasks:
             counts[task] += float(weights[task].sum())
-        calcium_weight = weights["calcium"][:, 0, 0]
+        calcium_weight = weights["calcium"]
         calcium_pixels += float((targets["calcium"].sum(axis=(1, 2)) * calcium_weight).sum())
         labelled_pixels += float(calcium_weight.sum()) * image_size * image_size
     elapsed = time.perf_counter() - start
