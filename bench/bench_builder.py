@@ -35,8 +35,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
+    from ivus_tf.tf_import import import_tensorflow
     from tfrecords_builder.build import build_records
     from tfrecords_builder.phantom import generate_dataset
+
+    import_tensorflow()  # once, outside the timings (about 3 s)
 
     frames = args.cases * args.frames_per_case
     rows = []
