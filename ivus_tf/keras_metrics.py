@@ -1,0 +1,105 @@
+"""Streaming Keras metrics for monitoring training: the Dice of a task's classes over a whole epoch.
+
+`TaskDice` accumulates, per chosen class c and over every batch of the epoch, the intersection
+I_c = sum_b f_b |pred_b = c AND true_b = c| and the total T_c = sum_b f_b (|pred_b = c| + |true_b = c|), where pred
+is the argmax of the softmax output and f_b the frame weight (the pipeline's per-task sample weight: 1 where the
+frame carries that task's label, 0 where it does not, so frames without the task's label are ignored entirely).
+The result is the pooled Dice 2 I_c / T_c (one number over all pixels of the epoch, not a mean of per-frame
+Dice), averaged over the chosen classes. It is a monitoring number (TensorBoard, checkpoint selection); the paper's
+per-frame Dice and average Hausdorff distance at the original resolution are computed from numpy masks by
+`ivus_tf.metrics`.
+
+Empty rules, tested:
+* a class with no pixel in targets nor predictions over all labelled frames of the epoch (T_c = 0) has Dice 1.0:
+  the model correctly found nothing, and the pooled Dice's limit is 1; this only happens when the whole validation
+  set lacks the class, where any other value would be arbitrary too;
+* no labelled frame at all since the last reset: NaN (nothing was measured; shown as nan, never a made-up score).
+
+Keras 3 passes sample weights only to `weighted_metrics`: compile with `weighted_metrics=task_dice_metrics(tasks)`.
+Under `metrics=` the metric would receive no weights and count the all-zero targets of unlabelled frames as
+background, so by default it refuses to run without `sample_weight` (`require_sample_weight=False` lifts that for
+data where every frame is labelled). Sums are float32 (pixel counts are summed per batch first, so the pooled
+sums of an epoch lose at most ~1e-7 relative).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from ivus_tf.losses import CALCIUM, TASKS, WALL_LUMEN, frame_weight_column, integer_labels
+
+
+@keras.saving.register_keras_serializable(package="ivus_tf")
+class TaskDice(keras.metrics.Metric):
+    """Pooled Dice of `class_ids` (mean over them) from argmax predictions, over the frames with weight > 0.
+
+    `update_state(y_true, y_pred, sample_weight)`: integer labels [B, ...] (or [B, ..., 1]), probabilities
+    [B, ..., C], frame weights [B] (fractional weights scale a frame's pixel counts).
+    """
+
+    def __init__(self, class_ids: Sequence[int] = (1,), name: str = "dice", require_sample_weight: bool = True,
+                 dtype=None):
+        super().__init__(name=name, dtype=dtype or "float32")
+        self.class_ids = tuple(int(c) for c in class_ids)
+        if not self.class_ids or min(self.class_ids) < 0 or len(set(self.class_ids)) != len(self.class_ids):
+            raise ValueError(f"class_ids must be distinct class indices >= 0, got {list(class_ids)}")
+        self.require_sample_weight = bool(require_sample_weight)
+        count = len(self.class_ids)
+        self.intersection = self.add_variable(shape=(count,), initializer="zeros", dtype="float32",
+                                              name="intersection")
+        self.total = self.add_variable(shape=(count,), initializer="zeros", dtype="float32", name="total")
+        self.labelled_frames = self.add_variable(shape=(), initializer="zeros", dtype="float32",
+                                                 name="labelled_frames")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is None and self.require_sample_weight:
+            raise ValueError(
+                f"{self.name}: no sample_weight. Keras 3 passes sample weights only to `weighted_metrics`: compile "
+                "with weighted_metrics=..., not metrics=..., or the all-zero targets of frames without this "
+                "task's label count as background (require_sample_weight=False if every frame is labelled)")
+        y_pred = ops.convert_to_tensor(y_pred)
+        labels = integer_labels(y_true, y_pred)
+        predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+        classes = ops.convert_to_tensor(self.class_ids, dtype="int32")
+        truth = ops.cast(ops.expand_dims(labels, -1) == classes, "float32")  # [B, ..., K]
+        found = ops.cast(ops.expand_dims(predicted, -1) == classes, "float32")
+        pixel_axes = tuple(range(1, len(truth.shape) - 1))
+        intersection = ops.sum(truth * found, axis=pixel_axes)  # [B, K]
+        total = ops.sum(truth + found, axis=pixel_axes)
+        if sample_weight is None:
+            frames = ops.cast(ops.shape(labels)[0], "float32")
+        else:
+            column = frame_weight_column(sample_weight)
+            intersection, total = intersection * column, total * column
+            frames = ops.sum(ops.cast(column > 0, "float32"))
+        self.intersection.assign_add(ops.sum(intersection, axis=0))
+        self.total.assign_add(ops.sum(total, axis=0))
+        self.labelled_frames.assign_add(frames)
+
+    def result(self):
+        total = ops.convert_to_tensor(self.total)
+        nonempty = total > 0
+        dice = ops.where(nonempty, 2.0 * self.intersection / ops.where(nonempty, total, 1.0), 1.0)
+        return ops.where(self.labelled_frames > 0, ops.mean(dice), float("nan"))
+
+    def get_config(self):
+        return {**super().get_config(), "class_ids": list(self.class_ids),
+                "require_sample_weight": self.require_sample_weight}
+
+
+def task_dice_metrics(tasks: Sequence[str] = TASKS) -> dict:
+    """`weighted_metrics` for `model.compile`: calcium Dice (class 1); wall-lumen mean Dice of lumen and vessel
+    wall plus each separately. Keras logs them as `calcium_dice`, `wall_lumen_dice`, `wall_lumen_lumen_dice`,
+    `wall_lumen_vessel_wall_dice` (prefixed `val_` on validation data)."""
+    metrics = {
+        CALCIUM: lambda: [TaskDice((1,), name="dice")],
+        WALL_LUMEN: lambda: [TaskDice((1, 2), name="dice"), TaskDice((1,), name="lumen_dice"),
+                             TaskDice((2,), name="vessel_wall_dice")],
+    }
+    unknown = [task for task in tasks if task not in metrics]
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TASKS)}")
+    return {task: metrics[task]() for task in tasks}

@@ -1,0 +1,187 @@
+"""Generalized Dice loss (Sudre et al. 2017) over the batch, per task, and the multi-task loss of Bargsten et al. 2021.
+
+For one task with C classes, softmax probabilities p, one-hot ground truth g and frame weights f (the pipeline's
+per-task sample weights: 1 where the frame carries the task's label, else 0; fractional values are accepted):
+
+    I_c = sum_b f_b sum_i p_bic g_bic          A_c = sum_b f_b sum_i g_bic          P_c = sum_b f_b sum_i p_bic
+    GDL = 1 - 2 sum_c w_c I_c / sum_c w_c (P_c + A_c)
+
+with the sums over every pixel of every labelled frame of the batch ("over the batch", as Sudre et al. define it:
+one number per batch, not a mean of per-frame losses), and class weights from the inverse ground-truth area:
+`weighting="inverse_square"`: w_c = 1 / A_c^2 (Sudre's definition, the default); `"inverse"`: w_c = 1 / A_c (the
+wording of Bargsten et al.). GDL is unchanged when every w_c is scaled by one factor, so the weights are computed as
+(A_min / A_c)^k, A_min being the smallest present area: the same loss, without the 1e-12 values that 1 / A^2 takes
+for a batch of 12 frames of 256 x 256 pixels.
+
+Absent classes. A class with no ground-truth pixel in the batch (A_c = 0; common for calcium, e.g. a batch of
+calcium-labelled frames without calcified plaque) has an infinite raw weight. It gets the largest finite weight
+instead, the weight of the rarest present class (the rule of `generalised_dice_loss` in NiftyNet, the toolkit of
+Sudre et al.'s group: niftynet/layer/loss_segmentation.py). With two classes the absent class's false positives then
+cost exactly what the background's misses cost, and GDL reduces to the mean predicted probability of the absent
+class: 1e-4 for a residual softmax probability of 1e-4, 1 for predicting it everywhere. Clipping the area to 1 pixel
+instead is unusable: for 12 frames of 256 x 256 the absent class gets a weight 786,432^2 = 6e11 times the
+background's, and GDL ~ 1 - 2.5e-6 / (2.5e-6 + P_absent) is ~1 for any real softmax output (a residual probability
+of 1e-4 per pixel is P_absent = 79 pixels) and already 0.5 at P_absent = 2.5e-6: the batch's loss says nothing about
+the prediction and swamps the batches that do. Clipping to an epsilon below 1 pixel is worse still. Weights never
+depend on the predictions (no gradient flows into them).
+
+No labelled frame. When every frame weight is 0 (a batch without a frame of this task), the loss is 0 with a zero
+gradient: all weights are set to 0 and the division is guarded in the forward and the backward pass, so neither
+yields NaN.
+
+Precision. Probabilities are cast to float32 before any sum: 65,536 pixels of one 256 x 256 frame already exceed
+float16's largest value (65,504), so mixed-precision models must not sum in float16.
+
+Multi-task. `L = lambda * L_calcium + L_wall_lumen`, lambda = w_calcium / w_wall_lumen (Bargsten et al. 2021), each
+term computed only over the frames carrying that task's label. With Keras: `model.compile(loss={task:
+GeneralizedDiceLoss() ...}, loss_weights=multitask_loss_weights(lam, tasks))` and a dataset of
+`(image, {task: target}, {task: frame weights})` (`ivus_tf.data.pipeline`): Keras 3 calls each task's loss with that
+task's targets, predictions and [B] sample weights, and sums the results times the loss weights.
+
+Everything uses `keras.ops`, so the loss runs on the TensorFlow and JAX backends.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import keras
+from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution  # the scaling Keras applies to its own losses
+
+CALCIUM = "calcium"
+WALL_LUMEN = "wall_lumen"
+TASKS = (CALCIUM, WALL_LUMEN)
+WEIGHTINGS = {"inverse_square": 2.0, "inverse": 1.0}
+
+
+def _check_weighting(weighting: str) -> float:
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+    return WEIGHTINGS[weighting]
+
+
+def integer_labels(y_true, y_pred):
+    """int32 labels [B, ...] from integer targets [B, ...] or [B, ..., 1] matching probabilities [B, ..., C]."""
+    labels = ops.convert_to_tensor(y_true)
+    if len(labels.shape) == len(y_pred.shape):
+        if labels.shape[-1] != 1:
+            raise ValueError(f"targets must be integer class labels [B, ...] or [B, ..., 1] for predictions of "
+                             f"shape {tuple(y_pred.shape)}; got shape {tuple(labels.shape)} (one-hot targets?)")
+        labels = ops.squeeze(labels, axis=-1)
+    elif len(labels.shape) != len(y_pred.shape) - 1:
+        raise ValueError(f"targets of shape {tuple(labels.shape)} do not match predictions of shape "
+                         f"{tuple(y_pred.shape)} ([B, ...] labels for [B, ..., C] probabilities)")
+    return ops.cast(labels, "int32")
+
+
+def frame_weight_column(frame_weights):
+    """float32 [B, 1] from frame weights [B] or [B, 1] (Keras passes them as given by the dataset)."""
+    return ops.reshape(ops.cast(frame_weights, "float32"), (-1, 1))
+
+
+def class_sums(y_true, y_pred, frame_weights=None):
+    """(I, P, A): float32 [C] intersection, predicted and ground-truth sums over all pixels of the batch, each
+    frame's contribution multiplied by its weight (see the module docstring)."""
+    probabilities = ops.cast(y_pred, "float32")
+    num_classes = probabilities.shape[-1]
+    if num_classes is None:
+        raise ValueError("predictions need a static number of classes (last axis)")
+    truth = ops.one_hot(integer_labels(y_true, probabilities), num_classes, dtype="float32")
+    pixel_axes = tuple(range(1, len(probabilities.shape) - 1))
+    per_frame = [ops.sum(probabilities * truth, axis=pixel_axes), ops.sum(probabilities, axis=pixel_axes),
+                 ops.sum(truth, axis=pixel_axes)]  # each [B, C]
+    if frame_weights is not None:
+        column = frame_weight_column(frame_weights)
+        per_frame = [sums * column for sums in per_frame]
+    return tuple(ops.sum(sums, axis=0) for sums in per_frame)
+
+
+def class_weights(area, weighting: str = "inverse_square"):
+    """Generalized Dice class weights [C] from ground-truth areas [C], normalised so the rarest present class has
+    weight 1; an absent class gets that largest finite weight; all 0 when no class is present."""
+    power = _check_weighting(weighting)
+    area = ops.stop_gradient(ops.cast(area, "float32"))
+    present = area > 0
+    smallest = ops.min(ops.where(present, area, ops.max(area)))
+    ratio = ops.where(present, smallest / ops.where(present, area, 1.0), 1.0)
+    weights = ratio if power == 1.0 else ops.power(ratio, power)
+    return ops.where(ops.any(present), weights, ops.zeros_like(weights))
+
+
+def _safe_divide(numerator, denominator):
+    """numerator / denominator, and 0 (with a zero gradient) where denominator is 0."""
+    nonzero = denominator != 0
+    return ops.where(nonzero, numerator / ops.where(nonzero, denominator, 1.0), 0.0)
+
+
+def generalized_dice_loss(y_true, y_pred, frame_weights=None, weighting: str = "inverse_square"):
+    """Generalized Dice loss over the batch (scalar float32).
+
+    `y_true`: integer labels [B, ...] (or [B, ..., 1]); `y_pred`: softmax probabilities [B, ..., C] (any float
+    dtype; summed in float32); `frame_weights`: [B] (None: every frame counts 1). See the module docstring for the
+    formula, the absent-class rule and the no-labelled-frame rule (loss 0).
+    """
+    intersection, predicted, area = class_sums(y_true, y_pred, frame_weights)
+    weights = class_weights(area, weighting)
+    numerator = 2.0 * ops.sum(weights * intersection)
+    denominator = ops.sum(weights * (predicted + area))
+    # (denominator - numerator) / denominator = 1 - numerator / denominator, and 0 when nothing is labelled.
+    return _safe_divide(denominator - numerator, denominator)
+
+
+def multitask_loss_weights(lam: float, tasks: Sequence[str] = TASKS) -> dict:
+    """Keras `loss_weights` for `L = lam * L_calcium + L_wall_lumen`: {"calcium": lam, "wall_lumen": 1.0},
+    restricted to `tasks` (Keras needs the same keys as the loss dict)."""
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TASKS)}")
+    if not lam >= 0:
+        raise ValueError(f"lambda must be >= 0, got {lam}")
+    weights = {CALCIUM: float(lam), WALL_LUMEN: 1.0}
+    return {task: weights[task] for task in tasks}
+
+
+def multitask_loss(targets: Mapping, predictions: Mapping, frame_weights: Mapping | None = None, lam: float = 1.0,
+                   weighting: str = "inverse_square"):
+    """`lam * GDL_calcium + GDL_wall_lumen` over the tasks present in `predictions` (dicts keyed by task).
+
+    `frame_weights[task]` [B] says which frames carry that task's label (None or a missing key: all frames). A task
+    without a labelled frame in the batch contributes 0. `lam` weights calcium only (default 1: a one-task
+    calcium model gets the plain GDL).
+    """
+    loss_weights = multitask_loss_weights(lam, tuple(predictions))
+    total = ops.zeros((), "float32")
+    for task, weight in loss_weights.items():
+        weights = None if frame_weights is None else frame_weights.get(task)
+        total = total + weight * generalized_dice_loss(targets[task], predictions[task], weights, weighting)
+    return total
+
+
+@keras.saving.register_keras_serializable(package="ivus_tf")
+class GeneralizedDiceLoss(keras.losses.Loss):
+    """Keras loss: the generalized Dice loss over the batch (`generalized_dice_loss`).
+
+    Keras applies a loss's `sample_weight` per sample AFTER `call`; a loss over the batch is one number, so
+    `__call__` is overridden to use `sample_weight` ([B] frame weights, e.g. the pipeline's per-task weights) inside
+    the sums instead: frames of weight 0 do not count at all, and a batch without a labelled frame gives 0. Under
+    `tf.distribute` the value is divided by the number of replicas like Keras's own losses (each replica's loss is
+    the GDL over its share of the batch).
+    """
+
+    def __init__(self, weighting: str = "inverse_square", name: str = "generalized_dice"):
+        _check_weighting(weighting)
+        super().__init__(name=name, reduction="sum", dtype="float32")
+        self.weighting = weighting
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        with keras.name_scope(self.name):
+            loss = generalized_dice_loss(y_true, y_pred, sample_weight, self.weighting)
+            return scale_loss_for_distribution(loss)
+
+    def call(self, y_true, y_pred):
+        """The unweighted loss (every frame counts); Keras uses `__call__`."""
+        return generalized_dice_loss(y_true, y_pred, None, self.weighting)
+
+    def get_config(self):
+        return {"weighting": self.weighting, "name": self.name}
