@@ -1,0 +1,161 @@
+"""U-Net with residual blocks (Bargsten et al., CDBME 2021, "Deep learning for calcium segmentation in IVUS").
+
+The paper's U-Net: three residual blocks per down- and up-scaling stage, three downsamplings by strided
+convolutions, upsampling by transposed convolutions, skip connections between the stages of equal stride.
+
+    image [H, W, 1] in [0, 1]
+    stem      3x3 conv -> BN -> ReLU                                       C1 channels, stride 1
+    stride_1  3 residual blocks                                            C1, stride 1   -> skip "stride_1"
+    stride_2  3x3 conv, stride 2 -> BN -> ReLU, 3 residual blocks          C2, stride 2   -> skip "stride_2"
+    stride_4  (same)                                                       C4, stride 4   -> skip "stride_4"
+    stride_8  (same): the bottom of the U                                  C8, stride 8
+    decoder, for s = 4, 2, 1: 2x2 transposed conv, stride 2 -> BN -> ReLU (Cs channels), concatenate the encoder's
+              "stride_<s>" feature (2 Cs channels), 3 residual blocks (the first one projects 2 Cs -> Cs)
+    output    C1 channels at stride 1 (`DECODER_STRIDE = 1`), already batch-normalised and rectified
+
+Stage channels (C1, C2, C4, C8) = (80, 160, 320, 640) x `width`, rounded, at least 1. The widths double per stage
+as in the original U-Net; 80 rather than 64 at the top is what brings the model to the paper's ~40 M parameters
+(64 gives ~27 M; DeepLabV3-ResNet50 is the other ~40 M model of the comparison). At width 1.0 the encoder has
+31,829,520 weights and one up-path 9,829,120 (76 % / 24 %: the three 640-channel blocks at the bottom alone hold
+22 M), so `build_model("unet_res", input_shape=(256, 256, 1))` has, by head option (all weights, batch-norm moving
+statistics included; the trainable counts are ~26 K lower):
+
+    head      calcium only    calcium + wall_lumen
+    linear    41,658,802      41,659,045   (+243: a second 1x1 convolution)
+    conv      41,705,106      41,751,637
+    decoder   41,658,802      51,488,165   (1.24x: each task its own up-path)
+
+i.e. +4.1 % of 40 M. `parameter_count(width)` gives the encoder and decoder counts from the widths alone (the
+count does not depend on the input size); the tests check it against Keras.
+
+Residual blocks are post-activation (ResNet v1, He et al. 2016, like the ResNet50 of the DeepLabV3 it is
+compared with): conv3x3 -> BN -> ReLU -> conv3x3 -> BN, added to the shortcut, then ReLU. The shortcut is the
+identity, or a 1x1 conv + BN where the channels change (only in the first block of each decoder stage). Every
+stage thus ends batch-normalised and rectified, which suits both the skip concatenation and a linear head.
+Convolutions before batch norm have no bias.
+
+Input height and width must be multiples of 8 (three stride-2 downsamplings, undone exactly by the transposed
+convolutions so that the skips line up); other sizes raise `InputError`. Sizes left as None (a model for any
+input size) are not checked and must be multiples of 8 at run time.
+
+Layer names are stable and say where a layer sits: encoder `stem_conv`, `stride_2_down_conv`,
+`stride_8_block3_conv2`, ...; decoder `<name>_stride_4_up_conv`, `<name>_stride_4_concat`,
+`<name>_stride_1_block1_shortcut_conv`, ... with `<name>` the decoder name given by `build.build_model`.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from ivus_tf.errors import InputError
+
+DECODER_STRIDE = 1
+OPTIONS = ()
+BASE_CHANNELS = {1: 80, 2: 160, 4: 320, 8: 640}  # stage channels at width 1.0, by stride
+BLOCKS_PER_STAGE = 3
+DECODER_STRIDES = (4, 2, 1)  # up-path stages, bottom (stride 8) upwards
+
+
+def stage_channels(width: float) -> dict[int, int]:
+    """{stride: channels} of the encoder and decoder stages at `width`."""
+    return {stride: max(1, int(round(base * width))) for stride, base in BASE_CHANNELS.items()}
+
+
+def apply_conv_bn(x, channels: int, kernel_size: int, name: str, strides: int = 1, relu: bool = True):
+    """conv (no bias) -> BN [-> ReLU], layers `<name>_conv`, `<name>_bn`, `<name>_relu`."""
+    x = keras.layers.Conv2D(channels, kernel_size, strides=strides, padding="same", use_bias=False,
+                            name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def apply_residual_block(x, channels: int, name: str):
+    """Post-activation basic block: relu(BN(conv3x3(relu(BN(conv3x3(x))))) + shortcut(x)).
+
+    The shortcut is `x` itself when it already has `channels` channels, otherwise a 1x1 conv + BN projection.
+    """
+    if x.shape[-1] == channels:
+        shortcut = x
+    else:
+        shortcut = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_shortcut_conv")(x)
+        shortcut = keras.layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
+    x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn1")(x)
+    x = keras.layers.ReLU(name=f"{name}_relu1")(x)
+    x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn2")(x)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def apply_stage(x, channels: int, name: str, blocks: int = BLOCKS_PER_STAGE):
+    """`blocks` residual blocks `<name>_block1`, `<name>_block2`, ..."""
+    for index in range(1, blocks + 1):
+        x = apply_residual_block(x, channels, name=f"{name}_block{index}")
+    return x
+
+
+def apply_up_stage(x, skip, channels: int, name: str):
+    """2x2 transposed conv, stride 2 -> BN -> ReLU, concatenated with the skip feature, then a residual stage."""
+    x = keras.layers.Conv2DTranspose(channels, 2, strides=2, use_bias=False, name=f"{name}_up_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_up_bn")(x)
+    x = keras.layers.ReLU(name=f"{name}_up_relu")(x)
+    x = keras.layers.Concatenate(name=f"{name}_concat")([x, skip])
+    return apply_stage(x, channels, name=name)
+
+
+def _check_input_size(inputs) -> None:
+    height, width = inputs.shape[1], inputs.shape[2]
+    if any(size is not None and size % 8 for size in (height, width)):
+        raise InputError(f"unet_res: input size {height}x{width} (HxW) must be a multiple of 8 in both "
+                         f"dimensions (three stride-2 downsamplings); resize or pad the frames, e.g. to 256x256")
+
+
+def encoder(inputs, width: float, **options) -> dict:
+    """Down-path: {"stride_1", "stride_2", "stride_4", "stride_8"} -> features; "stride_8" is the bottom of the U."""
+    _check_input_size(inputs)
+    channels = stage_channels(width)
+    x = apply_conv_bn(inputs, channels[1], 3, name="stem")
+    features = {"stride_1": apply_stage(x, channels[1], name="stride_1")}
+    for stride in (2, 4, 8):
+        x = apply_conv_bn(features[f"stride_{stride // 2}"], channels[stride], 3, strides=2,
+                          name=f"stride_{stride}_down")
+        features[f"stride_{stride}"] = apply_stage(x, channels[stride], name=f"stride_{stride}")
+    return features
+
+
+def decoder(features: dict, width: float, name: str, **options):
+    """Up-path from features["stride_8"] to stride 1, with the encoder's skip features picked by stride key."""
+    channels = stage_channels(width)
+    x = features["stride_8"]
+    for stride in DECODER_STRIDES:
+        x = apply_up_stage(x, features[f"stride_{stride}"], channels[stride], name=f"{name}_stride_{stride}")
+    return x
+
+
+def _conv_bn(c_in: int, c_out: int, kernel_size: int) -> int:
+    return kernel_size * kernel_size * c_in * c_out + 4 * c_out  # BN: gamma, beta, moving mean and variance
+
+
+def _block(c_in: int, c_out: int) -> int:
+    shortcut = _conv_bn(c_in, c_out, 1) if c_in != c_out else 0
+    return shortcut + _conv_bn(c_in, c_out, 3) + _conv_bn(c_out, c_out, 3)
+
+
+def _stage(c_in: int, c_out: int) -> int:
+    return _block(c_in, c_out) + (BLOCKS_PER_STAGE - 1) * _block(c_out, c_out)
+
+
+def parameter_count(width: float = 1.0, input_channels: int = 1) -> dict:
+    """{"encoder": n, "decoder": n}: the weights (batch-norm moving statistics included) of each part at `width`.
+
+    Counted from the widths alone (the count does not depend on the input size); `build_model` adds the heads.
+    """
+    c = stage_channels(width)
+    encoder_count = _conv_bn(input_channels, c[1], 3) + _stage(c[1], c[1])
+    for stride in (2, 4, 8):
+        encoder_count += _conv_bn(c[stride // 2], c[stride], 3) + _stage(c[stride], c[stride])
+    decoder_count = 0
+    for stride in DECODER_STRIDES:
+        decoder_count += _conv_bn(c[2 * stride], c[stride], 2) + _stage(2 * c[stride], c[stride])
+    return {"encoder": encoder_count, "decoder": decoder_count}
