@@ -13,8 +13,8 @@ Head options (`head=`), all tested:
   fraction of a percent of the one-task model's size, which keeps the paper's comparison of schemes fair.
 - "conv": a 3x3 convolution + batch norm + ReLU before the 1x1 convolution, per task (a few hundred K parameters).
 - "decoder": each task gets its own decoder (U-Net: the whole up-path; DeepLabV3: its own ASPP), sharing only the
-  encoder (the strictest reading of "shared encoder, separate heads"; U-Net: 1.24x the one-task size, as its
-  640-channel bottom stage belongs to the encoder).
+  encoder (the strictest reading of "shared encoder, separate heads"; U-Net: 1.05x the one-task size, as its
+  wide bottom stage belongs to the encoder).
 
 Architectures register in `ARCHITECTURES` (a dict, no import side effects). Each module provides
 `encoder(inputs, width, **options) -> dict[str, tensor]`, `decoder(features, width, name, **options) -> tensor`,

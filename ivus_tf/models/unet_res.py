@@ -13,19 +13,22 @@ convolutions, upsampling by transposed convolutions, skip connections between th
               "stride_<s>" feature (2 Cs channels), 3 residual blocks (the first one projects 2 Cs -> Cs)
     output    C1 channels at stride 1 (`DECODER_STRIDE = 1`), already batch-normalised and rectified
 
-Stage channels (C1, C2, C4, C8) = (80, 160, 320, 640) x `width`, rounded, at least 1. The widths double per stage
-as in the original U-Net; 80 rather than 64 at the top is what brings the model to the paper's ~40 M parameters
-(64 gives ~27 M; DeepLabV3-ResNet50 is the other ~40 M model of the comparison). At width 1.0 the encoder has
-31,829,520 weights and one up-path 9,829,120 (76 % / 24 %: the three 640-channel blocks at the bottom alone hold
-22 M), so `build_model("unet_res", input_shape=(256, 256, 1))` has, by head option (all weights, batch-norm moving
-statistics included; the trainable counts are ~26 K lower):
+Stage channels (C1, C2, C4, C8) = (32, 64, 128, 832) x `width`, rounded, at least 1. The top three stages double
+as in the original U-Net; the bottom (stride 8) stage is wide because that is where parameters are cheap: a
+weight at stride 8 is applied at 1/64 of the positions of one at stride 1. This reaches the paper's ~40 M
+parameters (the budget DeepLabV3-ResNet50 sets) at 129 GFLOP per 256x256 forward pass, against 362 GFLOP for a
+plain doubling (80, 160, 320, 640) of the same size, and 81 GFLOP for our DeepLabV3. The paper's own timings
+(U-Net 97 ms vs DeepLabV3 268 ms at batch 12) show its U-Net was the cheaper network, which a doubling design
+with 40 M parameters and three downsamplings cannot be. At width 1.0 the encoder has 39,621,792 weights and one
+up-path 1,871,872, so `build_model("unet_res", input_shape=(256, 256, 1))` has, by head option (all weights,
+batch-norm moving statistics included; the trainable counts are ~18 K lower):
 
     head      calcium only    calcium + wall_lumen
-    linear    41,658,802      41,659,045   (+243: a second 1x1 convolution)
-    conv      41,705,106      41,751,637
-    decoder   41,658,802      51,488,165   (1.24x: each task its own up-path)
+    linear    41,493,730      41,493,829   (+99: a second 1x1 convolution)
+    conv      41,512,482      41,531,365
+    decoder   41,493,730      43,365,701   (1.05x: each task its own up-path)
 
-i.e. +4.1 % of 40 M. `parameter_count(width)` gives the encoder and decoder counts from the widths alone (the
+i.e. +3.7 % of 40 M. `parameter_count(width)` gives the encoder and decoder counts from the widths alone (the
 count does not depend on the input size); the tests check it against Keras.
 
 Residual blocks are post-activation (ResNet v1, He et al. 2016, like the ResNet50 of the DeepLabV3 it is
@@ -51,7 +54,7 @@ from ivus_tf.errors import InputError
 
 DECODER_STRIDE = 1
 OPTIONS = ()
-BASE_CHANNELS = {1: 80, 2: 160, 4: 320, 8: 640}  # stage channels at width 1.0, by stride
+BASE_CHANNELS = {1: 32, 2: 64, 4: 128, 8: 832}  # stage channels at width 1.0, by stride
 BLOCKS_PER_STAGE = 3
 DECODER_STRIDES = (4, 2, 1)  # up-path stages, bottom (stride 8) upwards
 
