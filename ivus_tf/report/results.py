@@ -1,0 +1,266 @@
+"""results.jsonl: one line per finished training run of a grid, the single source of truth for its schema.
+
+The grid runner (`python -m ivus_tf.grid`) appends one line per finished run through `make_result_line`; the report
+(`python -m ivus_tf.report`) reads the file back through `read_results`. Both validate each record with
+`validate_result`, so a line the report would refuse can never be written.
+
+One JSON object per line (`RESULT_FIELDS` below says what each field means):
+
+    {"run_id": "deeplabv3-multitask-lam1-r0-f2", "arch": "deeplabv3", "backbone": "none", "scheme": "multitask",
+     "lam": 1.0, "repeat": 0, "fold": 2, "seed": 0,
+     "metrics": {"calcium": {"dice": 0.62, "average_hausdorff_mm": 0.31},
+                 "lumen": {...}, "vessel_wall": {...}, "wall_lumen_mean": {...}},
+     "val_calcium_dice": 0.66,
+     "run_dir": "runs/deeplabv3-multitask-lam1-r0-f2", "wall_time_s": 5123.4,
+     "finished_utc": "2025-05-01T12:00:00+00:00", "package_version": "0.1.0"}
+
+Rules (each broken rule is an `InputError` naming the file and line):
+
+* every field of `RESULT_FIELDS` is present, except `val_calcium_dice`, which may be left out (= null);
+  unknown fields are refused (they are typos or a newer schema);
+* `lam` is a finite number >= 0 for scheme "multitask" and null otherwise; backbone "imagenet" needs arch
+  "deeplabv3";
+* `metrics` holds "calcium" and may hold the wall-lumen sections (`METRIC_SECTIONS`) of a run that evaluated a
+  wall-lumen head; each section is {"dice": number in [0, 1] or null, "average_hausdorff_mm": number >= 0 or
+  null}; null is a metric that could not be computed (e.g. no test frame carries the label) and is left out of
+  the report's statistics (the table says how many were);
+* `run_id` is unique in the file, and so is the run's identity (arch, backbone, scheme, lam, repeat, fold, seed):
+  a run listed twice would count twice in every mean and t-test;
+* blank lines are ignored; anything else that is not a JSON object (a truncated last line of a killed grid
+  runner, say) is an error, never skipped.
+
+`run_dir` may be relative: it is then relative to the folder holding results.jsonl (`resolve_run_dir`).
+This module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ivus_tf.errors import InputError
+
+__all__ = ["ARCHS", "BACKBONES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME", "SCHEMES",
+           "group_runs", "make_result_line", "metrics_from_run", "read_results", "resolve_run_dir", "run_key",
+           "validate_result", "validation_calcium_dice"]
+
+RESULTS_NAME = "results.jsonl"
+ARCHS = ("unet_res", "deeplabv3")  # keys of ivus_tf.models.build.ARCHITECTURES (a test keeps them equal)
+BACKBONES = ("none", "imagenet")
+SCHEMES = ("calcium", "pretrain", "multitask")
+METRIC_SECTIONS = ("calcium", "lumen", "vessel_wall", "vessel", "wall_lumen_mean")
+METRIC_NAMES = ("dice", "average_hausdorff_mm")
+
+RESULT_FIELDS: dict[str, str] = {
+    "run_id": "str, unique in the file: the grid's name of the run",
+    "arch": f"str, one of {', '.join(ARCHS)} (ivus_tf.models.build_model)",
+    "backbone": "str, 'none' (trained from scratch) or 'imagenet' (natural-image pre-trained ResNet50 encoder, "
+                "deeplabv3 only: the paper's 'DeepLabV3 COCO' row)",
+    "scheme": f"str, one of {', '.join(SCHEMES)} (calcium-only, wall-lumen pre-training, multi-task)",
+    "lam": "number >= 0 for scheme multitask (L = lam * L_calcium + L_wall_lumen), null otherwise",
+    "repeat": "int >= 0, the cross-validation repeat",
+    "fold": "int >= 0, the fold within the repeat",
+    "seed": "int >= 0, the run's random seed",
+    "metrics": "{section: {'dice': mean test-frame Dice in [0, 1] or null, 'average_hausdorff_mm': mean test-frame "
+               "average Hausdorff distance in mm or null}}; sections: calcium (required), lumen, vessel_wall, "
+               "vessel, wall_lumen_mean (when the run evaluated a wall-lumen head); from metrics.json "
+               "section['summary'][metric]['mean'] (metrics_from_run)",
+    "val_calcium_dice": "number in [0, 1] or null, optional: the best validation calcium Dice of the run's last "
+                        "phase, the value its model was selected on (validation_calcium_dice); the report picks "
+                        "the multi-task lambda on it",
+    "run_dir": "str, the run folder (config.yaml, metrics.json, model.keras, predictions/); relative paths are "
+               "relative to the folder holding results.jsonl",
+    "wall_time_s": "number >= 0, the run's wall-clock time in seconds",
+    "finished_utc": "str, ISO 8601 time the run finished",
+    "package_version": "str, ivus_tf.__version__ of the run",
+}
+OPTIONAL_FIELDS = ("val_calcium_dice",)
+
+
+def _fail(where: str, problem: str):
+    raise InputError(f"{where}: {problem}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_metric(where: str, section: str, name: str, value) -> None:
+    if value is None:
+        return
+    if not _is_number(value):
+        _fail(where, f"metrics.{section}.{name} must be a finite number or null, got {value!r}")
+    if name == "dice" and not 0 <= value <= 1:
+        _fail(where, f"metrics.{section}.dice must be in [0, 1] (a fraction, not %), got {value!r}")
+    if name == "average_hausdorff_mm" and value < 0:
+        _fail(where, f"metrics.{section}.average_hausdorff_mm must be >= 0, got {value!r}")
+
+
+def _check_metrics(where: str, metrics) -> None:
+    if not isinstance(metrics, Mapping):
+        _fail(where, f"metrics must be an object {{section: {{dice, average_hausdorff_mm}}}}, got {metrics!r}")
+    if "calcium" not in metrics:
+        _fail(where, "metrics has no 'calcium' section")
+    unknown = sorted(set(metrics) - set(METRIC_SECTIONS))
+    if unknown:
+        _fail(where, f"metrics has unknown section(s) {', '.join(unknown)}; valid: {', '.join(METRIC_SECTIONS)}")
+    for section, values in metrics.items():
+        if not isinstance(values, Mapping):
+            _fail(where, f"metrics.{section} must be an object with {' and '.join(METRIC_NAMES)}, got {values!r}")
+        if set(values) != set(METRIC_NAMES):
+            _fail(where, f"metrics.{section} must have exactly the keys {', '.join(METRIC_NAMES)}, "
+                         f"got {', '.join(sorted(values)) or 'none'}")
+        for name in METRIC_NAMES:
+            _check_metric(where, section, name, values[name])
+
+
+def validate_result(record: Any, where: str = "result") -> dict:
+    """Check one results.jsonl record against the schema (module docstring); return it with `val_calcium_dice`
+    filled in (null when left out) and `lam` as float. `InputError` naming `where` and the field otherwise."""
+    if not isinstance(record, Mapping):
+        _fail(where, f"expected a JSON object, got {type(record).__name__}")
+    missing = [f for f in RESULT_FIELDS if f not in record and f not in OPTIONAL_FIELDS]
+    if missing:
+        _fail(where, f"missing field(s) {', '.join(missing)}")
+    unknown = sorted(set(record) - set(RESULT_FIELDS))
+    if unknown:
+        _fail(where, f"unknown field(s) {', '.join(unknown)}; valid: {', '.join(RESULT_FIELDS)}")
+    record = {**record}
+    record.setdefault("val_calcium_dice", None)
+    for field in ("run_id", "run_dir", "package_version", "finished_utc"):
+        if not isinstance(record[field], str) or not record[field].strip():
+            _fail(where, f"{field} must be a non-empty string, got {record[field]!r}")
+    for field, choices in (("arch", ARCHS), ("backbone", BACKBONES), ("scheme", SCHEMES)):
+        if record[field] not in choices:
+            _fail(where, f"{field} {record[field]!r} is unknown; valid: {', '.join(choices)}")
+    if record["backbone"] != "none" and record["arch"] != "deeplabv3":
+        _fail(where, f"backbone {record['backbone']!r} only applies to arch deeplabv3, not {record['arch']}")
+    for field in ("repeat", "fold", "seed"):
+        if not _is_int(record[field]) or record[field] < 0:
+            _fail(where, f"{field} must be an integer >= 0, got {record[field]!r}")
+    lam = record["lam"]
+    if record["scheme"] == "multitask":
+        if not _is_number(lam) or lam < 0:
+            _fail(where, f"lam must be a finite number >= 0 for scheme multitask, got {lam!r}")
+        record["lam"] = float(lam)
+    elif lam is not None:
+        _fail(where, f"lam must be null for scheme {record['scheme']} (only multitask weights its losses), "
+                     f"got {lam!r}")
+    if not _is_number(record["wall_time_s"]) or record["wall_time_s"] < 0:
+        _fail(where, f"wall_time_s must be a finite number >= 0, got {record['wall_time_s']!r}")
+    try:
+        datetime.datetime.fromisoformat(record["finished_utc"].replace("Z", "+00:00"))
+    except ValueError:
+        _fail(where, f"finished_utc {record['finished_utc']!r} is not an ISO 8601 time")
+    val = record["val_calcium_dice"]
+    if val is not None and (not _is_number(val) or not 0 <= val <= 1):
+        _fail(where, f"val_calcium_dice must be a number in [0, 1] or null, got {val!r}")
+    _check_metrics(where, record["metrics"])
+    return record
+
+
+def run_key(record: Mapping) -> tuple:
+    """The identity of a run: (arch, backbone, scheme, lam, repeat, fold, seed)."""
+    return (record["arch"], record["backbone"], record["scheme"], record["lam"], record["repeat"], record["fold"],
+            record["seed"])
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """Every record of a results.jsonl file, validated (`validate_result`), in file order.
+
+    A line that is not valid JSON or breaks the schema, a repeated run_id or run identity, or a file without
+    records is an `InputError` naming the file and line number; nothing is skipped except blank lines.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such results file (the grid runner, python -m ivus_tf.grid, writes it)")
+    records, ids, keys = [], {}, {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+            record = validate_result(record, where)
+            if record["run_id"] in ids:
+                _fail(where, f"run_id {record['run_id']!r} already on line {ids[record['run_id']]}")
+            key = run_key(record)
+            if key in keys:
+                _fail(where, f"run {record['run_id']!r} repeats the run on line {keys[key]} (same arch, backbone, "
+                             "scheme, lam, repeat, fold and seed); it would count twice")
+            ids[record["run_id"]], keys[key] = number, number
+            records.append(record)
+    if not records:
+        raise InputError(f"{path}: holds no results")
+    return records
+
+
+def resolve_run_dir(record: Mapping, results_path: str | Path) -> Path:
+    """The run folder of `record`: `run_dir` as is when absolute, else relative to results.jsonl's folder."""
+    run_dir = Path(record["run_dir"]).expanduser()
+    return run_dir if run_dir.is_absolute() else Path(results_path).parent / run_dir
+
+
+# ---------------------------------------------------------------------------------------- writing (grid runner)
+
+def metrics_from_run(metrics_json: Mapping) -> dict:
+    """The `metrics` field from a run's metrics.json content (`ivus_tf.evaluation.evaluate_model`): the test-frame
+    mean Dice and average Hausdorff distance of every section it holds (NaN/None stays None)."""
+    out = {}
+    for section in METRIC_SECTIONS:
+        if section in metrics_json:
+            summary = metrics_json[section]["summary"]
+            out[section] = {}
+            for name in METRIC_NAMES:
+                value = summary[name]["mean"]
+                out[section][name] = None if value is None or not math.isfinite(value) else float(value)
+    return out
+
+
+def validation_calcium_dice(metrics_json: Mapping) -> float | None:
+    """The best validation calcium Dice of the run's last phase (metrics.json "selection"), or None when the run
+    did not select on it."""
+    selection = metrics_json.get("selection") or {}
+    values = [phase.get("value") for phase in selection.values() if phase.get("monitor") == "val_calcium_dice"]
+    value = values[-1] if values else None
+    return float(value) if _is_number(value) else None
+
+
+def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam: float | None, repeat: int,
+                     fold: int, seed: int, metrics: Mapping, run_dir: str | Path, wall_time_s: float,
+                     finished_utc: str | None = None, package_version: str | None = None,
+                     val_calcium_dice: float | None = None) -> str:
+    """One results.jsonl line (ending in a newline) for a finished run, validated like the reader validates it.
+
+    `metrics` is the compact form (`metrics_from_run(metrics_json)`); `finished_utc` defaults to now (UTC),
+    `package_version` to this package's version. Raises `InputError` for a record the report would refuse.
+    """
+    from ivus_tf import __version__
+
+    if finished_utc is None:
+        finished_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = {"run_id": run_id, "arch": arch, "backbone": backbone, "scheme": scheme,
+              "lam": None if lam is None else float(lam) if _is_number(lam) else lam,
+              "repeat": repeat, "fold": fold, "seed": seed, "metrics": {k: dict(v) for k, v in metrics.items()},
+              "val_calcium_dice": val_calcium_dice, "run_dir": str(run_dir), "wall_time_s": wall_time_s,
+              "finished_utc": finished_utc, "package_version": package_version or __version__}
+    validate_result(record, f"result of run {run_id!r}")
+    return json.dumps(record, allow_nan=False) + "\n"
+
+
+def group_runs(records: Sequence[Mapping], *fields: str) -> dict[tuple, list[dict]]:
+    """{(values of `fields`): [records]} in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault(tuple(record[f] for f in fields), []).append(record)
+    return groups

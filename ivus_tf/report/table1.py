@@ -1,0 +1,223 @@
+"""Table 1 of Bargsten et al. (CDBME 2021): calcium Dice and average Hausdorff distance per model and scheme.
+
+Rows are model x training scheme (U-Net Res, DeepLabV3, DeepLabV3 with an ImageNet backbone when the grid has
+it; calcium only, pre-training, multi-task at one lambda per model); columns mean +- SD over runs of the test
+calcium Dice [%] and average Hausdorff distance [mm], and the number of runs. The best mean of each column is bold
+(highest Dice, lowest distance). A second table gives Welch's t-test p-values: multi-task and pre-training
+against calcium only for each model, DeepLabV3 against U-Net Res (and the ImageNet backbone against DeepLabV3)
+for each scheme. A third lists every multi-task lambda, the one used marked. Statistics: `ivus_tf.report.stats`.
+
+Outputs: table1.md (the three tables and notes), table1.csv (Table 1, full precision), welch_tests.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ivus_tf.report.stats import (MODELS, SCHEME_LABELS, describe, metric_values, model_label, select_lambdas,
+                                  welch_p)
+
+__all__ = ["table1_rows", "welch_tests", "write_table1"]
+
+METRICS = (("dice", "Dice [%]", 100.0, 1), ("average_hausdorff_mm", "Average Hausdorff [mm]", 1.0, 2))
+
+
+def _models(records: Sequence[Mapping]) -> list[tuple]:
+    present = {(r["arch"], r["backbone"]) for r in records}
+    return [m for m in MODELS if m in present] + sorted(present - set(MODELS))
+
+
+def _group(records: Sequence[Mapping], model: tuple, scheme: str, lam: float | None) -> list[Mapping]:
+    return [r for r in records if (r["arch"], r["backbone"]) == model and r["scheme"] == scheme
+            and (scheme != "multitask" or r["lam"] == lam)]
+
+
+def table1_rows(records: Sequence[Mapping], lambdas: Mapping[tuple, Mapping]) -> list[dict]:
+    """One dict per (model, scheme) with runs: labels, lam, and per metric mean/std/n (fractions for Dice) and
+    `best_<metric>` (the best mean of the column; exact ties all best)."""
+    rows = []
+    for model in _models(records):
+        for scheme in SCHEME_LABELS:
+            lam = lambdas[model]["lam"] if scheme == "multitask" and model in lambdas else None
+            runs = _group(records, model, scheme, lam)
+            if not runs:
+                continue
+            row = {"model": model_label(model), "arch": model[0], "backbone": model[1], "scheme": scheme,
+                   "scheme_label": SCHEME_LABELS[scheme], "lam": lam, "runs": len(runs)}
+            for metric, *_ in METRICS:
+                stats = describe(metric_values(runs, "calcium", metric))
+                row.update({f"{metric}_{k}": v for k, v in stats.items()})
+            rows.append(row)
+    for metric, sign in (("dice", 1), ("average_hausdorff_mm", -1)):
+        means = [sign * row[f"{metric}_mean"] for row in rows if not math.isnan(row[f"{metric}_mean"])]
+        for row in rows:
+            row[f"best_{metric}"] = bool(means) and sign * row[f"{metric}_mean"] == max(means)
+    return rows
+
+
+def _comparison(label: str, a: Sequence[Mapping], b: Sequence[Mapping]) -> dict:
+    out = {"comparison": label, "runs_a": len(a), "runs_b": len(b)}
+    for metric, *_ in METRICS:
+        va, vb = metric_values(a, "calcium", metric), metric_values(b, "calcium", metric)
+        out[f"{metric}_difference"] = (float(va.mean() - vb.mean()) if va.size and vb.size else math.nan)
+        out[f"{metric}_p"] = welch_p(va, vb)
+    return out
+
+
+def _scheme_text(scheme: str, lam: float | None) -> str:
+    return SCHEME_LABELS[scheme] + (f" (λ={lam:g})" if lam is not None else "")
+
+
+def welch_tests(records: Sequence[Mapping], lambdas: Mapping[tuple, Mapping]) -> list[dict]:
+    """Welch's t-tests on the test calcium Dice and average Hausdorff distance (A minus B; p two-sided)."""
+    tests = []
+    models = _models(records)
+    lam_of = {m: lambdas[m]["lam"] if m in lambdas else None for m in models}
+    for model in models:
+        base = _group(records, model, "calcium", None)
+        for scheme in ("multitask", "pretrain"):
+            other = _group(records, model, scheme, lam_of[model] if scheme == "multitask" else None)
+            if base and other:
+                text = _scheme_text(scheme, lam_of[model] if scheme == "multitask" else None)
+                tests.append(_comparison(f"{model_label(model)}: {text} vs calcium only", other, base))
+    pairs = [(("deeplabv3", "none"), ("unet_res", "none")), (("deeplabv3", "imagenet"), ("deeplabv3", "none"))]
+    for scheme in SCHEME_LABELS:
+        for a, b in pairs:
+            if a not in models or b not in models:
+                continue
+            runs_a = _group(records, a, scheme, lam_of[a] if scheme == "multitask" else None)
+            runs_b = _group(records, b, scheme, lam_of[b] if scheme == "multitask" else None)
+            if runs_a and runs_b:
+                label = SCHEME_LABELS[scheme]
+                if scheme == "multitask":
+                    label += (f" (λ={lam_of[a]:g})" if lam_of[a] == lam_of[b] else
+                              f" (λ={lam_of[a]:g} vs {lam_of[b]:g})")
+                tests.append(_comparison(f"{label}: {model_label(a)} vs {model_label(b)}", runs_a, runs_b))
+    return tests
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+
+def _value(value: float, scale: float, digits: int) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value * scale:.{digits}f}"
+
+
+def _cell(row: Mapping, metric: str, scale: float, digits: int) -> str:
+    text = f"{_value(row[f'{metric}_mean'], scale, digits)} ± {_value(row[f'{metric}_std'], scale, digits)}"
+    if row[f"{metric}_n"] < row["runs"]:
+        text += f" (n={row[f'{metric}_n']})"
+    return f"**{text}**" if row[f"best_{metric}"] else text
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _signed(value: float, scale: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value * scale:+.{digits}f}"
+
+
+def format_table1(rows: Sequence[Mapping]) -> list[str]:
+    lines = ["| Model | Training | λ | Dice [%] | Average Hausdorff [mm] | Runs |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    previous = None
+    for row in rows:
+        lam = "–" if row["lam"] is None else f"{row['lam']:g}"
+        model = row["model"] if row["model"] != previous else ""
+        previous = row["model"]
+        lines.append(f"| {model} | {row['scheme_label']} | {lam} | {_cell(row, 'dice', 100.0, 1)} | "
+                     f"{_cell(row, 'average_hausdorff_mm', 1.0, 2)} | {row['runs']} |")
+    return lines
+
+
+def format_tests(tests: Sequence[Mapping]) -> list[str]:
+    lines = ["| Comparison (A vs B) | Runs A / B | Δ Dice [pp] | p (Dice) | Δ Average Hausdorff [mm] | p (AHD) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for t in tests:
+        lines.append(f"| {t['comparison']} | {t['runs_a']} / {t['runs_b']} | {_signed(t['dice_difference'], 100, 1)}"
+                     f" | {_p(t['dice_p'])} | {_signed(t['average_hausdorff_mm_difference'], 1, 3)} | "
+                     f"{_p(t['average_hausdorff_mm_p'])} |")
+    return lines
+
+
+def format_lambdas(records: Sequence[Mapping], lambdas: Mapping[tuple, Mapping]) -> list[str]:
+    lines = ["| Model | λ | Validation calcium Dice [%] | Test Dice [%] | Test average Hausdorff [mm] | Runs | Used |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for model in _models(records):
+        if model not in lambdas:
+            continue
+        lams = sorted({r["lam"] for r in records if r["scheme"] == "multitask"
+                       and (r["arch"], r["backbone"]) == model})
+        for lam in lams:
+            runs = _group(records, model, "multitask", lam)
+            val = [r["val_calcium_dice"] for r in runs if r["val_calcium_dice"] is not None]
+            val_text = (f"{100 * sum(val) / len(val):.1f}" + (f" (n={len(val)})" if len(val) < len(runs) else "")
+                        if val else "n/a")
+            dice, ahd = (describe(metric_values(runs, "calcium", m)) for m in ("dice", "average_hausdorff_mm"))
+            lines.append(f"| {model_label(model)} | {lam:g} | {val_text} | {_value(dice['mean'], 100, 1)} ± "
+                         f"{_value(dice['std'], 100, 1)} | {_value(ahd['mean'], 1, 2)} ± {_value(ahd['std'], 1, 2)} | "
+                         f"{len(runs)} | {'yes' if lam == lambdas[model]['lam'] else ''} |")
+    return lines
+
+
+def _selection_notes(lambdas: Mapping[tuple, Mapping]) -> list[str]:
+    notes = []
+    for model, choice in lambdas.items():
+        how = {"fixed": "fixed on the command line (--lam)",
+               "validation": "the highest mean validation calcium Dice over its runs",
+               "test": "the highest mean TEST calcium Dice over its runs, because its runs carry no validation "
+                       "Dice (val_calcium_dice): chosen on the test set, so optimistic"}[choice["criterion"]]
+        notes.append(f"{model_label(model)}: λ = {choice['lam']:g}, {how}.")
+    return notes
+
+
+def write_table1(records: Sequence[Mapping], out_dir: str | Path, lam: float | None = None) -> dict:
+    """Write table1.md, table1.csv and welch_tests.csv into `out_dir`; return {"rows", "tests", "lambdas"}."""
+    out_dir = Path(out_dir)
+    lambdas = select_lambdas(records, lam)
+    rows, tests = table1_rows(records, lambdas), welch_tests(records, lambdas)
+    text = ["# Table 1: calcium segmentation on the test set", "",
+            *format_table1(rows), "",
+            "Mean ± sample standard deviation (ddof=1) over runs (repeats × folds of case-wise cross-validation); "
+            "each run contributes its mean over the test frames, scored at the frames' original resolution. "
+            "Bold: the best mean of the column (highest Dice, lowest distance). λ: the multi-task weight "
+            "(L = λ·L_calcium + L_wall-lumen). A run with a null metric is left out of that metric (n= says how "
+            "many remain). DeepLabV3 ImageNet: the ResNet50 encoder starts from natural-image weights (the "
+            "paper's \"DeepLabV3 COCO\" row).", ""]
+    if lambdas:
+        text += ["Multi-task λ per model: " + " ".join(_selection_notes(lambdas)), ""]
+    text += ["## Welch's t-tests", "", *format_tests(tests), "",
+             "Two-sided p-values of Welch's t-test (scipy.stats.ttest_ind, equal_var=False) over the runs' test "
+             "means; Δ = mean of A minus mean of B (Dice in percentage points). n/a: fewer than two runs on a side "
+             "(or no spread on either). The runs share one test set and overlapping training data, so they are "
+             "not independent samples; as in the paper, read p as a measure of separation, not an exact error "
+             "rate.", ""]
+    if lambdas:
+        text += ["## Multi-task runs by λ", "", *format_lambdas(records, lambdas), ""]
+    (out_dir / "table1.md").write_text("\n".join(text), encoding="utf-8")
+    _write_csv(out_dir / "table1.csv", rows, ["model", "arch", "backbone", "scheme", "lam", "runs", "dice_mean",
+                                               "dice_std", "dice_n", "average_hausdorff_mm_mean",
+                                               "average_hausdorff_mm_std", "average_hausdorff_mm_n", "best_dice",
+                                               "best_average_hausdorff_mm"])
+    _write_csv(out_dir / "welch_tests.csv", tests, ["comparison", "runs_a", "runs_b", "dice_difference", "dice_p",
+                                                    "average_hausdorff_mm_difference", "average_hausdorff_mm_p"])
+    return {"rows": rows, "tests": tests, "lambdas": lambdas}
+
+
+def _csv_value(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return repr(value) if isinstance(value, float) else value
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping], columns: Sequence[str]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_csv_value(row[c]) for c in columns])

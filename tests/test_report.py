@@ -1,0 +1,364 @@
+"""Tests of `python -m ivus_tf.report`: the results.jsonl schema, Table 1 against numpy and scipy, the lambda sweep's
+data, the example-contour figure from fake run folders, and one tiny inference measurement."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from ivus_tf.errors import InputError, run_cli
+from ivus_tf.report import make_report
+from ivus_tf.report.__main__ import main
+from ivus_tf.report.results import (ARCHS, RESULT_FIELDS, make_result_line, metrics_from_run, read_results,
+                                    validate_result, validation_calcium_dice)
+
+ARCH_LIST = ("unet_res", "deeplabv3")
+LAMS = (0.5, 2.0)
+# (arch, scheme, lam) -> (test calcium Dice, average Hausdorff mm, validation calcium Dice) around which runs scatter.
+# Validation prefers lambda 0.5, the test set lambda 2: Table 1 must take 0.5. Best Dice: deeplabv3 multi-task 0.5;
+# best distance: deeplabv3 pre-training.
+CENTRES = {
+    ("unet_res", "calcium", None): (0.55, 0.40, 0.60), ("unet_res", "pretrain", None): (0.56, 0.38, 0.61),
+    ("unet_res", "multitask", 0.5): (0.58, 0.37, 0.70), ("unet_res", "multitask", 2.0): (0.60, 0.35, 0.62),
+    ("deeplabv3", "calcium", None): (0.57, 0.36, 0.60), ("deeplabv3", "pretrain", None): (0.59, 0.30, 0.61),
+    ("deeplabv3", "multitask", 0.5): (0.62, 0.33, 0.72), ("deeplabv3", "multitask", 2.0): (0.65, 0.31, 0.63),
+}
+NULL_RUN = "unet_res-pretrain-r0-f0"  # its distance is null: left out, n=8
+
+
+def run_id(arch, scheme, lam, repeat, fold, backbone="none"):
+    lam_text = f"-lam{lam:g}" if lam is not None else ""
+    return f"{arch}{'-' + backbone if backbone != 'none' else ''}-{scheme}{lam_text}-r{repeat}-f{fold}"
+
+
+def grid_records(seed=0, repeats=3, folds=3, centres=CENTRES):
+    rng = np.random.default_rng(seed)
+    records = []
+    for (arch, scheme, lam), (dice, distance, val) in centres.items():
+        for repeat in range(repeats):
+            for fold in range(folds):
+                rid = run_id(arch, scheme, lam, repeat, fold)
+                metrics = {"calcium": {"dice": float(rng.normal(dice, 0.01)),
+                                       "average_hausdorff_mm": None if rid == NULL_RUN else
+                                       float(rng.normal(distance, 0.01))}}
+                if scheme == "multitask":
+                    for section in ("lumen", "vessel_wall", "wall_lumen_mean"):
+                        metrics[section] = {"dice": float(rng.normal(0.9 - 0.02 * lam, 0.01)),
+                                            "average_hausdorff_mm": float(rng.normal(0.1 + 0.01 * lam, 0.005))}
+                records.append(dict(run_id=rid, arch=arch, backbone="none", scheme=scheme, lam=lam, repeat=repeat,
+                                    fold=fold, seed=repeat, metrics=metrics, run_dir=f"runs/{rid}",
+                                    wall_time_s=100.0, finished_utc="2025-01-01T00:00:00+00:00",
+                                    package_version="0.1.0", val_calcium_dice=float(rng.normal(val, 0.005))))
+    return records
+
+
+def write_results(folder, records):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.jsonl").write_text("".join(make_result_line(**r) for r in records))
+    return folder
+
+
+def values(records, arch, scheme, lam, metric, section="calcium"):
+    return np.array([r["metrics"][section][metric] for r in records
+                     if (r["arch"], r["scheme"], r["lam"]) == (arch, scheme, lam)
+                     and r["metrics"].get(section, {}).get(metric) is not None])
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    records = grid_records()
+    grid = write_results(tmp_path_factory.mktemp("grid"), records)
+    result = make_report(grid, skip_inference=True, log=lambda text: None)
+    return records, grid / "report", result
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ------------------------------------------------------------------------------------------------- Table 1
+
+def test_table1_is_numpy_mean_and_sample_std_over_runs(report):
+    records, out, _ = report
+    rows = read_csv(out / "table1.csv")
+    assert [(r["arch"], r["scheme"]) for r in rows] == [(a, s) for a in ARCH_LIST
+                                                        for s in ("calcium", "pretrain", "multitask")]
+    md = (out / "table1.md").read_text()
+    for row in rows:
+        lam = float(row["lam"]) if row["lam"] else None
+        assert lam == (0.5 if row["scheme"] == "multitask" else None)  # validation's choice, not the test set's
+        assert int(row["runs"]) == 9
+        for metric, scale, digits in (("dice", 100, 1), ("average_hausdorff_mm", 1, 2)):
+            found = values(records, row["arch"], row["scheme"], lam, metric)
+            assert float(row[f"{metric}_mean"]) == pytest.approx(found.mean(), rel=1e-12)
+            assert float(row[f"{metric}_std"]) == pytest.approx(found.std(ddof=1), rel=1e-12)
+            assert int(row[f"{metric}_n"]) == len(found)
+            assert f"{found.mean() * scale:.{digits}f} ± {found.std(ddof=1) * scale:.{digits}f}" in md
+    assert sum(int(r["average_hausdorff_mm_n"]) == 8 for r in rows) == 1  # the null distance is left out
+    assert "(n=8)" in md
+
+
+def test_table1_bold_marks_the_best_mean_of_each_column(report):
+    records, out, _ = report
+    rows = read_csv(out / "table1.csv")
+    best_dice = [(r["arch"], r["scheme"]) for r in rows if r["best_dice"] == "True"]
+    best_distance = [(r["arch"], r["scheme"]) for r in rows if r["best_average_hausdorff_mm"] == "True"]
+    assert best_dice == [("deeplabv3", "multitask")]
+    assert best_distance == [("deeplabv3", "pretrain")]
+    table = (out / "table1.md").read_text().split("## Welch")[0]
+    bold_lines = [line for line in table.splitlines() if "**" in line]
+    assert len(bold_lines) == 2 and all(line.count("**") == 2 for line in bold_lines)
+    dice = values(records, "deeplabv3", "multitask", 0.5, "dice")
+    assert f"**{100 * dice.mean():.1f} ± {100 * dice.std(ddof=1):.1f}**" in table
+    assert "pre-training" in bold_lines[0] and "multi-task" in bold_lines[1]
+
+
+def test_welch_p_values_equal_scipy(report):
+    records, out, _ = report
+    tests = {t["comparison"]: t for t in read_csv(out / "welch_tests.csv")}
+    expected = {}
+    for arch, name in (("unet_res", "U-Net Res"), ("deeplabv3", "DeepLabV3")):
+        expected[f"{name}: multi-task (λ=0.5) vs calcium only"] = ((arch, "multitask", 0.5), (arch, "calcium", None))
+        expected[f"{name}: pre-training vs calcium only"] = ((arch, "pretrain", None), (arch, "calcium", None))
+    for scheme, label, lam in (("calcium", "calcium only", None), ("pretrain", "pre-training", None),
+                               ("multitask", "multi-task (λ=0.5)", 0.5)):
+        expected[f"{label}: DeepLabV3 vs U-Net Res"] = (("deeplabv3", scheme, lam), ("unet_res", scheme, lam))
+    assert set(tests) == set(expected)
+    for name, (a, b) in expected.items():
+        for metric in ("dice", "average_hausdorff_mm"):
+            va, vb = values(records, *a, metric), values(records, *b, metric)
+            p = scipy_stats.ttest_ind(va, vb, equal_var=False).pvalue
+            assert float(tests[name][f"{metric}_p"]) == pytest.approx(p, rel=1e-9), (name, metric)
+            assert float(tests[name][f"{metric}_difference"]) == pytest.approx(va.mean() - vb.mean())
+
+
+def test_too_few_runs_give_n_a(tmp_path):
+    centres = {k: v for k, v in CENTRES.items() if k[0] == "unet_res" and k[2] != 2.0}
+    records = grid_records(centres=centres)
+    records = [r for r in records if r["scheme"] != "pretrain" or (r["repeat"], r["fold"]) == (0, 1)]  # one run
+    grid = write_results(tmp_path / "grid", records)
+    make_report(grid, skip_inference=True, log=lambda text: None)
+    md = (grid / "report" / "table1.md").read_text()
+    pretrain_row = next(line for line in md.splitlines() if "| pre-training |" in line)
+    assert "± n/a" in pretrain_row and pretrain_row.endswith("| 1 |")
+    welch = next(line for line in md.splitlines() if line.startswith("| U-Net Res: pre-training vs calcium only"))
+    assert welch.count("n/a") == 2
+    tests = {t["comparison"]: t for t in read_csv(grid / "report" / "welch_tests.csv")}
+    assert tests["U-Net Res: pre-training vs calcium only"]["dice_p"] == ""
+    index = (grid / "report" / "index.md").read_text()
+    assert "lambda_sweep.png: the multi-task runs cover fewer than 2 lambdas > 0 (found: 0.5)" in index
+
+
+def test_lambda_falls_back_to_test_dice_with_a_note_and_can_be_fixed(tmp_path):
+    records = grid_records()
+    for r in records:
+        r["val_calcium_dice"] = None
+    grid = write_results(tmp_path / "grid", records)
+    result = make_report(grid, skip_inference=True, skip_examples=True, log=lambda text: None)
+    assert {m: c["lam"] for m, c in result["table1"]["lambdas"].items()} == {("unet_res", "none"): 2.0,
+                                                                              ("deeplabv3", "none"): 2.0}
+    assert "chosen on the test set, so optimistic" in (grid / "report" / "table1.md").read_text()
+    result = make_report(grid, lam=0.5, skip_inference=True, skip_examples=True, log=lambda text: None)
+    assert all(c["lam"] == 0.5 and c["criterion"] == "fixed" for c in result["table1"]["lambdas"].values())
+    with pytest.raises(InputError, match="no multi-task runs at lambda 3"):
+        make_report(grid, lam=3.0, skip_inference=True, log=lambda text: None)
+
+
+# -------------------------------------------------------------------------------------------- lambda sweep
+
+def test_lambda_sweep_plots_mean_and_two_sd_per_lambda(report, monkeypatch, tmp_path):
+    import matplotlib.axes
+
+    from ivus_tf.report.figures import PANELS, lambda_sweep_data, plot_lambda_sweep
+
+    records, out, result = report
+    assert (out / "lambda_sweep.png").stat().st_size > 10_000 and "lambda_sweep.png" in result["made"]
+    drawn = []
+    original = matplotlib.axes.Axes.errorbar
+
+    def spy(self, x, y, yerr=None, **kwargs):
+        drawn.append((self.get_title(), self.get_ylabel() or "", kwargs["label"], list(x), list(y), list(yerr)))
+        return original(self, x, y, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    data = lambda_sweep_data(records)
+    plot_lambda_sweep(data, tmp_path / "sweep.png")
+    assert data["lambdas"] == [0.5, 2.0] and set(data["models"]) == {"U-Net Res", "DeepLabV3"}
+    assert len(drawn) == 4 * 2  # four panels, two models
+    for i, (section, metric, *_ , scale) in enumerate(PANELS):
+        for j, (arch, label) in enumerate((("unet_res", "U-Net Res"), ("deeplabv3", "DeepLabV3"))):
+            _, _, legend, x, y, yerr = drawn[2 * i + j]
+            assert legend == f"{label} multi-task"
+            expected = [values(records, arch, "multitask", lam, metric, section) for lam in LAMS]
+            np.testing.assert_allclose(y, [scale * v.mean() for v in expected])
+            np.testing.assert_allclose(yerr, [2 * scale * v.std(ddof=1) for v in expected])
+            np.testing.assert_allclose(np.array(x) / np.array(LAMS), x[0] / LAMS[0])  # one dodge factor per model
+            assert 0.9 < x[0] / LAMS[0] < 1.1
+    assert data["baseline"]["DeepLabV3"]["dice"] == pytest.approx(values(records, "deeplabv3", "calcium", None,
+                                                                          "dice").mean())
+
+
+# ---------------------------------------------------------------------------------------- results.jsonl
+
+def good_record(**changes):
+    record = grid_records()[0]
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"run_id": "x", ', "line 3: not valid JSON"),
+    (json.dumps({k: v for k, v in good_record(run_id="x").items() if k != "fold"}), "line 3: missing field(s) fold"),
+    (json.dumps(good_record(run_id="x", repeat="1")), "line 3: repeat must be an integer"),
+    (json.dumps(good_record(run_id="x", metrics={"calcium": {"dice": 64.5, "average_hausdorff_mm": 0.3}})),
+     "line 3: metrics.calcium.dice must be in [0, 1]"),
+    (json.dumps(good_record(run_id="x", lam=1.0)), "line 3: lam must be null for scheme calcium"),
+    (json.dumps(good_record(run_id="x", scheme="multitask")), "line 3: lam must be a finite number"),
+    (json.dumps(good_record(run_id="x", arch="unet_res", backbone="imagenet")), "line 3: backbone 'imagenet'"),
+    (json.dumps({**good_record(run_id="x"), "lamda": 1}), "line 3: unknown field"),
+    ("[1, 2]", "line 3: expected a JSON object"),
+])
+def test_corrupt_line_is_an_error_with_its_line_number(tmp_path, capsys, bad, message):
+    records = grid_records()[:2]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(make_result_line(**r) for r in records) + bad + "\n")
+    with pytest.raises(InputError) as error:
+        read_results(path)
+    assert message in str(error.value)
+    assert run_cli(main, [str(tmp_path), "--skip-inference"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} line 3: ") and err.count("\n") == 1
+    assert not (tmp_path / "report").exists()
+
+
+def test_duplicate_runs_are_errors(tmp_path):
+    records = grid_records()[:3]
+    path = tmp_path / "results.jsonl"
+    lines = [make_result_line(**r) for r in records]
+    path.write_text("".join(lines) + "\n" + lines[1])  # a blank line is fine, the repeat is not
+    with pytest.raises(InputError, match=f"line 5: run_id '{records[1]['run_id']}' already on line 2"):
+        read_results(path)
+    path.write_text("".join(lines) + make_result_line(**{**records[0], "run_id": "renamed"}))
+    with pytest.raises(InputError, match="line 4: run 'renamed' repeats the run on line 1"):
+        read_results(path)
+    path.write_text("\n")
+    with pytest.raises(InputError, match="holds no results"):
+        read_results(path)
+
+
+def test_result_line_round_trip_and_helpers():
+    metrics_json = {"calcium": {"summary": {"dice": {"mean": 0.61}, "average_hausdorff_mm": {"mean": float("nan")}}},
+                    "wall_lumen_mean": {"summary": {"dice": {"mean": 0.9}, "average_hausdorff_mm": {"mean": 0.1}}},
+                    "selection": {"multitask": {"monitor": "val_calcium_dice", "value": 0.66}}}
+    metrics = metrics_from_run(metrics_json)
+    assert metrics == {"calcium": {"dice": 0.61, "average_hausdorff_mm": None},
+                       "wall_lumen_mean": {"dice": 0.9, "average_hausdorff_mm": 0.1}}
+    assert validation_calcium_dice(metrics_json) == 0.66
+    assert validation_calcium_dice({"selection": {"wall_lumen": {"monitor": "val_wall_lumen_dice", "value": 1}}}) is None
+    line = make_result_line(run_id="r", arch="deeplabv3", backbone="imagenet", scheme="multitask", lam=1, repeat=0,
+                            fold=2, seed=7, metrics=metrics, run_dir="runs/r", wall_time_s=12.5,
+                            val_calcium_dice=0.66)
+    assert line.endswith("\n") and "\n" not in line[:-1]
+    record = json.loads(line)
+    assert set(record) == set(RESULT_FIELDS) and record["lam"] == 1.0
+    assert validate_result(record) == record
+    with pytest.raises(InputError, match="result of run 'r': lam must be a finite number"):
+        make_result_line(**{**record, "lam": None})
+    assert set(ARCHS) == set(__import__("ivus_tf.models.build", fromlist=["x"]).ARCHITECTURES)
+
+
+def test_cli_writes_the_report(tmp_path, capsys):
+    grid = write_results(tmp_path / "grid", grid_records())
+    assert run_cli(main, [str(grid), "--skip-inference", "--skip-examples", "--out", str(tmp_path / "r")]) == 0
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"index.md", "table1.md", "table1.csv",
+                                                           "welch_tests.csv", "lambda_sweep.png"}
+    index = (tmp_path / "r" / "index.md").read_text()
+    assert "72 runs" in index and "examples.png: not asked for (--skip-examples)" in index
+    with pytest.raises(SystemExit) as exit_:
+        main([str(grid), "--examples", "0"])
+    assert exit_.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- examples figure
+
+BOTH = ("calcium", "wall_lumen")
+
+
+def write_predictions(run_dir, records_dir, quality, cases):
+    from ivus_tf.data import iterate_frames
+
+    for i, frame in enumerate(iterate_frames(records_dir, cases)):
+        truth = frame["calcium_mask"] if frame["calcium_mask"] is not None else np.zeros_like(frame["image"])
+        shift = (i * quality) % 5  # different overlaps: varied Dice
+        prediction = np.roll(truth, shift, axis=1) * 255
+        folder = run_dir / "predictions" / frame["case_id"]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{frame['frame_id']}_calcium.png"), prediction.astype(np.uint8))
+
+
+def test_examples_figure_from_run_folders(tmp_path, make_records):
+    from ivus_tf.metrics import dice
+    from ivus_tf.report.examples import choose_example_runs, choose_frames
+    from ivus_tf.report.stats import select_lambdas
+
+    records_dir = make_records({"c0": [("0", BOTH), ("1", ("calcium",)), ("2", ("wall_lumen",))],
+                                "c1": [("0", BOTH), ("1", ("calcium",)), ("2", ("calcium",))]})
+    records = grid_records()
+    grid = tmp_path / "grid"
+    for rid in ("deeplabv3-calcium-r0-f1", "deeplabv3-multitask-lam0.5-r0-f1"):
+        run_dir = grid / "runs" / rid
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(f"arch: deeplabv3\ndata: {records_dir}\nwidth: 0.0625\n")
+        write_predictions(run_dir, records_dir, 1 if "calcium-" in rid else 2, ["c0", "c1"])
+    write_results(grid, records)
+    result = make_report(grid, skip_inference=True, log=lambda text: None)
+    assert (grid / "report" / "examples.png").stat().st_size > 5_000
+    assert "DeepLabV3 repeat 0 fold 1" in result["made"]["examples.png"]
+    pair = choose_example_runs(records, grid / "results.jsonl", select_lambdas(records))
+    assert (pair["calcium"]["run_id"], pair["multitask"]["run_id"]) == ("deeplabv3-calcium-r0-f1",
+                                                                       "deeplabv3-multitask-lam0.5-r0-f1")
+    frames = choose_frames(pair, grid / "results.jsonl", count=4)
+    assert len(frames) == 4 and all(f["truth"].any() for f in frames)  # calcium frames only (5 carry it)
+    assert all((f["case_id"], f["frame_id"]) != ("c0", "2") for f in frames)
+    scores = [f["dice"]["multitask"] for f in frames]
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+    for f in frames:
+        assert f["dice"]["multitask"] == pytest.approx(dice(f["multitask"], f["truth"]))
+
+
+def test_examples_skipped_without_predictions(report):
+    _, _, result = report
+    assert "no repeat/fold with both a calcium-only and a multi-task run" in result["skipped"]["examples.png"]
+    index = (result["out"] / "index.md").read_text()
+    assert "## Skipped" in index and "- examples.png: no repeat/fold" in index
+
+
+# -------------------------------------------------------------------------------------------- inference
+
+def test_tiny_inference_measurement(tmp_path):
+    from ivus_tf.report.inference import inference_settings, machine_description, measure_inference, write_inference
+
+    records = [r for r in grid_records() if r["arch"] == "unet_res"]
+    run_dir = tmp_path / records[0]["run_dir"]
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("arch: unet_res\nwidth: 0.0625\nimage_size: 64\nhead: linear\n")
+    settings = inference_settings(records, tmp_path / "results.jsonl")
+    assert settings == {"unet_res": {"width": 0.0625, "image_size": 64, "head": "linear", "aspp_rates": None,
+                                     "source": f"config of run {records[0]['run_id']}"}}
+    rows = measure_inference(settings, calls=2, warmup=1, matmul_size=256, timeout_s=300, log=lambda text: None)
+    assert [r.get("error") for r in rows] == [None, None] and [r["batch"] for r in rows] == [1, 12]
+    for row in rows:
+        assert row["median_s"] > 0 and row["frames_per_s"] == pytest.approx(row["batch"] / row["median_s"])
+        assert row["peak_rss_mib"] >= row["rss_model_mib"] > 100 and row["gflop_per_frame"] > 0
+    path = write_inference(rows, machine_description(), tmp_path / "inference.md")
+    text = path.read_text()
+    assert "TensorFlow 2." in text and machine_description()["cpu"] in text
+    assert text.count("| U-Net Res | 0.0625 | 64² |") == 2 and math.isfinite(rows[1]["gflop_per_s"])
