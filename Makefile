@@ -8,11 +8,12 @@ STAMP := $(VENV)/.ivus-tf-installed
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,test,export]"
 	touch $(STAMP)
 
+# The main job: phantom -> TFRecords (cached) -> multi-task training -> test metrics and TensorBoard command.
 demo: $(STAMP)
-	$(PY) -m ivus_tf.demo --out runs/demo
+	$(PY) -m ivus_tf.train --scheme multitask --config configs/quickstart.yaml --out runs/quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest -q

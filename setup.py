@@ -33,5 +33,8 @@ setup(
         "cpu": ["tensorflow-cpu==2.21.*"],
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
         "test": ["pytest>=8"],
+        # python -m ivus_tf.export --format onnx|tensorrt, and ONNX Runtime for predict. TensorRT itself is not
+        # here: it needs a CUDA machine (pip install tensorrt-cu12 there).
+        "export": ["tf2onnx>=1.16.1", "onnx>=1.17", "onnxruntime>=1.20", "onnxconverter-common>=1.14"],
     },
 )
