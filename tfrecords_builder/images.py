@@ -114,6 +114,15 @@ def read_file(path: str | Path) -> tuple[np.ndarray, str]:
 def load_image(path: str | Path) -> np.ndarray:
     """The image at `path` as (H, W) uint8 gray (see the module docstring for the conversions)."""
     array, _ = read_file(path)
+    return image_to_gray_uint8(array, path)
+
+
+def image_to_gray_uint8(array: np.ndarray, path: str | Path) -> np.ndarray:
+    """An array from `read_file` as (H, W) uint8 gray; `path` names the file in errors.
+
+    Split from `load_image` so that callers can see whether a file was colour (`array.ndim == 3`) before it is
+    converted, without decoding it twice (the predict command says once per run that it converted colour).
+    """
     if array.dtype not in (np.uint8, np.uint16):
         raise InputError(f"{path}: pixel type {array.dtype} is not supported; expected 8- or 16-bit unsigned")
     if array.ndim == 3:

@@ -1,0 +1,301 @@
+"""Clinical IVUS measurements of one frame and of a pullback, from predicted (or annotated) masks.
+
+Pure numpy functions over 2-D masks plus the frame's pixel spacing (mm per pixel: a number, or a (row, column)
+pair), like `ivus_tf.metrics`; nothing here imports TensorFlow. Wall-lumen label maps use 0 background, 1 lumen,
+2 vessel wall (inside the EEM minus the lumen), as everywhere in the package.
+
+Areas count pixels: `area = pixels * row_spacing * column_spacing`.
+- calcium area: calcium pixels (predicted calcium is measured as is, also where it lies outside the EEM);
+- lumen area: label 1; vessel (EEM) area: labels 1 | 2; plaque burden = (EEM - lumen) / EEM * 100 %, which is
+  plaque + media area over EEM area, the IVUS convention (Mintz et al., ACC/ESC consensus); NaN without a vessel.
+
+Calcium arc (degrees): the angular extent of the calcium seen from a viewpoint inside the lumen, what a reader
+measures with a protractor centred on the lumen. Precisely: every calcium pixel is a square (its full footprint,
+not just its centre); seen from the viewpoint it covers an interval of angles (the range of its four corners'
+angles); the arc is the length of the union of these intervals on the circle, computed exactly (sorted intervals,
+running maximum of their ends), with wrap-around at 0/360 degrees. So
+- two separate calcium deposits give the sum of their extents; deposits that overlap in angle count once;
+- a thin, one-pixel, 8-connected arc is not fragmented: diagonal neighbours share a corner, so their intervals
+  touch;
+- a closed ring around the viewpoint gives 360, and so does a calcium pixel that contains the viewpoint;
+- no calcium gives 0.
+Because whole pixels count, a rasterised sector measures a little more than its continuous angle: at most
+`2 * atan(0.71 px / d)` more, d being the distance from the viewpoint to the nearest calcium pixel (under 1.7 degrees
+for calcium 1 mm from the centre at 0.02 mm per pixel; the tests pin this bound).
+Angles are measured in millimetres (row and column spacing applied), so non-square pixels give true angles.
+
+The viewpoint (`arc_center`) is, in order of preference:
+1. "lumen": the centroid of the largest 8-connected lumen region (so a stray lumen blob or a side-branch lumen
+   does not pull it away);
+2. "vessel": when no lumen was found, the centroid of the largest vessel (labels 1 | 2) region;
+3. "image": when neither was found (or no wall-lumen labels exist, e.g. a calcium-only model), the image centre,
+   where the catheter is in a scan-converted IVUS frame.
+Which one was used is reported with each frame, so frames measured from a fallback can be reviewed or excluded.
+The calcium depth (superficial or deep, which the IVUS calcium score asks for) is not assessed here.
+
+Pullback summary (`pullback_summary`): frames are taken in pullback order, one frame interval
+`dz = pullback speed / frame rate` apart, and each frame stands for the slab of vessel of length dz it was
+acquired in, so a run of k consecutive calcium frames is `k * dz` long and the calcium length is the total length
+of all runs (= frames with calcium * dz). The longest run, and the longest run of frames whose arc exceeds 270
+degrees (the calcium-score criterion "> 270 degrees for >= 5 mm" of Zhang et al., JACC Cardiovasc Interv 2021,
+which also scores 360-degree rings, calcified nodules and a vessel diameter < 3.5 mm), are reported in mm too. Runs are strictly consecutive: a single frame without
+calcium ends a run. Lengths need both the pullback speed and the frame rate and are None otherwise. In a
+non-gated pullback neighbouring frames also differ by cardiac motion, so lengths are good to about one heartbeat's
+worth of frames.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ivus_tf.errors import InputError
+from ivus_tf.metrics import as_mask, validate_pixel_spacing_mm
+
+__all__ = [
+    "ARC_CENTERS", "MEASUREMENT_COLUMNS", "angular_extent_deg", "arc_center", "calcium_area_mm2",
+    "calcium_arc_deg", "frame_measurements", "lumen_area_mm2", "plaque_burden_percent", "pullback_summary",
+    "vessel_area_mm2",
+]
+
+ARC_CENTERS = ("lumen", "vessel", "image")
+MEASUREMENT_COLUMNS = ("calcium_area_mm2", "calcium_arc_deg", "arc_center", "lumen_area_mm2", "vessel_area_mm2",
+                       "plaque_burden_percent")
+LUMEN, VESSEL_WALL = 1, 2
+CALCIUM_SCORE_ARC_DEG = 270.0
+CALCIUM_SCORE_LENGTH_MM = 5.0
+
+_EIGHT_CONNECTED = np.ones((3, 3), bool)
+_TWO_PI = 2.0 * math.pi
+_CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+
+
+# ---------------------------------------------------------------------------------------------------- input
+
+def _labels(wall_lumen_labels, name: str = "wall_lumen_labels") -> np.ndarray:
+    array = np.asarray(wall_lumen_labels)
+    if array.ndim != 2:
+        raise InputError(f"{name} must be a 2-D label map, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"{name} must be an integer label map (0 background, 1 lumen, 2 vessel wall), "
+                         f"got dtype {array.dtype}")
+    return array
+
+
+def _pixel_area_mm2(pixel_spacing_mm) -> float:
+    dy, dx = validate_pixel_spacing_mm(pixel_spacing_mm)
+    return dy * dx
+
+
+# ---------------------------------------------------------------------------------------------------- areas
+
+def calcium_area_mm2(calcium_mask, pixel_spacing_mm) -> float:
+    """Calcium area in mm^2: calcium pixels times the pixel area."""
+    return int(np.count_nonzero(as_mask(calcium_mask, "calcium_mask"))) * _pixel_area_mm2(pixel_spacing_mm)
+
+
+def lumen_area_mm2(wall_lumen_labels, pixel_spacing_mm) -> float:
+    """Lumen area in mm^2 (label 1)."""
+    return int(np.count_nonzero(_labels(wall_lumen_labels) == LUMEN)) * _pixel_area_mm2(pixel_spacing_mm)
+
+
+def vessel_area_mm2(wall_lumen_labels, pixel_spacing_mm) -> float:
+    """Vessel (EEM) area in mm^2: everything inside the external elastic membrane, labels 1 | 2."""
+    labels = _labels(wall_lumen_labels)
+    return int(np.count_nonzero((labels == LUMEN) | (labels == VESSEL_WALL))) * _pixel_area_mm2(pixel_spacing_mm)
+
+
+def plaque_burden_percent(wall_lumen_labels) -> float:
+    """(EEM area - lumen area) / EEM area * 100; NaN when there is no vessel. Spacing cancels out."""
+    labels = _labels(wall_lumen_labels)
+    lumen = int(np.count_nonzero(labels == LUMEN))
+    vessel = lumen + int(np.count_nonzero(labels == VESSEL_WALL))
+    return math.nan if vessel == 0 else 100.0 * (vessel - lumen) / vessel
+
+
+# ------------------------------------------------------------------------------------------------------ arc
+
+def _largest_region_centroid(mask: np.ndarray) -> tuple[float, float] | None:
+    if not mask.any():
+        return None
+    regions, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    if count > 1:
+        sizes = np.bincount(regions.ravel())
+        sizes[0] = 0
+        mask = regions == int(np.argmax(sizes))
+    rows, cols = np.nonzero(mask)
+    return float(rows.mean()), float(cols.mean())
+
+
+def arc_center(shape: Sequence[int], lumen_mask=None, vessel_mask=None) -> tuple[float, float, str]:
+    """(row, column, source) of the arc's viewpoint; source is "lumen", "vessel" or "image" (module docstring)."""
+    for source, mask in (("lumen", lumen_mask), ("vessel", vessel_mask)):
+        if mask is None:
+            continue
+        mask = as_mask(mask, f"{source}_mask")
+        if mask.shape != tuple(shape[:2]):
+            raise InputError(f"{source}_mask has shape {mask.shape}, expected {tuple(shape[:2])}")
+        centroid = _largest_region_centroid(mask)
+        if centroid is not None:
+            return centroid[0], centroid[1], source
+    return (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0, "image"
+
+
+def angular_extent_deg(mask, center_rc: Sequence[float], pixel_spacing_mm=1.0) -> float:
+    """Length in degrees of the union of the angular intervals that the pixel squares of `mask` cover, seen from
+    `center_rc` = (row, column) in pixel coordinates (pixel centres at integers). 360 when a pixel contains it."""
+    mask = as_mask(mask)
+    dy, dx = validate_pixel_spacing_mm(pixel_spacing_mm)
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return 0.0
+    rel_rows, rel_cols = rows - float(center_rc[0]), cols - float(center_rc[1])
+    if np.any((np.abs(rel_rows) <= 0.5) & (np.abs(rel_cols) <= 0.5)):
+        return 360.0
+    middle = np.arctan2(rel_rows * dy, rel_cols * dx)
+    corner_rows = rel_rows[:, None] + _CORNERS[None, :, 0]
+    corner_cols = rel_cols[:, None] + _CORNERS[None, :, 1]
+    # A square that does not contain the viewpoint spans less than 180 degrees, so its corners' angles relative to
+    # its centre's angle lie in (-180, 180) and their min/max are the interval's ends.
+    relative = np.arctan2(corner_rows * dy, corner_cols * dx) - middle[:, None]
+    relative = (relative + math.pi) % _TWO_PI - math.pi
+    starts = middle + relative.min(axis=1)
+    ends = middle + relative.max(axis=1)
+    shift = np.floor(starts / _TWO_PI) * _TWO_PI
+    starts, ends = starts - shift, ends - shift  # starts in [0, 2 pi), ends < starts + pi
+    wrapped = ends > _TWO_PI
+    starts = np.concatenate([starts, np.zeros(int(wrapped.sum()))])
+    ends = np.concatenate([np.minimum(ends, _TWO_PI), ends[wrapped] - _TWO_PI])
+    return math.degrees(_union_length(starts, ends))
+
+
+def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
+    """Total length of the union of intervals [start, end] (exact: sort, then the running maximum of the ends)."""
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    reach = np.maximum.accumulate(ends)
+    gaps = np.maximum(starts[1:] - reach[:-1], 0.0)
+    return float(reach[-1] - starts[0] - gaps.sum())
+
+
+def calcium_arc_deg(calcium_mask, lumen_mask=None, vessel_mask=None, pixel_spacing_mm=1.0) -> float:
+    """Calcium arc in degrees seen from the lumen centroid (fallbacks: vessel centroid, image centre).
+
+    See the module docstring for the exact definition; `arc_center` says which viewpoint a frame gets.
+    """
+    calcium = as_mask(calcium_mask, "calcium_mask")
+    row, col, _ = arc_center(calcium.shape, lumen_mask, vessel_mask)
+    return angular_extent_deg(calcium, (row, col), pixel_spacing_mm)
+
+
+# -------------------------------------------------------------------------------------------------- a frame
+
+def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dict:
+    """All measurements of one frame: the `MEASUREMENT_COLUMNS` dict.
+
+    Either input may be None (a model without that head): its measurements are NaN; without wall-lumen labels the
+    arc is seen from the image centre (arc_center "image"). Both given: they must have the same shape.
+    """
+    pixel_area = _pixel_area_mm2(pixel_spacing_mm)
+    result = {"calcium_area_mm2": math.nan, "calcium_arc_deg": math.nan, "arc_center": "",
+              "lumen_area_mm2": math.nan, "vessel_area_mm2": math.nan, "plaque_burden_percent": math.nan}
+    lumen = vessel = None
+    if wall_lumen_labels is not None:
+        labels = _labels(wall_lumen_labels)
+        lumen, vessel = labels == LUMEN, (labels == LUMEN) | (labels == VESSEL_WALL)
+        lumen_pixels, vessel_pixels = int(np.count_nonzero(lumen)), int(np.count_nonzero(vessel))
+        result.update(lumen_area_mm2=lumen_pixels * pixel_area, vessel_area_mm2=vessel_pixels * pixel_area,
+                      plaque_burden_percent=(math.nan if vessel_pixels == 0
+                                             else 100.0 * (vessel_pixels - lumen_pixels) / vessel_pixels))
+    if calcium_mask is not None:
+        calcium = as_mask(calcium_mask, "calcium_mask")
+        if lumen is not None and calcium.shape != lumen.shape:
+            raise InputError(f"calcium_mask {calcium.shape} and wall_lumen_labels {lumen.shape} shapes differ")
+        row, col, source = arc_center(calcium.shape, lumen, vessel)
+        result.update(calcium_area_mm2=int(np.count_nonzero(calcium)) * pixel_area,
+                      calcium_arc_deg=angular_extent_deg(calcium, (row, col), pixel_spacing_mm),
+                      arc_center=source)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ a pullback
+
+def _runs(flags: Sequence[bool]) -> list[int]:
+    """Lengths of the runs of consecutive True values."""
+    runs, current = [], 0
+    for flag in flags:
+        if flag:
+            current += 1
+        elif current:
+            runs.append(current)
+            current = 0
+    if current:
+        runs.append(current)
+    return runs
+
+
+def _positive(value, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number > 0, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def pullback_summary(rows: Iterable[Mapping], pullback_speed_mm_s: float | None = None,
+                     frame_rate_hz: float | None = None) -> dict:
+    """Summary of per-frame measurements (dicts with "calcium_area_mm2" and "calcium_arc_deg") in pullback order.
+
+    Keys: frames, frames_with_calcium, calcium_segments (runs of consecutive calcium frames), max_calcium_arc_deg
+    (0 without calcium, NaN without frames), frames_with_arc_over_180, frames_with_arc_over_270 (strictly more than),
+    longest_calcium_run_frames, longest_arc_over_270_run_frames; and, in mm, None unless both the pullback speed and
+    the frame rate are given: frame_interval_mm (= speed / rate), calcium_length_mm (all runs: frames with calcium *
+    interval), longest_calcium_segment_mm, longest_arc_over_270_mm, and arc_over_270_for_5mm (the calcium-score
+    criterion, longest run of > 270 degrees >= 5 mm). A frame has calcium when its calcium area is > 0.
+    """
+    speed = _positive(pullback_speed_mm_s, "pullback_speed_mm_s")
+    rate = _positive(frame_rate_hz, "frame_rate_hz")
+    areas, arcs = [], []
+    for row in rows:
+        areas.append(float(row["calcium_area_mm2"]))
+        arcs.append(float(row["calcium_arc_deg"]))
+    areas_array, arcs_array = np.asarray(areas, np.float64), np.asarray(arcs, np.float64)
+    calcium = areas_array > 0
+    over_270 = arcs_array > CALCIUM_SCORE_ARC_DEG
+    calcium_runs, over_270_runs = _runs(calcium.tolist()), _runs(over_270.tolist())
+    finite_arcs = arcs_array[np.isfinite(arcs_array)]
+    summary = {
+        "frames": len(areas),
+        "frames_with_calcium": int(calcium.sum()),
+        "calcium_segments": len(calcium_runs),
+        "max_calcium_arc_deg": float(finite_arcs.max()) if finite_arcs.size else math.nan,
+        "frames_with_arc_over_180": int((arcs_array > 180.0).sum()),
+        "frames_with_arc_over_270": int(over_270.sum()),
+        "longest_calcium_run_frames": max(calcium_runs, default=0),
+        "longest_arc_over_270_run_frames": max(over_270_runs, default=0),
+        "pullback_speed_mm_s": speed,
+        "frame_rate_hz": rate,
+        "frame_interval_mm": None,
+        "calcium_length_mm": None,
+        "longest_calcium_segment_mm": None,
+        "longest_arc_over_270_mm": None,
+        "arc_over_270_for_5mm": None,
+    }
+    if speed is not None and rate is not None:
+        interval = speed / rate
+        longest_270 = summary["longest_arc_over_270_run_frames"] * interval
+        summary.update(
+            frame_interval_mm=interval,
+            calcium_length_mm=summary["frames_with_calcium"] * interval,
+            longest_calcium_segment_mm=summary["longest_calcium_run_frames"] * interval,
+            longest_arc_over_270_mm=longest_270,
+            arc_over_270_for_5mm=bool(longest_270 >= CALCIUM_SCORE_LENGTH_MM - 1e-9),
+        )
+    return summary

@@ -1,0 +1,399 @@
+"""`predict`: turn a pullback into masks, overlays and calcium measurements with an exported model.
+
+    python -m ivus_tf.predict --model saved_models/NAME/V --input PATH --out DIR [--pixel-spacing-mm S]
+        [--batch-size 12] [--pullback-speed-mm-s V --frame-rate-hz F] [--engine auto|onnxruntime|tensorflow]
+        [--no-overlays] [--overwrite]
+
+PATH is a folder of frames, a multi-frame DICOM file or a manifest CSV (`ivus_tf.pullback_io`). The model is an
+export of `ivus_tf.export` (SavedModel, optionally `model.onnx` beside it), loaded with `load_exported`; it takes
+uint8 frames of any size and answers at that size. Frames stream through: read one at a time, predicted in
+batches of consecutive frames of equal size, written, dropped; memory does not grow with the pullback.
+
+DIR holds, per frame (`<name>` = frame_id, or `<case_id>_<frame_id>` for a manifest):
+    masks/<name>_calcium.png      calcium mask, 0 / 255
+    masks/<name>_wall_lumen.png   labels 0 background, 1 lumen, 2 vessel wall
+    overlays/<name>.png           the frame with contours: calcium red, lumen yellow, vessel (EEM) cyan, the arc's
+                                  viewpoint as a small white cross, and the frame's numbers (unless --no-overlays)
+and once:
+    measurements.csv              one row per frame (`CSV_COLUMNS`; see `ivus_tf.measurements`); empty = NaN
+    summary.json                  per-pullback summary (`pullback_summary`), engine, model, input, options, counts
+DIR is built in a temporary folder beside it and renamed at the end (`atomic_output_dir`): a failed or interrupted
+run leaves nothing that looks complete. An existing DIR is replaced only with --overwrite, and only if it is an
+earlier predict output (it holds summary.json) or empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from ivus_tf import __version__
+from ivus_tf.errors import ArgumentParser, InputError, run_cli
+from ivus_tf.measurements import frame_measurements, pullback_summary
+from ivus_tf.progress import progress
+from ivus_tf.pullback_io import Frame, Warnings, open_pullback
+
+CSV_COLUMNS = ("case_id", "frame_id", "calcium_area_mm2", "calcium_arc_deg", "lumen_area_mm2", "vessel_area_mm2",
+               "plaque_burden_percent", "pixel_spacing_mm", "arc_center")
+CSV_DECIMALS = {"calcium_area_mm2": 4, "calcium_arc_deg": 2, "lumen_area_mm2": 4, "vessel_area_mm2": 4,
+                "plaque_burden_percent": 2}
+TASK_OUTPUTS = {"calcium": "calcium_mask", "wall_lumen": "wall_lumen_labels"}
+ENGINES = ("auto", "onnxruntime", "tensorflow")
+SUMMARY_NAME = "summary.json"
+# zlib's "filtered" strategy: overlays of speckled frames come out a third smaller than with OpenCV's default
+# (about 210 instead of 320 KB at 500x500) for about the same encoding time
+OVERLAY_PNG_PARAMS = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_FILTERED)
+COLOURS_BGR = {"calcium": (0, 0, 255), "lumen": (0, 255, 255), "vessel": (255, 255, 0)}
+
+
+# ----------------------------------------------------------------------------------------------------- model
+
+def load_model(path: str | os.PathLike, engine: str = "auto"):
+    """`ivus_tf.export.load_exported(path, engine)` (NAME/V, or NAME for its highest version), with a one-line
+    error for anything that goes wrong, a folder that is not an export included."""
+    from ivus_tf.export import load_exported
+
+    try:
+        return load_exported(path, engine=engine)
+    except InputError:
+        raise
+    except Exception as error:  # a damaged SavedModel or ONNX file: TF and ORT raise many kinds; name the folder
+        raise InputError(f"{path}: cannot load the exported model "
+                         f"({type(error).__name__}: {' '.join(str(error).split())[:200]})") from error
+
+
+def model_tasks(model, where: str) -> tuple[str, ...]:
+    tasks = tuple(task for task in TASK_OUTPUTS if task in tuple(model.tasks))
+    if not tasks:
+        raise InputError(f"{where}: the model has neither a calcium nor a wall_lumen output (tasks {model.tasks})")
+    return tasks
+
+
+# ------------------------------------------------------------------------------------------------- streaming
+
+def batches(frames: Iterable[Frame], batch_size: int) -> Iterator[list[Frame]]:
+    """Consecutive frames in lists of at most `batch_size`, cut where the frame size changes (one size a call)."""
+    batch: list[Frame] = []
+    for frame in frames:
+        if batch and frame.image.shape != batch[0].image.shape:
+            yield batch
+            batch = []
+        batch.append(frame)
+        if len(batch) == batch_size:  # at once: the reader never runs more than one batch ahead of the model
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str],
+                   where: str = "model") -> Iterator[tuple[Frame, dict]]:
+    """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call."""
+    names = [TASK_OUTPUTS[task] for task in tasks]
+    for batch in batches(frames, batch_size):
+        stack = np.stack([frame.image for frame in batch])
+        outputs = model.predict(stack, batch_size=len(batch))
+        for name in names:
+            if name not in outputs:
+                raise InputError(f"{where}: the model gave no {name!r} output (it gave {sorted(outputs)})")
+            shape = tuple(np.shape(outputs[name]))
+            if shape != stack.shape:
+                raise InputError(f"{where}: output {name!r} has shape {shape} for frames of shape {stack.shape}")
+        arrays = {name: np.asarray(outputs[name]) for name in names}
+        for i, frame in enumerate(batch):
+            yield frame, {name: array[i] for name, array in arrays.items()}
+
+
+# ---------------------------------------------------------------------------------------------------- output
+
+def render_overlay(image: np.ndarray, calcium: np.ndarray | None, labels: np.ndarray | None,
+                   center_rc: tuple[float, float] | None = None, text: str = "") -> np.ndarray:
+    """The gray frame as BGR with contours: calcium red, lumen yellow, vessel (EEM) cyan; the arc's viewpoint as a
+    white cross; `text` top left and a colour legend bottom left (frames of at least 200 pixels)."""
+    overlay = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    scale = min(image.shape) / 500.0
+    thickness = max(1, round(2 * scale))
+    line = cv2.LINE_AA if thickness > 1 else cv2.LINE_8  # a 1-pixel antialiased line has no pixel of its colour
+    regions = []
+    if labels is not None:
+        regions += [("vessel", labels != 0), ("lumen", labels == 1)]
+    if calcium is not None:
+        regions.append(("calcium", calcium != 0))
+    for region, mask in regions:
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(overlay, contours, -1, COLOURS_BGR[region], thickness, line)
+    if center_rc is not None:
+        arm = max(2, round(6 * scale))
+        cv2.drawMarker(overlay, (round(center_rc[1]), round(center_rc[0])), (255, 255, 255), cv2.MARKER_CROSS,
+                       2 * arm, max(1, thickness // 2), line)
+    if min(image.shape) >= 200:
+        font_scale, pad = max(0.4, 0.45 * scale), round(8 * scale)
+        labelled = [(text, (255, 255, 255), (pad, round(20 * scale)))] if text else []
+        x = pad
+        for region in ("calcium", "lumen", "vessel"):
+            if any(name == region for name, _ in regions):
+                labelled.append((region, COLOURS_BGR[region], (x, image.shape[0] - pad)))
+                x += round((len(region) + 2) * 20 * font_scale)
+        for words, colour, (x, y) in labelled:  # on a black box: readable over bright tissue
+            (width, height), baseline = cv2.getTextSize(words, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+            cv2.rectangle(overlay, (x - 2, y - height - 2), (x + width + 2, y + baseline), (0, 0, 0), cv2.FILLED)
+            cv2.putText(overlay, words, (x, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, 1, cv2.LINE_AA)
+    return overlay
+
+
+def _overlay_text(frame: Frame, values: dict) -> str:
+    parts = [frame.frame_id]
+    if not math.isnan(values["calcium_arc_deg"]):
+        parts.append(f"Ca {values['calcium_arc_deg']:.0f} deg {values['calcium_area_mm2']:.2f} mm2")
+    if not math.isnan(values["plaque_burden_percent"]):
+        parts.append(f"PB {values['plaque_burden_percent']:.0f}%")
+    return "  ".join(parts)
+
+
+def _csv_value(column: str, value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.{CSV_DECIMALS[column]}f}" if column in CSV_DECIMALS else f"{value:g}"
+    return str(value)
+
+
+def _write_png(path: Path, array: np.ndarray, params: Sequence[int] = ()) -> None:
+    if not cv2.imwrite(str(path), array, list(params)):
+        raise InputError(f"{path}: cannot write PNG")
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+
+def _check_out_dir(out_dir: Path, overwrite: bool, inputs: Sequence[Path]) -> None:
+    """Refuse an output folder whose replacement would destroy something other than an earlier predict output."""
+    out_real = Path(os.path.realpath(out_dir))
+    for path in inputs:
+        real = Path(os.path.realpath(path))
+        if real == out_real or real.is_relative_to(out_real):
+            raise InputError(f"{out_dir}: is or holds the input {path}; choose another --out folder")
+    if not out_dir.exists():
+        return
+    if not overwrite:
+        raise InputError(f"{out_dir}: already exists; pass --overwrite to replace it")
+    if not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder")
+    if any(out_dir.iterdir()) and not (out_dir / SUMMARY_NAME).is_file():
+        raise InputError(f"{out_dir}: not empty and not a predict output (no {SUMMARY_NAME}); refusing to replace it")
+
+
+def _positive_or_none(value, option: str) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise InputError(f"{option} must be a finite number > 0, got {value!r}")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------------- runner
+
+def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+                pixel_spacing_mm: float | None = None, batch_size: int = 12,
+                pullback_speed_mm_s: float | None = None, frame_rate_hz: float | None = None,
+                overlays: bool = True, overwrite: bool = False, engine: str = "auto", model=None,
+                warnings: Warnings | None = None, show_summary: bool = True) -> dict:
+    """Predict every frame of `input_path` into `out_dir` (module docstring); return the summary.json dict.
+
+    `model` is an already loaded ExportedModel-like object (`.engine`, `.tasks`, `.info`, `.predict(frames)`);
+    by default it is loaded from `model_path` with `load_model`.
+    """
+    from tfrecords_builder.writer import atomic_output_dir
+
+    start = time.perf_counter()
+    if int(batch_size) < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+    speed = _positive_or_none(pullback_speed_mm_s, "--pullback-speed-mm-s")
+    rate = _positive_or_none(frame_rate_hz, "--frame-rate-hz")
+    warnings = warnings or Warnings()
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    pullback = open_pullback(input_path, pixel_spacing_mm, warnings)
+    rate_source = "--frame-rate-hz" if rate is not None else None
+    if rate is None and pullback.frame_rate_hz is not None:
+        rate, rate_source = pullback.frame_rate_hz, pullback.frame_rate_source
+    if (speed is None) != (rate is None):
+        warnings.once("length", "calcium lengths in mm need both --pullback-speed-mm-s and --frame-rate-hz "
+                                f"({'no pullback speed' if speed is None else 'no frame rate'} given); "
+                                "reporting frame counts only")
+    _check_out_dir(out_dir, overwrite, [pullback.path, model_path])
+    if model is None:
+        model = load_model(model_path, engine)
+    tasks = model_tasks(model, str(model_path))
+    if "wall_lumen" not in tasks:
+        warnings.once("tasks", f"{model_path}: calcium-only model: no lumen or vessel measurements, and arcs are "
+                               "seen from the image centre (the catheter)")
+
+    per_case: dict[str, list[dict]] = {}
+    spacings: set[float] = set()
+    stream_start, stream_cpu_start = time.perf_counter(), time.process_time()
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        (tmp / "masks").mkdir()
+        if overlays:
+            (tmp / "overlays").mkdir()
+        with open(tmp / "measurements.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(CSV_COLUMNS)
+            results = predict_frames(model, pullback, int(batch_size), tasks, where=str(model_path))
+            for frame, outputs in progress(results, total=len(pullback), desc="predict", unit="frames"):
+                values = _write_frame(tmp, frame, outputs, overlays)
+                writer.writerow([_csv_value(column, values[column]) for column in CSV_COLUMNS])
+                per_case.setdefault(frame.case_id, []).append(
+                    {"calcium_area_mm2": values["calcium_area_mm2"], "calcium_arc_deg": values["calcium_arc_deg"]})
+                spacings.add(frame.pixel_spacing_mm)
+        if not per_case:
+            raise InputError(f"{pullback.path}: no frames")
+        seconds, streaming = time.perf_counter() - start, time.perf_counter() - stream_start
+        frames = sum(len(rows) for rows in per_case.values())
+        summary = _json_safe({
+            "package_version": __version__,
+            "input": os.path.abspath(pullback.path), "input_kind": pullback.kind,
+            "model": os.path.abspath(getattr(model, "path", model_path)), "engine": model.engine,
+            "engine_providers": list(getattr(model, "providers", ()) or ()), "tasks": list(tasks),
+            "model_info": getattr(model, "info", None),
+            "frames": frames, "frames_per_s": frames / streaming if streaming > 0 else None,
+            "seconds_predicting": streaming, "seconds_total": seconds,
+            "cpu_seconds_predicting": time.process_time() - stream_cpu_start,  # all threads; robust to other jobs
+            "pixel_spacing_mm": sorted(spacings), "pixel_spacing_source": pullback.spacing_source,
+            "frame_rate_source": rate_source, "batch_size": int(batch_size), "overlays": bool(overlays),
+            "warnings": list(warnings.said.values()),
+            "pullbacks": {case_id: pullback_summary(rows, speed, rate) for case_id, rows in per_case.items()},
+        })
+        (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=1, default=str, allow_nan=False)
+                                        + "\n", encoding="utf-8")
+    if show_summary:
+        print_summary(summary, out_dir)
+    return summary
+
+
+def _json_safe(value):
+    """NaN and infinities as null: summary.json stays strict JSON (a pullback without frames has no maximum arc)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool) -> dict:
+    calcium = outputs.get("calcium_mask")
+    labels = outputs.get("wall_lumen_labels")
+    values = frame_measurements(calcium, labels, frame.pixel_spacing_mm)
+    values.update(case_id=frame.case_id, frame_id=frame.frame_id, pixel_spacing_mm=frame.pixel_spacing_mm)
+    if calcium is not None:
+        _write_png(tmp / "masks" / f"{frame.name}_calcium.png", (calcium != 0).astype(np.uint8) * 255)
+    if labels is not None:
+        _write_png(tmp / "masks" / f"{frame.name}_wall_lumen.png", labels.astype(np.uint8))
+    if overlays:
+        from ivus_tf.measurements import arc_center
+
+        center = None
+        if calcium is not None and np.any(calcium):
+            lumen = None if labels is None else labels == 1
+            vessel = None if labels is None else labels != 0
+            center = arc_center(frame.image.shape, lumen, vessel)[:2]
+        _write_png(tmp / "overlays" / f"{frame.name}.png",
+                   render_overlay(frame.image, calcium, labels, center, _overlay_text(frame, values)),
+                   OVERLAY_PNG_PARAMS)
+    return values
+
+
+def _format(value, unit: str = "", digits: int = 1) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}{unit}"
+
+
+def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
+    stream = stream or sys.stdout
+    for case_id, s in summary["pullbacks"].items():
+        print(f"{case_id}: {s['frames']} frames, {s['frames_with_calcium']} with calcium "
+              f"({s['calcium_segments']} segment{'' if s['calcium_segments'] == 1 else 's'}), max arc {_format(s['max_calcium_arc_deg'], ' deg')}, "
+              f"arc > 180 deg in {s['frames_with_arc_over_180']}, > 270 deg in {s['frames_with_arc_over_270']}",
+              file=stream)
+        if s["frame_interval_mm"] is not None:
+            print(f"  calcium length {_format(s['calcium_length_mm'], ' mm', 2)}, longest segment "
+                  f"{_format(s['longest_calcium_segment_mm'], ' mm', 2)}, longest > 270 deg "
+                  f"{_format(s['longest_arc_over_270_mm'], ' mm', 2)} (>= 5 mm: "
+                  f"{'yes' if s['arc_over_270_for_5mm'] else 'no'}), {s['frame_interval_mm']:.4f} mm per frame",
+                  file=stream)
+    print(f"engine: {summary['engine']}", file=stream)
+    print(f"wrote {out_dir}: {summary['frames']} frames in {summary['seconds_predicting']:.1f} s "
+          f"({summary['frames_per_s']:.2f} frames/s; {summary['seconds_total']:.1f} s with opening the input and "
+          "loading the model)", file=stream)
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m ivus_tf.predict",
+                            description="Segment calcium, lumen and vessel in a pullback and measure calcium.")
+    parser.add_argument("--model", required=True, help="exported model folder (saved_models/NAME/VERSION)")
+    parser.add_argument("--input", required=True,
+                        help="folder of frames (PNG/TIFF/BMP/JPEG), multi-frame DICOM file, or manifest CSV")
+    parser.add_argument("--out", required=True, help="output folder to create")
+    parser.add_argument("--pixel-spacing-mm", type=_positive_float, metavar="S",
+                        help="mm per pixel; required for a folder of frames, overrides DICOM and manifest values")
+    parser.add_argument("--batch-size", type=_positive_int, default=12, metavar="B",
+                        help="frames per model call (default 12)")
+    parser.add_argument("--pullback-speed-mm-s", type=_positive_float, metavar="V",
+                        help="pullback speed in mm/s (with the frame rate: calcium lengths in mm)")
+    parser.add_argument("--frame-rate-hz", type=_positive_float, metavar="F",
+                        help="frames per second (default: the DICOM's FrameTime or CineRate when present)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (default auto: onnxruntime when model.onnx and onnxruntime exist)")
+    parser.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs (faster)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing predict output folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run_predict(args.model, args.input, args.out, pixel_spacing_mm=args.pixel_spacing_mm,
+                batch_size=args.batch_size, pullback_speed_mm_s=args.pullback_speed_mm_s,
+                frame_rate_hz=args.frame_rate_hz, overlays=not args.no_overlays, overwrite=args.overwrite,
+                engine=args.engine)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

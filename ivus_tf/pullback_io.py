@@ -1,0 +1,408 @@
+"""Input readers of the predict command: a pullback as a stream of uint8 gray frames with their pixel spacing.
+
+`open_pullback(path, pixel_spacing_mm=None)` checks everything cheap up front (listing, headers, pixel spacing,
+frame sizes) and returns a `Pullback` whose iteration decodes one frame at a time, so a pullback of thousands of
+frames is never held in memory. Three inputs:
+
+- a folder of frames: PNG, TIFF, BMP or JPEG files directly in the folder (not in subfolders; hidden files and
+  other files are ignored), in natural order (`frame2` before `frame10`), decoded by
+  `tfrecords_builder.images` (8- or 16-bit, colour converted to gray with BT.601 weights, truncated files
+  refused). A folder is one pullback: all frames must have one size (checked from the file headers before any
+  frame is decoded; the error names the first file that differs); `case_id` is the folder name, `frame_id` the
+  file name without its extension. The folder carries no pixel spacing: `--pixel-spacing-mm` must supply it.
+- a DICOM file (multi-frame, e.g. Ultrasound Multi-frame Image; a single frame works too), read with pydicom.
+  Frames are decoded one at a time with `pydicom.pixels.iter_pixels`: native (uncompressed) pixel data is read
+  frame by frame from the file; encapsulated (compressed) data is decoded frame by frame as well, each frame's
+  compressed bytes read when it is reached (JPEG baseline through Pillow; JPEG-LS, JPEG 2000 and others need a
+  pydicom decoder plugin such as pylibjpeg or gdcm, and a file without one is refused before prediction starts).
+  Photometric interpretations MONOCHROME2, MONOCHROME1 (inverted), RGB, YBR_FULL, YBR_FULL_422 (to RGB by pydicom)
+  and PALETTE COLOR (through its lookup table); colour becomes gray with BT.601 weights. More than 8 bits stored
+  are scaled linearly to 8 bits by `255 / (2**BitsStored - 1)`; signed pixel data is refused. Pixel spacing comes
+  from PixelSpacing (mm, row then column), else from the first SequenceOfUltrasoundRegions item measured in cm
+  (PhysicalUnitsX/YDirection = 3; PhysicalDeltaX/Y in cm, times 10). Row and column spacing must agree within 1%
+  (a scan-converted IVUS frame has square pixels; anything else is refused rather than measured wrongly);
+  `--pixel-spacing-mm` overrides. The frame rate comes from FrameTime (ms) or CineRate when present.
+  `case_id` is the file name without its extension, `frame_id` the 0-based frame number, zero-padded.
+- a manifest CSV (`tfrecords_builder.manifest`, masks optional): frames in file order, spacing per row (overridden
+  by `--pixel-spacing-mm`). Several cases (pullbacks) may share a manifest, each with its own frame size; within a
+  case, frames must have one size. The output name of a frame is `<case_id>_<frame_id>`.
+
+Warnings (a colour frame converted, a spacing overridden) are printed once per run on stderr, as one line each.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ivus_tf.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+MANIFEST_SUFFIXES = (".csv",)
+SPACING_TOLERANCE = 0.01
+DICOM_UNITS_CM = 3
+DICOM_PHOTOMETRIC = ("MONOCHROME2", "MONOCHROME1", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of a pullback: uint8 gray [H, W] image, ids, output name, spacing, and where it came from."""
+
+    case_id: str
+    frame_id: str
+    name: str
+    image: np.ndarray
+    pixel_spacing_mm: float
+    source: str
+
+
+class Warnings:
+    """Prints each kind of warning once per run, as one `warning: ...` line on stderr; keeps what it said."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.said: dict[str, str] = {}
+
+    def once(self, key: str, message: str) -> None:
+        if key in self.said:
+            return
+        message = " ".join(str(message).split())
+        self.said[key] = message
+        print(f"warning: {message}", file=self.stream or sys.stderr, flush=True)
+
+
+@dataclass
+class Pullback:
+    """An opened input. Iterating yields `Frame`s, decoding one at a time; `frames` is the count."""
+
+    kind: str
+    path: Path
+    frames: int
+    case_ids: list[str]
+    pixel_spacing_mm: float | None
+    spacing_source: str
+    frame_rate_hz: float | None = None
+    frame_rate_source: str | None = None
+    _iterate: Callable[[], Iterator[Frame]] = field(default=None, repr=False)
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self._iterate()
+
+    def __len__(self) -> int:
+        return self.frames
+
+
+def open_pullback(path: str | os.PathLike, pixel_spacing_mm: float | None = None,
+                  warnings: Warnings | None = None) -> Pullback:
+    """Open a folder of frames, a DICOM file or a manifest CSV (module docstring); InputError if unusable."""
+    path = Path(path)
+    warnings = warnings or Warnings()
+    if pixel_spacing_mm is not None:
+        pixel_spacing_mm = _check_spacing(pixel_spacing_mm, "--pixel-spacing-mm")
+    if path.is_dir():
+        return _open_folder(path, pixel_spacing_mm, warnings)
+    if not path.exists():
+        raise InputError(f"{path}: input not found")
+    if not path.is_file():
+        raise InputError(f"{path}: input is neither a folder nor a file")
+    if path.suffix.lower() in MANIFEST_SUFFIXES:
+        return _open_manifest(path, pixel_spacing_mm, warnings)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: a single image; pass the folder that holds the pullback's frames")
+    return _open_dicom(path, pixel_spacing_mm, warnings)
+
+
+def _check_spacing(value, what: str) -> float:
+    try:
+        spacing = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} {value!r} must be a number > 0 (mm per pixel)") from None
+    if not math.isfinite(spacing) or spacing <= 0:
+        raise InputError(f"{what} {value!r} must be a finite number > 0 (mm per pixel)")
+    return spacing
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key putting `frame2` before `frame10`: digit runs compare as numbers, text case-insensitively."""
+    parts = [(0, int(part)) if part.isdigit() else (1, part.lower()) for part in re.split(r"(\d+)", name) if part]
+    return parts, name
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from an image file's header without decoding it (Pillow, lazy); None if unknown."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # Pillow cannot parse it: the decoder will say what is wrong when the frame is reached
+        return None
+    return int(height), int(width)
+
+
+def _check_one_size(files: list[Path], what: str) -> None:
+    """Refuse frames of several sizes (one pullback, one size), naming the first file that differs."""
+    first = first_size = None
+    for file in files:
+        size = header_size(file)
+        if size is None:
+            continue
+        if first is None:
+            first, first_size = file, size
+        elif size != first_size:
+            raise InputError(
+                f"{file}: frame is {size[1]}x{size[0]} (WxH) but {first.name} is {first_size[1]}x{first_size[0]}; "
+                f"{what} must hold frames of one size (one pullback)"
+            )
+
+
+def _decode_image(path: Path, warnings: Warnings, where: str = "") -> np.ndarray:
+    from tfrecords_builder.images import image_to_gray_uint8, read_file
+
+    try:
+        array, _ = read_file(path)
+        if array.ndim == 3:
+            warnings.once("colour", f"{path}: colour image ({array.shape[2]} channels) converted to gray "
+                                    "(BT.601 weights); said once for this run")
+        return image_to_gray_uint8(array, path)
+    except InputError as error:
+        raise InputError(f"{where}{error}") from error
+
+
+# ---------------------------------------------------------------------------------------------------- folder
+
+def _open_folder(path: Path, spacing: float | None, warnings: Warnings) -> Pullback:
+    entries = [entry for entry in path.iterdir() if not entry.name.startswith(".")]
+    files = sorted((entry for entry in entries if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda entry: natural_key(entry.name))
+    if not files:
+        hint = ""
+        if any(entry.suffix.lower() in (".dcm", ".dicom") for entry in entries):
+            hint = "; it holds DICOM files: pass a multi-frame DICOM file itself as --input"
+        elif any(entry.suffix.lower() in MANIFEST_SUFFIXES for entry in entries):
+            hint = "; it holds a CSV file: pass the manifest itself as --input"
+        raise InputError(f"{path}: no frames in this folder (PNG, TIFF, BMP or JPEG files){hint}")
+    stems: dict[str, Path] = {}
+    for file in files:
+        if file.stem in stems:
+            raise InputError(f"{file}: same frame name as {stems[file.stem].name}; rename one of them")
+        stems[file.stem] = file
+    if spacing is None:
+        raise InputError(f"{path}: a folder of frames carries no pixel spacing; pass --pixel-spacing-mm "
+                         "(mm per pixel, e.g. 0.02 for a 10 mm field of view at 500 pixels)")
+    _check_one_size(files, "a folder")
+    case_id = path.resolve().name or "pullback"
+
+    def iterate() -> Iterator[Frame]:
+        shape = None
+        for file in files:
+            image = _decode_image(file, warnings)
+            if shape is None:
+                shape = image.shape
+            elif image.shape != shape:  # a file whose header Pillow could not read
+                raise InputError(f"{file}: frame is {image.shape[1]}x{image.shape[0]} (WxH) but the first frame is "
+                                 f"{shape[1]}x{shape[0]}; a folder must hold frames of one size (one pullback)")
+            yield Frame(case_id, file.stem, file.stem, image, spacing, str(file))
+
+    return Pullback("folder", path, len(files), [case_id], spacing, "--pixel-spacing-mm", _iterate=iterate)
+
+
+# -------------------------------------------------------------------------------------------------- manifest
+
+def _open_manifest(path: Path, spacing: float | None, warnings: Warnings) -> Pullback:
+    from tfrecords_builder.manifest import read_manifest
+
+    rows = read_manifest(path, allow_unlabeled=True)
+    names: dict[str, int] = {}
+    by_case: dict[str, list] = {}
+    for row in rows:
+        name = f"{row.case_id}_{row.frame_id}"
+        if name in names:
+            raise InputError(f"{path} rows {names[name]} and {row.row}: both frames would be written as {name!r}; "
+                             "rename a case_id or frame_id")
+        names[name] = row.row
+        by_case.setdefault(row.case_id, []).append(row)
+    for case_rows in by_case.values():
+        _check_one_size([row.image for row in case_rows], f"case {case_rows[0].case_id!r} of {path}")
+    if spacing is not None and any(abs(row.pixel_spacing_mm - spacing) > 1e-12 for row in rows):
+        warnings.once("spacing", f"--pixel-spacing-mm {spacing:g} overrides the manifest's pixel_spacing_mm")
+
+    def iterate() -> Iterator[Frame]:
+        for row in rows:
+            image = _decode_image(row.image, warnings, where=f"{path} row {row.row}: ")
+            yield Frame(row.case_id, row.frame_id, f"{row.case_id}_{row.frame_id}", image,
+                        spacing if spacing is not None else row.pixel_spacing_mm, f"{path} row {row.row}")
+
+    source = "--pixel-spacing-mm" if spacing is not None else "manifest pixel_spacing_mm"
+    return Pullback("manifest", path, len(rows), list(by_case), spacing, source, _iterate=iterate)
+
+
+# ----------------------------------------------------------------------------------------------------- DICOM
+
+def _read_dicom_header(path: Path):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        # defer_size: large values (the pixel data) stay on disk until iter_pixels reads them frame by frame
+        dataset = pydicom.dcmread(path, defer_size="64 KB")
+    except InvalidDicomError as error:
+        raise InputError(f"{path}: not a DICOM file ({' '.join(str(error).split())[:160]})") from error
+    except Exception as error:  # pydicom raises many kinds on corrupt files (EOFError, ValueError, struct.error)
+        raise InputError(f"{path}: unreadable DICOM file ({type(error).__name__}: {error})") from error
+    if "PixelData" not in dataset:
+        raise InputError(f"{path}: DICOM file has no pixel data")
+    return dataset
+
+
+def dicom_pixel_spacing_mm(dataset, path: Path, warnings: Warnings) -> tuple[float | None, str]:
+    """(spacing in mm or None, where it came from) from PixelSpacing or SequenceOfUltrasoundRegions (in cm)."""
+    candidates = []
+    spacing = getattr(dataset, "PixelSpacing", None)
+    if spacing is not None and len(spacing) == 2:
+        candidates.append(("PixelSpacing", float(spacing[0]), float(spacing[1])))
+    for region in getattr(dataset, "SequenceOfUltrasoundRegions", None) or []:
+        units = (getattr(region, "PhysicalUnitsXDirection", None), getattr(region, "PhysicalUnitsYDirection", None))
+        if units == (DICOM_UNITS_CM, DICOM_UNITS_CM) and "PhysicalDeltaX" in region and "PhysicalDeltaY" in region:
+            candidates.append(("SequenceOfUltrasoundRegions PhysicalDeltaX/Y (cm)",
+                               10.0 * abs(float(region.PhysicalDeltaY)), 10.0 * abs(float(region.PhysicalDeltaX))))
+            break
+    if not candidates:
+        return None, "none"
+    source, rows_mm, cols_mm = candidates[0]
+    for value in (rows_mm, cols_mm):
+        if not math.isfinite(value) or value <= 0:
+            raise InputError(f"{path}: {source} gives pixel spacing {rows_mm!r} x {cols_mm!r} mm; "
+                             "pass --pixel-spacing-mm")
+    if abs(rows_mm - cols_mm) > SPACING_TOLERANCE * max(rows_mm, cols_mm):
+        raise InputError(f"{path}: {source} gives non-square pixels ({rows_mm:g} mm per row, {cols_mm:g} mm per "
+                         "column); IVUS frames have square pixels: pass --pixel-spacing-mm if you know the spacing")
+    mean = (rows_mm + cols_mm) / 2.0
+    if len(candidates) > 1:
+        other = (candidates[1][1] + candidates[1][2]) / 2.0
+        if abs(other - mean) > SPACING_TOLERANCE * mean:
+            warnings.once("dicom-spacing", f"{path}: PixelSpacing ({mean:g} mm) and the ultrasound region "
+                                           f"({other:g} mm) disagree; using PixelSpacing")
+    return mean, source
+
+
+def _dicom_frame_rate(dataset) -> tuple[float | None, str | None]:
+    frame_time = getattr(dataset, "FrameTime", None)
+    if frame_time not in (None, "") and float(frame_time) > 0:
+        return 1000.0 / float(frame_time), "DICOM FrameTime"
+    cine_rate = getattr(dataset, "CineRate", None)
+    if cine_rate not in (None, "") and float(cine_rate) > 0:
+        return float(cine_rate), "DICOM CineRate"
+    return None, None
+
+
+def _check_decoder(dataset, path: Path) -> None:
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None:
+        raise InputError(f"{path}: DICOM file has no transfer syntax in its file meta information")
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as error:
+        raise InputError(f"{path}: pixel data in transfer syntax {syntax.name} cannot be decoded by pydicom") \
+            from error
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        raise InputError(f"{path}: pixel data is {syntax.name}; decoding it needs a pydicom plugin ({missing})")
+
+
+def _check_native_length(dataset, path: Path, frames: int, pixels: int, photometric: str) -> None:
+    """Refuse uncompressed pixel data shorter than NumberOfFrames frames up front, not at the frame where it ends."""
+    if dataset.file_meta.TransferSyntaxUID.is_encapsulated:
+        return
+    bits, samples = int(dataset.get("BitsAllocated", 8) or 8), int(dataset.get("SamplesPerPixel", 1) or 1)
+    raw = dataset.get_item("PixelData", keep_deferred=True)  # without keep_deferred pydicom reads it all
+    if bits % 8 or getattr(raw, "value_tell", None) is None:
+        return
+    frame_bytes = pixels * (2 if photometric == "YBR_FULL_422" else samples) * bits // 8
+    available = min(int(raw.length), os.path.getsize(path) - int(raw.value_tell))
+    if available < frames * frame_bytes:
+        raise InputError(f"{path}: truncated DICOM file: the pixel data holds {max(available, 0) // frame_bytes} of "
+                         f"{frames} frames")
+
+
+def _open_dicom(path: Path, spacing: float | None, warnings: Warnings) -> Pullback:
+    dataset = _read_dicom_header(path)
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
+    bits_stored = int(dataset.get("BitsStored", 8) or 8)
+    if rows < 1 or columns < 1:
+        raise InputError(f"{path}: DICOM file has no image size (Rows, Columns)")
+    if photometric not in DICOM_PHOTOMETRIC:
+        raise InputError(f"{path}: photometric interpretation {photometric!r} is not supported; "
+                         f"expected one of {', '.join(DICOM_PHOTOMETRIC)}")
+    if int(dataset.get("PixelRepresentation", 0) or 0) != 0:
+        raise InputError(f"{path}: signed pixel data is not supported (IVUS B-mode frames are unsigned)")
+    _check_decoder(dataset, path)
+    _check_native_length(dataset, path, frames, rows * columns, photometric)
+    found, source = dicom_pixel_spacing_mm(dataset, path, warnings)
+    if spacing is None:
+        if found is None:
+            raise InputError(f"{path}: no pixel spacing in the DICOM file (neither PixelSpacing nor an ultrasound "
+                             "region in cm); pass --pixel-spacing-mm")
+        spacing = found
+    else:
+        if found is not None and abs(found - spacing) > SPACING_TOLERANCE * found:
+            warnings.once("spacing", f"--pixel-spacing-mm {spacing:g} overrides the DICOM's {found:g} mm ({source})")
+        source = "--pixel-spacing-mm"
+    frame_rate, rate_source = _dicom_frame_rate(dataset)
+    case_id = path.stem or "pullback"
+    digits = max(4, len(str(frames - 1)))
+    colour = photometric not in ("MONOCHROME1", "MONOCHROME2")
+
+    def iterate() -> Iterator[Frame]:
+        from pydicom.pixels import iter_pixels
+
+        if colour:
+            warnings.once("colour", f"{path}: {photometric} frames converted to gray (BT.601 weights); said once "
+                                    "for this run")
+        pixels = iter_pixels(path)
+        index = 0
+        while True:
+            try:
+                array = next(pixels)
+            except StopIteration:
+                break
+            except Exception as error:  # truncated or corrupt pixel data, decoder failures
+                raise InputError(f"{path} frame {index}: cannot decode pixel data "
+                                 f"({type(error).__name__}: {' '.join(str(error).split())[:200]})") from error
+            image = _dicom_to_gray_uint8(array, dataset, photometric, bits_stored)
+            frame_id = f"{index:0{digits}d}"
+            yield Frame(case_id, frame_id, frame_id, image, spacing, f"{path} frame {index}")
+            index += 1
+        if index != frames:
+            raise InputError(f"{path}: NumberOfFrames says {frames} but the pixel data held {index}")
+
+    return Pullback("dicom", path, frames, [case_id], spacing, source, frame_rate, rate_source, _iterate=iterate)
+
+
+def _dicom_to_gray_uint8(array: np.ndarray, dataset, photometric: str, bits_stored: int) -> np.ndarray:
+    import cv2
+
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        array = apply_color_lut(array, dataset)
+        bits_stored = 8 * array.dtype.itemsize if array.dtype != np.uint8 else 8
+    if array.ndim == 3:
+        array = cv2.cvtColor(np.ascontiguousarray(array[..., :3]), cv2.COLOR_RGB2GRAY)
+    if photometric == "MONOCHROME1":
+        array = (2 ** bits_stored - 1) - array.astype(np.int64)
+    if bits_stored > 8 or array.dtype != np.uint8:
+        top = 2 ** bits_stored - 1
+        array = (np.clip(array.astype(np.int64), 0, top) * 255 + top // 2) // top
+    return np.ascontiguousarray(array, dtype=np.uint8)
