@@ -54,6 +54,11 @@ def _check_value(type_hint: Any, value: Any, where: str) -> Any:
             raise InputError(f"{where}: expected an integer, got {value!r}")
         return value
     if type_hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise InputError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 
 from ivus_tf.config import load_yaml
+from ivus_tf.training.config import TrainConfig
 from tfrecords_builder.phantom import PRESETS, PhantomConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
-KINDS = {"phantom_": PhantomConfig}
+KINDS = {"phantom_": PhantomConfig, "paper": TrainConfig, "quickstart": TrainConfig}
+BASES = {PhantomConfig: PRESETS["default"], TrainConfig: TrainConfig()}
 
 
 def test_configs_folder_is_not_empty():
@@ -19,7 +21,7 @@ def test_configs_folder_is_not_empty():
 def test_shipped_config_validates(path):
     kind = next((cls for prefix, cls in KINDS.items() if path.name.startswith(prefix)), None)
     assert kind is not None, f"{path.name}: no dataclass known for this config name"
-    config = load_yaml(kind, path, base=PRESETS["default"])
+    config = load_yaml(kind, path, base=BASES[kind])  # training configs: also tests/test_train_config.py
     assert isinstance(config, kind)
 
 
@@ -31,3 +33,15 @@ def test_small_cpu_phantom_renders(tmp_path):
     _, _, image, calcium, wall_lumen = next(render_case_frames(config, 0, 0, 1))
     assert image.shape == calcium.shape == wall_lumen.shape == (256, 256) and image.max() > 100
     assert np.all(wall_lumen[calcium] == 2)
+
+
+def test_yaml_exponent_without_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads 2e-4 as a string; float fields accept it, other strings stay errors."""
+    from ivus_tf.errors import InputError
+
+    path = tmp_path / "p.yaml"
+    path.write_text("pixel_spacing_mm: 2e-2\n")
+    assert load_yaml(PhantomConfig, path).pixel_spacing_mm == 0.02
+    path.write_text("pixel_spacing_mm: fast\n")
+    with pytest.raises(InputError, match="expected a number"):
+        load_yaml(PhantomConfig, path)

@@ -1,0 +1,97 @@
+"""Keras callbacks of a training phase: the NaN guard and the per-epoch selection + checkpoint.
+
+`FiniteLossGuard` stops the run at the first batch whose loss is NaN or infinite, with a message naming the phase,
+epoch and step and the last good checkpoint. It raises (`TrainingError`) instead of setting `stop_training`: Keras
+would still run validation and `on_epoch_end`, and the poisoned weights must never reach a checkpoint. The loss
+Keras reports per batch is the running mean over the epoch, so the first non-finite value is the poisoned step.
+
+`PhaseCheckpoint` does at every epoch end what `ModelCheckpoint(save_best_only)`, `EarlyStopping` and
+`BackupAndRestore` do together, with state that survives a restart (`ivus_tf.training.state`): Keras's own
+`EarlyStopping` forgets its best value and patience counter when `fit` starts again, and `BackupAndRestore`
+keeps weights and the epoch only. The selection metric is higher-is-better (validation Dice); an epoch improves
+on the best when its value is strictly larger (a NaN never does).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+from ivus_tf.tf_import import import_tensorflow
+
+import_tensorflow()  # quietly, before Keras imports it
+import keras  # noqa: E402
+
+from ivus_tf.training.state import BEST_MODEL, LAST_WEIGHTS, PhaseState, save_model_atomic, save_weights_atomic, \
+    write_state
+
+
+class TrainingError(RuntimeError):
+    """Training failed (a non-finite loss); the message is one line saying where and what was kept."""
+
+
+class FiniteLossGuard(keras.callbacks.Callback):
+    """Raise `TrainingError` when a batch's loss is not finite."""
+
+    def __init__(self, phase: str, epochs: int, steps_per_epoch: int, phase_dir: Path):
+        super().__init__()
+        self.phase, self.epochs, self.steps = phase, epochs, steps_per_epoch
+        self.phase_dir = Path(phase_dir)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        last = self.phase_dir / LAST_WEIGHTS
+        kept = (f"the last good checkpoint {last} (after epoch {self.epoch}) is kept and a restart resumes from it"
+                if self.epoch > 0 and last.is_file() else "no epoch had finished, so no checkpoint was written")
+        raise TrainingError(
+            f"phase {self.phase}: loss became {float(loss)} at epoch {self.epoch + 1}/{self.epochs}, step "
+            f"{batch + 1}/{self.steps} (global step {self.epoch * self.steps + batch + 1}); training stopped, {kept}; "
+            "check the input data for NaN/inf values or lower the learning rate")
+
+
+class PhaseCheckpoint(keras.callbacks.Callback):
+    """Per epoch: select (best `monitor`), count patience, save best.keras / last.weights.h5 / state.json.
+
+    `snapshot()` returns the model to save as best.keras (an uncompiled twin holding the current weights, so the
+    selected model carries no optimizer state). `frozen` says which optimizer (frozen-encoder stage or not) the
+    checkpoint's optimizer state belongs to.
+    """
+
+    def __init__(self, phase_dir: Path, monitor: str, epochs: int, patience: int, state: PhaseState,
+                 snapshot: Callable[[], keras.Model], frozen: bool, log: Callable[[str], None] = print):
+        super().__init__()
+        self.phase_dir, self.monitor, self.epochs, self.patience = Path(phase_dir), monitor, epochs, patience
+        self.state, self.snapshot, self.frozen, self.log = state, snapshot, frozen, log
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        if self.monitor not in logs:
+            raise KeyError(f"{self.monitor} not in the epoch logs ({', '.join(sorted(logs))})")
+        value = logs[self.monitor]
+        state = self.state
+        improved = math.isfinite(value) and (state.best is None or value > state.best)
+        if improved:
+            state.best, state.best_epoch, state.wait = value, epoch, 0
+            save_model_atomic(self.snapshot(), self.phase_dir / BEST_MODEL)
+        else:
+            state.wait += 1
+        state.epoch, state.frozen = epoch + 1, self.frozen
+        state.history.append({"epoch": epoch + 1, **logs})
+        stop = self.patience > 0 and state.wait >= self.patience
+        state.done = stop or state.epoch >= self.epochs
+        state.stopped_early = stop and state.epoch < self.epochs
+        save_weights_atomic(self.model, self.phase_dir / LAST_WEIGHTS)
+        write_state(self.phase_dir, state)
+        best = f"{state.best:.4f} at epoch {state.best_epoch + 1}" if state.best is not None else "none yet"
+        note = " (new best, saved)" if improved else ""
+        self.log(f"  {self.monitor} {value:.4f}{note}; best {best}")
+        if state.stopped_early:
+            self.log(f"  early stop: no better {self.monitor} for {state.wait} epochs")
+            self.model.stop_training = True

@@ -1,0 +1,197 @@
+"""`TrainConfig`: every setting of a training run, flat and typed, loaded from YAML and overridden by CLI flags.
+
+Keys are the field names below (a YAML typo is an error that lists the valid keys, `ivus_tf.config`). Defaults are
+the paper's settings (Bargsten et al., CDBME 2021): DeepLabV3 at width 1.0 (~40 M parameters), 256x256 frames,
+batch 12, Adam 2e-4, generalized Dice loss, flips + rotations, a test set of 20 % of the cases and 10 repeats of
+3-fold case-wise cross-validation over the rest (one run trains one `repeat` / `fold`).
+
+Notes on a few fields:
+
+* `lam` is the multi-task weight lambda of `L = lambda * L_calcium + L_wall_lumen` (`lambda` is a Python keyword;
+  the CLI flag is `--lambda`). Only the multitask scheme uses it.
+* `data`: a records folder (`python -m tfrecords_builder build`); empty = the embedded phantom, built once into a
+  cache folder from the `phantom_*` fields (`ivus_tf.training.phantom_cache`).
+* `out`: the run folder; empty = `runs/<scheme>-<arch>-r<repeat>f<fold>-<hash>`, the hash taken over every other
+  field, so the same command always finds (and resumes) the same folder and a changed setting gets a new one.
+* `splits`: the splits file; empty = `<records folder>-splits.json` beside the records, shared by every run on
+  those records (a grid uses one split). `split_seed` seeds the split, `seed` the run (weights, batches).
+* `pretrain_epochs`: epochs of the wall-lumen phase of `pretrain` (null = `epochs`). `freeze_encoder_epochs`:
+  fine-tuning epochs with the transferred encoder frozen (0: the whole network trains from the start).
+* `bn_momentum`: the moving-statistics momentum of every batch norm layer (0.9 = PyTorch's default and our
+  DeepLabV3's). U-Net Res is built with Keras's 0.99, whose moving statistics lag so far behind a short run's
+  weights that validation in inference mode collapsed (quickstart: validation lumen Dice 0.03 in inference mode
+  vs 0.93 with batch statistics); validation selects the model, so this matters.
+* `steps_per_epoch`: 0 = one pass over the phase's training frames.
+* `patience`: epochs without a better validation Dice before a phase stops early (0: never stop early).
+* `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs ~20 s on 2 CPU cores even
+  for a tiny model). `jit_compile` (XLA) measured ~10x slower for training on this CPU, hence off.
+* `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
+
+Relative paths (`data`, `out`, `splits`, `phantom_config`) written in a YAML file are relative to that file's
+folder; on the command line they are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+from ivus_tf.config import load_yaml, to_mapping
+from ivus_tf.errors import InputError
+
+SCHEMES = ("calcium", "pretrain", "multitask")
+ARCHS = ("deeplabv3", "unet_res")  # keys of ivus_tf.models.build.ARCHITECTURES (a test keeps them equal)
+HEADS = ("linear", "conv", "decoder")
+LOSS_WEIGHTINGS = ("inverse_square", "inverse")
+PHANTOM_PRESETS = ("default", "benchmark")  # keys of tfrecords_builder.phantom.PRESETS (tested)
+PATH_FIELDS = ("data", "out", "splits", "phantom_config")
+# Fields that do not change what is trained; they stay out of the default run name's hash.
+_NOT_HASHED = ("out",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run (see the module docstring for the less obvious fields)."""
+
+    scheme: str = "calcium"
+    arch: str = "deeplabv3"
+    data: str = ""
+    out: str = ""
+    lam: float = 1.0
+    repeat: int = 0
+    fold: int = 0
+    # model
+    width: float = 1.0
+    head: str = "linear"
+    aspp_rates: Optional[tuple[int, ...]] = None
+    backbone_weights: Optional[str] = None
+    bn_momentum: float = 0.9
+    # optimisation
+    epochs: int = 100
+    pretrain_epochs: Optional[int] = None
+    freeze_encoder_epochs: int = 0
+    steps_per_epoch: int = 0
+    batch_size: int = 12
+    learning_rate: float = 2e-4
+    loss_weighting: str = "inverse_square"
+    patience: int = 20
+    # input pipeline
+    image_size: int = 256
+    calcium_fraction: float = 0.5
+    flip: bool = True
+    rotate: bool = True
+    # splits
+    splits: str = ""
+    split_seed: int = 0
+    test_fraction: float = 0.2
+    repeats: int = 10
+    folds: int = 3
+    # the embedded phantom (when `data` is empty)
+    phantom_preset: str = "default"
+    phantom_config: str = ""
+    phantom_cases: int = 15
+    phantom_frames_per_case: int = 20
+    phantom_seed: int = 0
+    # logging and outputs
+    tb_image_every_epochs: int = 5
+    tb_image_frames: int = 4
+    save_predictions: bool = False
+    # execution
+    seed: int = 0
+    deterministic: bool = True
+    jit_compile: bool = False
+    run_eagerly: bool = False
+
+    def validate(self, source: str = "training config") -> None:
+        """Raise `InputError` naming the field when a value is out of range or unknown."""
+        def fail(field: str, problem: str):
+            raise InputError(f"{source}: {field} {problem}")
+
+        for field, choices in (("scheme", SCHEMES), ("arch", ARCHS), ("head", HEADS),
+                               ("loss_weighting", LOSS_WEIGHTINGS), ("phantom_preset", PHANTOM_PRESETS)):
+            value = getattr(self, field)
+            if value not in choices:
+                fail(field, f"{value!r} is unknown; valid: {', '.join(choices)}")
+        minimum = {"epochs": 1, "batch_size": 1, "image_size": 8, "repeats": 1, "folds": 2, "phantom_cases": 1,
+                   "phantom_frames_per_case": 1, "tb_image_frames": 0, "tb_image_every_epochs": 0, "repeat": 0,
+                   "fold": 0, "freeze_encoder_epochs": 0, "steps_per_epoch": 0, "patience": 0, "seed": 0,
+                   "split_seed": 0, "phantom_seed": 0}
+        for field, low in minimum.items():
+            if getattr(self, field) < low:
+                fail(field, f"must be >= {low}, got {getattr(self, field)}")
+        if self.pretrain_epochs is not None and self.pretrain_epochs < 1:
+            fail("pretrain_epochs", f"must be >= 1 (or null: same as epochs), got {self.pretrain_epochs}")
+        if self.repeat >= self.repeats:
+            fail("repeat", f"{self.repeat} out of range: repeats 0..{self.repeats - 1} (repeats {self.repeats})")
+        if self.fold >= self.folds:
+            fail("fold", f"{self.fold} out of range: folds 0..{self.folds - 1} (folds {self.folds})")
+        if self.freeze_encoder_epochs and self.scheme != "pretrain":
+            fail("freeze_encoder_epochs", "only applies to scheme pretrain (the encoder comes pre-trained)")
+        if not 0 <= self.lam < float("inf"):
+            fail("lam", f"must be a finite number >= 0, got {self.lam}")
+        for field in ("learning_rate", "width"):
+            if not 0 < getattr(self, field) < float("inf"):
+                fail(field, f"must be a finite number > 0, got {getattr(self, field)}")
+        if not 0 <= self.bn_momentum < 1:
+            fail("bn_momentum", f"must be in [0, 1), got {self.bn_momentum}")
+        if not 0 <= self.calcium_fraction <= 1:
+            fail("calcium_fraction", f"must be in [0, 1], got {self.calcium_fraction}")
+        if not 0 <= self.test_fraction < 1:
+            fail("test_fraction", f"must be in [0, 1), got {self.test_fraction}")
+        if self.arch == "unet_res" and self.image_size % 8:
+            fail("image_size", f"{self.image_size} must be a multiple of 8 for unet_res (three downsamplings)")
+        if self.arch != "deeplabv3" and (self.aspp_rates is not None or self.backbone_weights is not None):
+            fail("aspp_rates/backbone_weights", f"only apply to arch deeplabv3, not {self.arch}")
+
+    # ------------------------------------------------------------------------------------------- derived
+
+    @property
+    def wall_lumen_epochs(self) -> int:
+        """Epochs of the wall-lumen pre-training phase."""
+        return self.epochs if self.pretrain_epochs is None else self.pretrain_epochs
+
+    def model_options(self) -> dict:
+        """Architecture keyword options for `build_model`."""
+        options = {}
+        if self.aspp_rates is not None:
+            options["aspp_rates"] = tuple(self.aspp_rates)
+        if self.backbone_weights is not None:
+            options["backbone_weights"] = self.backbone_weights
+        return options
+
+    def fingerprint(self) -> str:
+        """A short hash of every field that shapes the run (all but `out`)."""
+        values = {k: v for k, v in to_mapping(self).items() if k not in _NOT_HASHED}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:6]
+
+    def default_run_name(self) -> str:
+        """`<scheme>-<arch>[-lam<lambda>]-r<repeat>f<fold>-<fingerprint>`: readable and stable for one config."""
+        lam = f"-lam{self.lam:g}" if self.scheme == "multitask" else ""
+        return f"{self.scheme}-{self.arch}{lam}-r{self.repeat}f{self.fold}-{self.fingerprint()}"
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    """Defaults, then the YAML file at `path` (relative paths inside it resolved against its folder), then
+    `overrides` ({field: value}, e.g. from CLI flags; checked like YAML values)."""
+    from ivus_tf.config import from_mapping
+
+    config = TrainConfig()
+    if path is not None:
+        config = load_yaml(TrainConfig, path, base=config)
+        folder = Path(path).resolve().parent
+        config = dataclasses.replace(config, **{
+            field: str(folder / getattr(config, field)) for field in PATH_FIELDS
+            if getattr(config, field) and not Path(getattr(config, field)).expanduser().is_absolute()})
+    if overrides:
+        config = from_mapping(TrainConfig, overrides, "command line", base=config)
+    config.validate()
+    return config
+
+
+def config_differences(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
+    """`field: saved -> wanted` for every field that differs."""
+    return [f"{f.name} {getattr(saved, f.name)!r} -> {getattr(wanted, f.name)!r}"
+            for f in dataclasses.fields(TrainConfig) if getattr(saved, f.name) != getattr(wanted, f.name)]

@@ -1,0 +1,104 @@
+"""The embedded default dataset: phantom pullbacks -> manifest -> TFRecords, built once into a cache folder.
+
+`python -m ivus_tf.train` without `--data` trains on the phantom. The first run generates it
+(`tfrecords_builder.phantom.generate_dataset`, with calcium and wall-lumen labels on alternate frames as in the
+paper, where no frame carries both) and builds the records (`tfrecords_builder.build.build_records`); later runs
+with the same phantom settings reuse them. The folder is
+
+    $IVUS_TF_CACHE (default ~/.cache/ivus-tf) / phantom-<preset>-<cases>x<frames>-<key> /
+        phantom/                  the manifest layout (PNG frames and masks, phantom.json)
+        records/                  the TFRecords (the run's `data`)
+        records-splits.json       the default splits file of runs on these records
+        key.json                  what the key was computed from
+
+with `<key>` a hash of everything that determines the frames: preset, knobs (after `phantom_config`), cases,
+frames per case, seed and the package version (a new generator may draw other frames). Both stages write to a
+temporary folder and rename it at the end, and a lock file serialises concurrent first runs, so an interrupted
+build leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ivus_tf import __version__
+from ivus_tf.training.config import TrainConfig
+
+CACHE_ENV = "IVUS_TF_CACHE"
+
+
+def cache_root() -> Path:
+    """$IVUS_TF_CACHE, or ~/.cache/ivus-tf."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ivus-tf").expanduser()
+
+
+def phantom_knobs(config: TrainConfig):
+    """The `PhantomConfig` of `config`: its preset, updated by the `phantom_config` YAML if one is named."""
+    from ivus_tf.config import load_yaml
+    from tfrecords_builder.phantom import PRESETS, PhantomConfig
+
+    knobs = PRESETS[config.phantom_preset]
+    return load_yaml(PhantomConfig, config.phantom_config, base=knobs) if config.phantom_config else knobs
+
+
+def phantom_settings(config: TrainConfig) -> dict:
+    """Everything that determines the phantom frames (JSON-ready); validates `phantom_config`."""
+    knobs = phantom_knobs(config)
+    return {"preset": config.phantom_preset, "cases": config.phantom_cases,
+            "frames_per_case": config.phantom_frames_per_case, "seed": config.phantom_seed, "disjoint_tasks": True,
+            "knobs": json.loads(json.dumps(dataclasses.asdict(knobs))), "package_version": __version__}
+
+
+def phantom_folder(config: TrainConfig) -> Path:
+    """The cache folder of the phantom that `config` asks for (it may not exist yet)."""
+    settings = phantom_settings(config)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return cache_root() / f"phantom-{settings['preset']}-{settings['cases']}x{settings['frames_per_case']}-{key}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_phantom_records(config: TrainConfig, log=print) -> Path:
+    """The records folder of the phantom `config` asks for, generating and building it on first use."""
+    folder = phantom_folder(config)
+    records = folder / "records"
+    if (records / "index.json").is_file():
+        log(f"data: embedded phantom, cached in {folder}")
+        return records
+    settings = phantom_settings(config)
+    with _locked(folder.parent / f".{folder.name}.lock"):
+        if (records / "index.json").is_file():  # built by a concurrent run while we waited
+            return records
+        from tfrecords_builder.build import build_records
+        from tfrecords_builder.phantom import generate_dataset
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "key.json").write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+        knobs = settings["knobs"]
+        phantom = folder / "phantom"
+        if not (phantom / "manifest.csv").is_file():
+            log(f"data: generating the embedded phantom ({settings['cases']} pullbacks x "
+                f"{settings['frames_per_case']} frames, {knobs['image_size']}x{knobs['image_size']} at "
+                f"{knobs['pixel_spacing_mm']} mm, preset {settings['preset']}) into {folder}")
+            generate_dataset(phantom, cases=settings["cases"], frames_per_case=settings["frames_per_case"],
+                             seed=settings["seed"], preset=config.phantom_preset, config=phantom_knobs(config),
+                             disjoint_tasks=True,
+                             workers=max(1, min(os.cpu_count() or 1, settings["cases"])), overwrite=True)
+        log("data: building TFRecords from the phantom manifest")
+        build_records(phantom / "manifest.csv", records, overwrite=True)
+    return records

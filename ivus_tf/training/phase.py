@@ -1,0 +1,169 @@
+"""Training one phase: build and compile the model, resume or initialise it, `fit` with validation, select.
+
+A phase (`ivus_tf.training.schemes.Phase`) trains one model whose heads are the phase's tasks with the
+generalized Dice loss per task (`loss_weights` = lambda for calcium, 1 for wall-lumen; Keras passes each task its
+[B] frame weights from the pipeline) and Adam. Validation runs every epoch on the validation fold at the training
+resolution (streaming `TaskDice`, pooled over the fold); `PhaseCheckpoint` keeps the best epoch by the monitored
+Dice, stops after `patience` epochs without improvement and writes the resumable checkpoint.
+
+Resume: the training dataset is infinite and deterministic for a seed (tf.data seeds, stateless augmentation
+keyed by the batch counter), so a phase resumed at epoch e skips e x steps batches and sees exactly the batches
+an uninterrupted run would have seen (skipping costs the batches' augmentation, not a train step). With
+`freeze_encoder_epochs` F the phase runs as two stages, encoder frozen (`trainable=False`, batch norm then runs
+in inference mode) for epochs [0, F) and trainable from F on, each with its own Adam: the optimizer state a
+checkpoint holds is restored only into the stage it was saved from.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ivus_tf.tf_import import import_tensorflow
+
+import_tensorflow()  # quietly, before Keras imports it
+import keras  # noqa: E402
+
+from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset, make_train_dataset, train_streams
+from ivus_tf.keras_metrics import TaskDice, task_dice_metrics
+from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
+from ivus_tf.models.build import ENCODER_NAME, build_model, transfer_encoder_weights
+from ivus_tf.training.callbacks import FiniteLossGuard, PhaseCheckpoint
+from ivus_tf.training.config import TrainConfig
+from ivus_tf.training.schemes import Phase, PhaseCases
+from ivus_tf.training.state import BEST_MODEL, LAST_WEIGHTS, PhaseState, read_state, save_model_atomic, \
+    write_state
+
+
+def pipeline_config(config: TrainConfig, tasks: Sequence[str], train: bool = True) -> PipelineConfig:
+    """The tf.data settings of a phase: augmentation and shuffling for training only."""
+    return PipelineConfig(image_size=config.image_size, batch_size=config.batch_size, tasks=tuple(tasks),
+                          calcium_fraction=config.calcium_fraction, flip=config.flip and train,
+                          rotate=config.rotate and train, shuffle_buffer=1024 if train else 0, seed=config.seed)
+
+
+def build_phase_model(config: TrainConfig, phase: Phase) -> keras.Model:
+    """The phase's model, every batch norm layer with momentum `config.bn_momentum` (saved in its config)."""
+    model = build_model(config.arch, phase.tasks, (config.image_size, config.image_size, 1), width=config.width,
+                        head=config.head, name=f"{config.arch}_{phase.name}", **config.model_options())
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = config.bn_momentum
+    return model
+
+
+def phase_metrics(tasks: Sequence[str]) -> dict:
+    """`task_dice_metrics`, named `<task>_dice`... for a one-task model too (Keras prefixes only with 2+ outputs)."""
+    metrics = task_dice_metrics(tasks)
+    if len(tasks) > 1:
+        return metrics
+    task = tasks[0]
+    return {task: [TaskDice(m.class_ids, name=f"{task}_{m.name}") for m in metrics[task]]}
+
+
+def compile_phase_model(model: keras.Model, config: TrainConfig, phase: Phase, frozen: bool = False) -> None:
+    """Compile for training; `frozen` makes the encoder non-trainable (Keras then runs its batch norm in inference
+    mode, the usual fine-tuning behaviour)."""
+    model.get_layer(ENCODER_NAME).trainable = not frozen
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss={task: GeneralizedDiceLoss(config.loss_weighting) for task in phase.tasks},
+        loss_weights=multitask_loss_weights(phase.lam, phase.tasks),
+        weighted_metrics=phase_metrics(phase.tasks),
+        jit_compile=config.jit_compile,
+        run_eagerly=config.run_eagerly,
+    )
+
+
+def steps_per_epoch(config: TrainConfig, records_dir, train_cases: Sequence[str], tasks: Sequence[str]) -> int:
+    """`config.steps_per_epoch`, or one pass over the phase's training frames (0)."""
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    frames = sum(s.frames for s in train_streams(records_dir, train_cases, pipeline_config(config, tasks)))
+    return max(1, math.ceil(frames / config.batch_size))
+
+
+def _stages(phase: Phase) -> list[tuple[bool, int]]:
+    """[(encoder frozen, end epoch)]: the frozen-encoder stage first when the phase has one."""
+    if phase.freeze_encoder_epochs:
+        return [(True, phase.freeze_encoder_epochs), (False, phase.epochs)]
+    return [(False, phase.epochs)]
+
+
+def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_dir, run_dir: Path,
+                log: Callable[[str], None] = print, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
+                ) -> PhaseState:
+    """Train (or resume, or skip when done) `phase`; return its final state. best.keras holds the selection."""
+    phase_dir = run_dir / "checkpoints" / phase.name
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    state = read_state(phase_dir)
+    if state.done:
+        log(f"phase {phase.name}: already done (selected epoch {state.best_epoch + 1}, {phase.monitor} "
+            f"{state.best if state.best is not None else float('nan'):.4f}); skipping")
+        return state
+    steps = steps_per_epoch(config, records_dir, cases.train, phase.tasks)
+    model, twin = build_phase_model(config, phase), build_phase_model(config, phase)
+    if state.epoch > 0:
+        log(f"phase {phase.name}: resuming at epoch {state.epoch + 1}/{phase.epochs} from {phase_dir / LAST_WEIGHTS}")
+    else:
+        log(f"phase {phase.name}: {phase.epochs} epochs x {steps} steps of {config.batch_size} frames; "
+            f"{len(cases.train)} training cases, {len(cases.val)} validation cases; selects on {phase.monitor}")
+        if phase.encoder_from:
+            source_path = run_dir / "checkpoints" / phase.encoder_from / BEST_MODEL
+            source = keras.models.load_model(source_path, compile=False)
+            count = transfer_encoder_weights(source, model)
+            log(f"phase {phase.name}: encoder initialised from {source_path} ({count} weights)")
+    train_data = make_train_dataset(records_dir, cases.train, pipeline_config(config, phase.tasks))
+    val_data = make_eval_dataset(records_dir, cases.val, pipeline_config(config, phase.tasks, train=False))
+
+    def snapshot() -> keras.Model:
+        for target, source in zip(twin.weights, model.weights):
+            target.assign(source)
+        return twin
+
+    tb_dir = run_dir / "tb" / phase.name
+    standard = [keras.callbacks.TensorBoard(str(tb_dir), write_graph=False, profile_batch=0)]
+    standard += _image_callbacks(config, phase, records_dir, cases.val, tb_dir)
+    verbose = 1 if sys.stdout.isatty() else 2  # progress bar on a terminal, one line per epoch otherwise
+    standard.append(keras.callbacks.ProgbarLogger())  # before PhaseCheckpoint, so its line follows Keras's
+    for frozen, end in _stages(phase):
+        if state.done or state.epoch >= end:
+            continue
+        if state.epoch > 0 and state.frozen != frozen:  # new stage: weights only, a fresh optimizer
+            model.load_weights(str(phase_dir / LAST_WEIGHTS))
+        compile_phase_model(model, config, phase, frozen)
+        if state.epoch > 0 and state.frozen == frozen:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(str(phase_dir / LAST_WEIGHTS))
+        if frozen:
+            log(f"phase {phase.name}: encoder frozen for epochs 1-{end}")
+        guard = FiniteLossGuard(phase.name, phase.epochs, steps, phase_dir)
+        checkpoint = PhaseCheckpoint(phase_dir, phase.monitor, phase.epochs, config.patience, state, snapshot,
+                                     frozen, log)
+        model.fit(train_data.skip(state.epoch * steps), epochs=end, initial_epoch=state.epoch,
+                  steps_per_epoch=steps, shuffle=False, validation_data=val_data, verbose=verbose,
+                  callbacks=[guard, *standard, *extra_callbacks, checkpoint])
+        state = checkpoint.state
+    if not (phase_dir / BEST_MODEL).is_file():  # no finite validation Dice in any epoch: keep the last model
+        save_model_atomic(snapshot(), phase_dir / BEST_MODEL)
+        state.best_epoch = state.epoch - 1
+        write_state(phase_dir, state)
+    return state
+
+
+def _image_callbacks(config: TrainConfig, phase: Phase, records_dir, val_cases, tb_dir: Path) -> list:
+    """Validation frames with predicted and true contours in TensorBoard every `tb_image_every_epochs` epochs."""
+    if not config.tb_image_every_epochs or not config.tb_image_frames:
+        return []
+    from ivus_tf.tensorboard_logging import ContourImages
+
+    return [ContourImages(str(tb_dir), records_dir, val_cases, phase.tasks, config.image_size,
+                          every_n_epochs=config.tb_image_every_epochs, max_frames=config.tb_image_frames)]
+
+
+def load_selected(run_dir: Path, phase: Phase) -> keras.Model:
+    """The selected model of a finished phase (uncompiled)."""
+    return keras.models.load_model(run_dir / "checkpoints" / phase.name / BEST_MODEL, compile=False)
+

@@ -1,0 +1,205 @@
+"""`run_training(config)`: one training run from data to metrics.json, resumable, every input checked first.
+
+    plan:     records (or the cached phantom) -> splits file -> the scheme's phases -> labels and folds checked
+              -> run folder (config.yaml; an existing folder must hold the same config)      [nothing trained yet]
+    train:    each phase in order (`ivus_tf.training.phase`), skipping finished ones, resuming an interrupted one
+    select:   the last phase's best validation epoch -> RUN_DIR/model.keras
+    evaluate: the independent test cases at original resolution (`ivus_tf.evaluation.evaluate_model`)
+              -> metrics.json, TensorBoard HParams, done.json
+
+RUN_DIR layout: `config.yaml` (fully resolved, loadable with `--config`; the package version in its header),
+`tb/<phase>/` TensorBoard logs, `checkpoints/<phase>/` (state.json, last.weights.h5, best.keras), `model.keras`,
+`metrics.json`, `predictions/` (with `save_predictions`), `done.json` (the run finished: starting the same command
+again prints the result instead of retraining).
+
+Resume: the first phase not done resumes from its checkpoint (`ivus_tf.training.state`, `phase`): weights with
+batch-norm statistics, Adam's state and step, the epoch, the selection and early-stopping state (best value, its
+epoch, epochs without improvement), the history; the batches continue where they stopped. Finished phases are
+skipped; a finished run (done.json + metrics.json) is reported, not retrained. Ctrl-C or a kill loses at most the
+epoch in progress.
+
+Reproducibility: `keras.utils.set_random_seed(seed + phase index)` before each phase (weights, dropout), tf.data
+seeds and stateless augmentation keyed by (seed, batch), and with `deterministic` TensorFlow's op determinism,
+under which TensorFlow raises for any op without a deterministic kernel: U-Net Res and DeepLabV3 training and
+evaluation use none on CPU, and the cost is within run-to-run noise. One command gives bitwise-identical
+numbers run to run on one machine (`make demo` twice, including regenerating the phantom), and a resumed run ends
+with the weights of an uninterrupted one (tested). Not covered: Keras's dropout seed state is not checkpointed, so
+after a resume DeepLabV3's ASPP dropout masks restart from the phase's seed; oneDNN may round differently on
+another CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ivus_tf import __version__
+from ivus_tf.config import load_yaml, to_mapping
+from ivus_tf.errors import InputError
+from ivus_tf.splits import case_tasks_from_index, fold_cases, load_or_create_splits
+from ivus_tf.training.config import TrainConfig, config_differences
+from ivus_tf.training.schemes import Phase, PhaseCases, check_data, phases_of
+from ivus_tf.training.state import atomic_write_text
+
+CONFIG_NAME, METRICS_NAME, DONE_NAME, MODEL_NAME = "config.yaml", "metrics.json", "done.json", "model.keras"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """Everything decided before training: resolved config (absolute data/splits/out), phases and their cases."""
+
+    config: TrainConfig
+    records_dir: Path
+    run_dir: Path
+    splits_path: Path
+    phases: tuple[Phase, ...]
+    cases: dict[str, PhaseCases]
+    test_cases: list[str]
+    test_tasks: tuple[str, ...]
+
+
+def plan_run(config: TrainConfig, log: Callable[[str], None] = print) -> RunPlan:
+    """Resolve and check data, splits, scheme and run folder; `InputError` for anything that would fail later."""
+    from tfrecords_builder.index import read_index
+
+    config.validate()
+    phases = phases_of(config)
+    if config.data:
+        records = Path(config.data).expanduser().resolve()
+        if not records.is_dir():
+            raise InputError(f"{config.data}: no such records folder (build one with python -m tfrecords_builder "
+                             "build, or leave --data out to use the embedded phantom)")
+    else:
+        from ivus_tf.training.phantom_cache import ensure_phantom_records
+
+        records = ensure_phantom_records(config, log)
+    index = read_index(records)
+    splits_path = Path(config.splits).expanduser() if config.splits else records.parent / f"{records.name}-splits.json"
+    splits = load_or_create_splits(splits_path, case_tasks_from_index(index), test_fraction=config.test_fraction,
+                                   repeats=config.repeats, folds=config.folds, seed=config.split_seed)
+    config = dataclasses.replace(config, data=str(records), splits=str(splits_path.resolve()))
+    cases, _ = check_data(config, phases, splits, records, splits_path)
+    test_cases = fold_cases(splits, config.repeat, config.fold)[2]
+    test_tasks = tuple(t for t in phases[-1].tasks if fold_cases(splits, config.repeat, config.fold, t)[2])
+    run_dir = Path(config.out).expanduser() if config.out else Path("runs") / config.default_run_name()
+    config = dataclasses.replace(config, out=str(run_dir.resolve()))
+    return RunPlan(config, records, run_dir.resolve(), splits_path.resolve(), phases, cases, test_cases, test_tasks)
+
+
+def _claim_run_dir(plan: RunPlan) -> bool:
+    """Write config.yaml into a new run folder, or check an existing one holds this config. True if finished."""
+    run_dir, path = plan.run_dir, plan.run_dir / CONFIG_NAME
+    if path.is_file():
+        saved = load_yaml(TrainConfig, path)
+        diffs = config_differences(saved, plan.config)
+        if diffs:
+            raise InputError(f"{run_dir}: holds a run with other settings ({'; '.join(diffs)}); pass another --out "
+                             "or delete the folder to start over")
+        return (run_dir / DONE_NAME).is_file() and (run_dir / METRICS_NAME).is_file()
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"{run_dir}: exists, is not empty and holds no {CONFIG_NAME}; not a run folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    header = (f"# ivus-tf training run: fully resolved config, loadable with --config\n"
+              f"# package_version: {__version__}\n# written: {datetime.datetime.now().isoformat(timespec='seconds')}\n")
+    atomic_write_text(path, header + yaml.safe_dump(to_mapping(plan.config), sort_keys=False))
+    return False
+
+
+def _hparams(config: TrainConfig) -> dict:
+    keys = ("scheme", "arch", "lam", "width", "head", "image_size", "batch_size", "learning_rate", "epochs",
+            "pretrain_epochs", "freeze_encoder_epochs", "patience", "calcium_fraction", "loss_weighting",
+            "repeat", "fold", "seed")
+    values = to_mapping(config)
+    return {key: (values[key] if values[key] is not None else "same as epochs") for key in keys}
+
+
+def _headline(metrics: dict) -> dict:
+    """Scalar results for the HParams view: test mean Dice and average Hausdorff per section, best val Dice."""
+    out = {}
+    for section in ("calcium", "lumen", "vessel_wall", "wall_lumen_mean"):
+        if section in metrics:
+            summary = metrics[section]["summary"]
+            out[f"test/{section}_dice"] = summary["dice"]["mean"]
+            out[f"test/{section}_average_hausdorff_mm"] = summary["average_hausdorff_mm"]["mean"]
+    for name, phase in metrics.get("selection", {}).items():
+        out[f"val/{name}_{phase['monitor'].removeprefix('val_')}"] = phase["value"]
+    return out
+
+
+def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
+                 extra_callbacks: Sequence = ()) -> dict:
+    """Run (or resume, or report a finished) training run; return {"run_dir", "metrics", "phases", "finished_before"}.
+
+    `extra_callbacks` are added to every phase's `fit` (tests use them to interrupt a run).
+    """
+    log = log or (lambda text: print(text, flush=True))
+    started = time.perf_counter()
+    plan = plan_run(config, log)
+    if _claim_run_dir(plan):
+        metrics = json.loads((plan.run_dir / METRICS_NAME).read_text(encoding="utf-8"))
+        log(f"run {plan.run_dir} already finished; not retraining (delete the folder to train again)")
+        _print_result(plan, metrics, log)
+        return {"run_dir": plan.run_dir, "metrics": metrics, "phases": {}, "finished_before": True}
+    config = plan.config
+    log(f"run: {plan.run_dir} (scheme {config.scheme}, {config.arch} width {config.width:g}, "
+        f"{config.image_size}x{config.image_size}, repeat {config.repeat} fold {config.fold}; splits "
+        f"{plan.splits_path}; {len(plan.test_cases)} test cases)")
+
+    import keras
+
+    from ivus_tf.evaluation import evaluate_model, write_metrics_json
+    from ivus_tf.tensorboard_logging import write_hparams
+    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.training.phase import load_selected, train_phase
+
+    tf = import_tensorflow()
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    states = {}
+    for i, phase in enumerate(plan.phases):
+        keras.utils.set_random_seed(config.seed + i)
+        states[phase.name] = train_phase(config, phase, plan.cases[phase.name], plan.records_dir, plan.run_dir,
+                                         log, extra_callbacks)
+    final = plan.phases[-1]
+    model = load_selected(plan.run_dir, final)
+    tmp = plan.run_dir / f".tmp-{MODEL_NAME}"
+    shutil.copyfile(plan.run_dir / "checkpoints" / final.name / "best.keras", tmp)
+    os.replace(tmp, plan.run_dir / MODEL_NAME)
+    log(f"evaluating the selected model (phase {final.name}, epoch {states[final.name].best_epoch + 1}) on "
+        f"{len(plan.test_cases)} test cases at original resolution")
+    predictions = plan.run_dir / "predictions" if config.save_predictions else None
+    metrics = evaluate_model(model, plan.records_dir, plan.test_cases, plan.test_tasks, config.image_size,
+                             batch_size=config.batch_size, predictions_dir=predictions)
+    metrics["selection"] = {
+        phase.name: {"monitor": phase.monitor, "value": states[phase.name].best,
+                     "epoch": states[phase.name].best_epoch + 1, "epochs_run": states[phase.name].epoch,
+                     "stopped_early": states[phase.name].stopped_early}
+        for phase in plan.phases}
+    metrics["run"] = {"scheme": config.scheme, "arch": config.arch, "repeat": config.repeat, "fold": config.fold,
+                      "records": str(plan.records_dir), "splits": str(plan.splits_path),
+                      "package_version": __version__}
+    write_metrics_json(plan.run_dir / METRICS_NAME, metrics)
+    write_hparams(str(plan.run_dir / "tb"), _hparams(config), _headline(metrics))
+    done = {"finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": round(time.perf_counter() - started, 1), "package_version": __version__}
+    atomic_write_text(plan.run_dir / DONE_NAME, json.dumps(done, indent=1) + "\n")
+    _print_result(plan, metrics, log)
+    log(f"done in {done['wall_time_s'] / 60:.1f} min")
+    return {"run_dir": plan.run_dir, "metrics": metrics, "phases": states, "finished_before": False}
+
+
+def _print_result(plan: RunPlan, metrics: dict, log: Callable[[str], None]) -> None:
+    from ivus_tf.evaluation import format_summary
+
+    log(f"test set ({len(plan.test_cases)} cases, metrics at original resolution; {plan.run_dir / METRICS_NAME}):")
+    for line in format_summary(metrics).splitlines():
+        log(f"  {line}")
+    log(f"TensorBoard: tensorboard --logdir {plan.run_dir / 'tb'}")

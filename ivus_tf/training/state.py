@@ -1,0 +1,91 @@
+"""What a run keeps on disk to resume: per phase, the last epoch's weights and optimizer state plus a small JSON.
+
+    checkpoints/<phase>/last.weights.h5   model weights AND optimizer state (Keras 3 `save_weights` writes the
+                                          compiled model's optimizer variables too: Adam's step count, moments)
+    checkpoints/<phase>/state.json        PhaseState: epochs done, early-stopping state, whether done
+    checkpoints/<phase>/best.keras        the selected model so far (no optimizer), by validation Dice
+
+Every file is written under a temporary name and renamed, and state.json last: a run killed at any moment leaves
+the previous epoch's consistent trio. The phase order of a scheme is fixed, so "which phase" is simply the first
+phase whose state is not done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+STATE_NAME = "state.json"
+LAST_WEIGHTS = "last.weights.h5"
+BEST_MODEL = "best.keras"
+
+
+@dataclasses.dataclass
+class PhaseState:
+    """Resumable state of one phase. `epoch` counts finished epochs (the next one to run, 0-based).
+
+    `best`/`best_epoch`/`wait` are the early-stopping state (best validation Dice, its 0-based epoch, epochs since);
+    `frozen` says whether the optimizer state in last.weights.h5 belongs to the frozen-encoder stage; `history`
+    holds every finished epoch's logs (floats), for the summary and the tests.
+    """
+
+    epoch: int = 0
+    best: float | None = None
+    best_epoch: int | None = None
+    wait: int = 0
+    frozen: bool = False
+    done: bool = False
+    stopped_early: bool = False
+    history: list = dataclasses.field(default_factory=list)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_state(phase_dir: Path) -> PhaseState:
+    """The saved state of a phase, or a fresh one when the phase never finished an epoch."""
+    path = Path(phase_dir) / STATE_NAME
+    if not path.is_file():
+        return PhaseState()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    fields = {f.name for f in dataclasses.fields(PhaseState)}
+    return PhaseState(**{k: v for k, v in data.items() if k in fields})
+
+
+def write_state(phase_dir: Path, state: PhaseState) -> None:
+    data = dataclasses.asdict(state)
+    data["best"] = _finite_or_none(data["best"])
+    data["history"] = [{k: _finite_or_none(v) for k, v in epoch.items()} for epoch in data["history"]]
+    atomic_write_text(Path(phase_dir) / STATE_NAME, json.dumps(data, indent=1) + "\n")
+
+
+def save_weights_atomic(model, path: Path) -> None:
+    """`model.save_weights` (optimizer state included) to a temporary name, then rename."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save_weights(str(tmp), overwrite=True)
+    os.replace(tmp, path)
+
+
+def save_model_atomic(model, path: Path) -> None:
+    """`model.save` (.keras) to a temporary name, then rename."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save(str(tmp), overwrite=True)
+    os.replace(tmp, path)

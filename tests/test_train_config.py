@@ -1,0 +1,194 @@
+"""Training configs, schemes and the checks that run before anything trains (no training here: fast)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from ivus_tf.errors import InputError
+from ivus_tf.training.config import ARCHS, PHANTOM_PRESETS, TrainConfig, load_config
+from ivus_tf.training.schemes import SCHEMES, phases_of
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+TRAIN_CONFIGS = ("paper.yaml", "quickstart.yaml")
+
+
+@pytest.mark.parametrize("name", TRAIN_CONFIGS)
+def test_shipped_training_config_validates(name):
+    from ivus_tf.training.phantom_cache import phantom_knobs
+
+    config = load_config(CONFIGS / name)
+    assert isinstance(config, TrainConfig)
+    phantom_knobs(config).validate()  # the phantom config it names exists and validates too
+    for scheme in SCHEMES:
+        phases_of(dataclasses.replace(config, scheme=scheme))
+
+
+def test_paper_config_holds_the_papers_settings():
+    config = load_config(CONFIGS / "paper.yaml")
+    assert (config.image_size, config.batch_size, config.learning_rate) == (256, 12, 2e-4)
+    assert (config.repeats, config.folds, config.flip, config.rotate) == (10, 3, True, True)
+    assert config.loss_weighting == "inverse_square" and config.width == 1.0
+
+
+def test_choices_match_the_registries():
+    from ivus_tf.models.build import ARCHITECTURES
+    from tfrecords_builder.phantom import PRESETS
+
+    assert set(ARCHS) == set(ARCHITECTURES) and set(PHANTOM_PRESETS) == set(PRESETS)
+
+
+def test_yaml_typo_lists_valid_keys(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("scheme: multitask\nlambda: 0.5\n")
+    with pytest.raises(InputError, match=r"unknown key 'lambda' \(did you mean 'lam'\?\); valid keys: scheme, arch"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    ({"scheme": "both"}, "scheme 'both' is unknown; valid: calcium, pretrain, multitask"),
+    ({"arch": "resnet"}, "arch 'resnet' is unknown"),
+    ({"fold": 3}, "fold 3 out of range"),
+    ({"freeze_encoder_epochs": 2}, "only applies to scheme pretrain"),
+    ({"arch": "unet_res", "image_size": 100}, "multiple of 8"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"lam": -1.0}, "lam must be a finite number >= 0"),
+])
+def test_bad_values_are_named(overrides, problem):
+    with pytest.raises(InputError, match=problem.replace("(", r"\(")):
+        load_config(None, overrides)
+
+
+def test_relative_paths_in_yaml_are_relative_to_the_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "run.yaml"
+    path.write_text("data: ../records\nphantom_config: knobs.yaml\nout: /abs/run\n")
+    config = load_config(path)
+    assert config.data == str(tmp_path / "sub" / "../records")
+    assert config.phantom_config == str(tmp_path / "sub" / "knobs.yaml") and config.out == "/abs/run"
+
+
+def test_cli_flags_override_the_file(tmp_path):
+    from ivus_tf.train import build_parser, overrides_from_args
+
+    path = tmp_path / "run.yaml"
+    path.write_text("scheme: multitask\nlam: 0.5\nepochs: 7\n")
+    args = build_parser().parse_args(["--config", str(path), "--lambda", "2", "--set", "aspp_rates=[6, 12]",
+                                      "--save-predictions"])
+    config = load_config(args.config, overrides_from_args(args))
+    assert (config.lam, config.epochs, config.aspp_rates, config.save_predictions) == (2.0, 7, (6, 12), True)
+
+
+def test_default_run_name_is_readable_and_stable():
+    config = TrainConfig(scheme="multitask", arch="unet_res", lam=0.5, repeat=2, fold=1)
+    name = config.default_run_name()
+    assert name.startswith("multitask-unet_res-lam0.5-r2f1-") and name == config.default_run_name()
+    assert dataclasses.replace(config, out="elsewhere").default_run_name() == name
+    assert dataclasses.replace(config, learning_rate=1e-3).default_run_name() != name
+
+
+def test_schemes_are_phases():
+    config = TrainConfig(epochs=5, pretrain_epochs=3, freeze_encoder_epochs=2, scheme="pretrain")
+    wall_lumen, calcium = phases_of(config)
+    assert (wall_lumen.tasks, wall_lumen.epochs, wall_lumen.monitor) == (("wall_lumen",), 3, "val_wall_lumen_dice")
+    assert (calcium.tasks, calcium.epochs, calcium.encoder_from, calcium.freeze_encoder_epochs) == \
+        (("calcium",), 5, "wall_lumen", 2)
+    (multitask,) = phases_of(TrainConfig(scheme="multitask", lam=0.3))
+    assert multitask.tasks == ("calcium", "wall_lumen") and multitask.lam == 0.3
+    assert multitask.monitor == "val_calcium_dice"
+
+
+# ----------------------------------------------------------------------- errors before training, through the CLI
+
+def _run_cli(capsys, *argv):
+    from ivus_tf.train import main
+
+    status = main(list(argv))
+    return status, capsys.readouterr().err
+
+
+def test_cli_config_typo_is_one_line(tmp_path, capsys):
+    path = tmp_path / "typo.yaml"
+    path.write_text("epochs: 3\nbatchsize: 4\n")
+    status, err = _run_cli(capsys, "--config", str(path))
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {path}: unknown key 'batchsize' (did you mean 'batch_size'?)")
+
+
+def test_cli_unknown_scheme_and_arch(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _run_cli(capsys, "--scheme", "wall")
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'wall'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _run_cli(capsys, "--arch", "vgg")
+
+
+def _tiny_args(records, out, *extra):
+    return ["--data", str(records), "--out", str(out), "--arch", "unet_res", "--width", "0.0625",
+            "--image-size", "64", "--batch-size", "2", "--epochs", "1", "--set", "folds=2", "--set", "repeats=1",
+            "--set", "run_eagerly=true", *extra]
+
+
+def test_cli_records_lacking_wall_lumen_labels(make_records, tmp_path, capsys):
+    records = make_records({f"case{i}": [("0", ("calcium",)), ("1", ("calcium",))] for i in range(5)})
+    out = tmp_path / "run"
+    status, err = _run_cli(capsys, *_tiny_args(records, out, "--scheme", "pretrain"))
+    assert status == 2 and err.count("\n") == 1
+    assert "scheme pretrain needs calcium and wall_lumen labels, but no case carries wall_lumen labels" in err
+    assert not out.exists()  # nothing was written, nothing trained
+
+
+def test_cli_split_leaving_the_validation_fold_without_calcium(make_records, tmp_path, capsys):
+    from ivus_tf.splits import make_splits, write_splits
+
+    cases = {f"c{i}": [("0", ("calcium",))] for i in range(3)} | {f"w{i}": [("0", ("wall_lumen",))] for i in range(3)}
+    records = make_records(cases)
+    splits = make_splits({c: [t[0] for _, t in frames] for c, frames in cases.items()}, test_fraction=0.3,
+                         repeats=1, folds=2, seed=0)
+    splits["test_cases"], splits["folds"] = ["c0", "w0"], [[["c1", "c2"], ["w1", "w2"]]]  # fold 1: no calcium
+    path = write_splits(tmp_path / "splits.json", splits)
+    out = tmp_path / "run"
+    status, err = _run_cli(capsys, *_tiny_args(records, out, "--scheme", "calcium", "--fold", "1", "--set",
+                                               f"splits={path}", "--set", "test_fraction=0.3"))
+    assert status == 2 and err.count("\n") == 1, err
+    assert err == (f"error: {path}: repeat 0 fold 1 leaves the validation fold without a case with calcium labels "
+                   "(phase calcium selects its model on it); use more cases or fewer folds\n")
+    assert not out.exists()
+
+
+def test_check_data_names_empty_folds(make_records, tmp_path):
+    from ivus_tf.splits import make_splits
+    from ivus_tf.training.schemes import check_data
+
+    case_tasks = {f"c{i}": ["calcium"] for i in range(3)} | {f"w{i}": ["wall_lumen"] for i in range(3)}
+    splits = make_splits(case_tasks, n_test_cases=2, repeats=1, folds=2, seed=0)
+    splits["test_cases"], splits["folds"] = ["c0", "w0"], [[["c1", "c2"], ["w1", "w2"]]]
+    config = TrainConfig(scheme="calcium", repeats=1, folds=2, fold=1)
+    with pytest.raises(InputError, match="repeat 0 fold 1 leaves the validation fold without a case with calcium"):
+        check_data(config, phases_of(config), splits, "records", "splits.json")
+    with pytest.raises(InputError, match="repeat 0 fold 0 leaves no training case with calcium labels"):
+        check_data(dataclasses.replace(config, fold=0), phases_of(config), splits, "records", "splits.json")
+    cases, test = check_data(dataclasses.replace(config, scheme="multitask", fold=0),
+                             phases_of(dataclasses.replace(config, scheme="multitask")), splits | {
+                                 "folds": [[["c1", "w1"], ["c2", "w2"]]]}, "records", "splits.json")
+    assert cases["multitask"].train == ["c2", "w2"] and cases["multitask"].val == ["c1", "w1"] and test == ["c0"]
+
+
+def test_phantom_cache_key_follows_the_settings(tmp_path, monkeypatch):
+    from ivus_tf.training.phantom_cache import phantom_folder, phantom_settings
+
+    monkeypatch.setenv("IVUS_TF_CACHE", str(tmp_path))
+    config = TrainConfig(phantom_cases=4, phantom_frames_per_case=3)
+    folder = phantom_folder(config)
+    assert folder.parent == tmp_path and folder.name.startswith("phantom-default-4x3-")
+    assert phantom_folder(dataclasses.replace(config, phantom_seed=1)) != folder
+    knobs = tmp_path / "knobs.yaml"
+    knobs.write_text("noise_db: [-40.0, -34.0]\n")
+    changed = dataclasses.replace(config, phantom_config=str(knobs))
+    assert phantom_folder(changed) != folder
+    assert phantom_settings(changed)["knobs"]["noise_db"] == [-40.0, -34.0]
+    json.dumps(phantom_settings(changed))
