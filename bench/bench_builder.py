@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+
 
 def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name"))
-    except (StopIteration, OSError):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return benchlib.machine()
 
 
 def main() -> None:

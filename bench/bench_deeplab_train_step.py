@@ -44,19 +44,15 @@ import keras  # noqa: E402
 
 from ivus_tf.models import build_model, layers  # noqa: E402
 
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+
 VARIANTS = {"atrous": "Keras, AtrousConv2D", "conv2d": "Keras, keras Conv2D"}
 
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
-                     platform.processor())
-    except OSError:
-        model = platform.processor()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{model}, {cores} cores usable, TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
-            f"{platform.python_version()}, TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}")
+    return (f"{benchlib.cpu_model()}, {benchlib.usable_cores()} cores usable, TensorFlow {tf.__version__}, Keras "
+            f"{keras.__version__}, Python {platform.python_version()}, "
+            f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}")
 
 
 def time_keras(rates, variant: str, batch: int, size: int, steps: int, warmup: int) -> dict:

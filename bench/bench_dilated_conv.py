@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,17 +41,12 @@ import keras  # noqa: E402
 
 from ivus_tf.models.layers import AtrousConv2D, native_dilated_conv_available  # noqa: E402
 
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
-                     platform.processor())
-    except OSError:
-        model = platform.processor()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{model}, {cores} cores usable, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-            f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}")
+    return (f"{benchlib.cpu_model()}, {benchlib.usable_cores()} cores usable, TensorFlow {tf.__version__}, "
+            f"Keras {keras.__version__}, TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}")
 
 
 def median_ms(fn, args, warmup: int, repeats: int) -> float:

@@ -34,20 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivus_tf.tf_import import import_tensorflow  # noqa: E402
 
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+
 tf = import_tensorflow()
 
 
 def _peak_gflops() -> float:
-    n = 4096
-    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
-    matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
-    matmul(a, b).numpy()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        matmul(a, b).numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9
+    return benchlib.tf_matmul_peak_gflops()
 
 
 def _timed(fn, repeats: int) -> list[float]:

@@ -22,7 +22,6 @@ import argparse
 import datetime
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ivus_tf.metrics import (  # noqa: E402
     average_hausdorff_mm, boundary, dice, evaluate_frame, wall_lumen_metrics,
 )
+
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
 
 SIZE = 500
 PIXEL_SPACING_MM = 0.026
@@ -105,12 +106,7 @@ def points(pairs, kind) -> int:
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return model
+    return benchlib.cpu_model()
 
 
 def main(argv=None) -> None:

@@ -15,30 +15,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+
 
 def _peak_gflops() -> float:
-    from ivus_tf.tf_import import import_tensorflow
-
-    tf = import_tensorflow()
-    n = 4096
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
-    matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
-    matmul(a, b).numpy()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        matmul(a, b).numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9
+    return benchlib.tf_matmul_peak_gflops()
 
 
 def _child(args) -> dict:
@@ -99,12 +86,7 @@ def _run(arch, mode, batch, args, xla=False) -> dict:
 
 
 def _machine() -> str:
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (StopIteration, OSError):
-        model = platform.processor()
-    return f"{model}, {os.cpu_count()} cores"
+    return benchlib.machine()
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ import datetime
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ivus_tf.data.pipeline import PipelineConfig, make_train_dataset  # noqa: E402
 from ivus_tf.tf_import import import_tensorflow  # noqa: E402
 from tfrecords_builder.writer import write_records  # noqa: E402
+
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
 
 tf = import_tensorflow()
 
@@ -101,14 +102,7 @@ def _spread(values: list[float]) -> str:
 
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
-                     platform.processor())
-    except OSError:
-        model = platform.processor()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores usable, TensorFlow {tf.__version__}, Python {platform.python_version()}"
+    return f"{benchlib.cpu_model()}, {benchlib.usable_cores()} cores usable, TensorFlow {tf.__version__}, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:

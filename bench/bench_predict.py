@@ -25,7 +25,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,17 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
 def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name"))
-    except (StopIteration, OSError):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return benchlib.machine()
 
 
 def write_dicom(path: Path, frames, spacing_mm: float) -> None:

@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import platform
-import subprocess
 import sys
 import time
 
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
 
 BN_EPSILON = 1.001e-5
 STAGES = ((64, 3, 1, 1, 1), (128, 4, 2, 1, 1), (256, 6, 1, 2, 1), (512, 3, 1, 4, 2))
@@ -87,11 +88,7 @@ class DeepLabV3(nn.Module):
 
 
 def lscpu_model() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        return next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
+    return benchlib.cpu_model()
 
 
 def time_train_step(rates, batch: int, size: int, steps: int, warmup: int, channels_last: bool) -> dict:

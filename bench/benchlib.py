@@ -1,0 +1,47 @@
+"""Shared by the bench scripts: what machine this is, and its measured float32 matmul peak.
+
+Plain functions with no package imports at module level, so scripts run in other environments (the PyTorch
+comparison venv) can use them too. Scripts run as `python bench/<name>.py` find this module beside them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+
+
+def cpu_model() -> str:
+    """The CPU's model name from lscpu (or the platform's processor string)."""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        lscpu = ""
+    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "")
+    return model or platform.processor() or "unknown CPU"
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine() -> str:
+    """One line: CPU model, usable cores, Python version."""
+    return f"{cpu_model()}, {usable_cores()} cores usable, Python {platform.python_version()}"
+
+
+def tf_matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
+    """Best float32 GFLOP/s of an n x n matmul in TensorFlow (graph mode): the machine's practical peak."""
+    from ivus_tf.tf_import import import_tensorflow
+
+    tf = import_tensorflow()
+    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
+    matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+    matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
