@@ -1,15 +1,17 @@
-"""Every YAML file shipped under configs/ validates against the dataclass it configures."""
+"""Every YAML file shipped under configs/ validates against the dataclass it configures (grid configs: every run)."""
 
 from pathlib import Path
 
 import pytest
 
 from ivus_tf.config import load_yaml
+from ivus_tf.grid.config import GridConfig, expand_grid, load_grid_config
 from ivus_tf.training.config import TrainConfig
 from tfrecords_builder.phantom import PRESETS, PhantomConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
-KINDS = {"phantom_": PhantomConfig, "paper": TrainConfig, "quickstart": TrainConfig}
+KINDS = {"paper_table1": GridConfig, "paper_lambda_sweep": GridConfig, "phantom_table1": GridConfig,
+         "phantom_": PhantomConfig, "paper": TrainConfig, "quickstart": TrainConfig}
 BASES = {PhantomConfig: PRESETS["default"], TrainConfig: TrainConfig()}
 
 
@@ -21,6 +23,10 @@ def test_configs_folder_is_not_empty():
 def test_shipped_config_validates(path):
     kind = next((cls for prefix, cls in KINDS.items() if path.name.startswith(prefix)), None)
     assert kind is not None, f"{path.name}: no dataclass known for this config name"
+    if kind is GridConfig:
+        grid, base = load_grid_config(path)
+        assert expand_grid(grid, base, "grid_dir", str(path))  # every run's TrainConfig validates
+        return
     config = load_yaml(kind, path, base=BASES[kind])  # training configs: also tests/test_train_config.py
     assert isinstance(config, kind)
 

@@ -1,0 +1,210 @@
+"""`GridConfig`: a cross-validation grid as one flat YAML, expanded into named training runs.
+
+A grid is models x training schemes x multi-task lambdas x repeats x folds of Bargsten et al. (CDBME 2021,
+Table 1: 10 repeats of 3-fold case-wise cross-validation per model and scheme). Each run is one
+`run_training(TrainConfig)` call; this module only decides which configs and names, and checks them all before
+anything trains. It does not import TensorFlow.
+
+Keys (a typo is an error listing the valid keys, `ivus_tf.config.from_mapping`):
+
+* `train_config`: a TrainConfig YAML (`ivus_tf/training/config.py`), relative to the grid file; empty = the
+  TrainConfig defaults (the paper's settings). It fixes everything shared by the runs, including the split
+  (`repeats`, `folds`, `test_fraction`, `split_seed`): every run of a grid uses one splits file.
+* `train_overrides`: a mapping of TrainConfig fields applied on top of `train_config` (paths relative to the grid
+  file). The fields a grid sets per run (`scheme`, `arch`, `lam`, `repeat`, `fold`, `out`, `backbone_weights`,
+  `strategy`) are refused here.
+* `archs`: architectures (`unet_res`, `deeplabv3`); `schemes`: `calcium`, `pretrain`, `multitask`.
+* `lams`: multi-task loss weights lambda (`L = lambda * L_calcium + L_wall_lumen`), one multitask run per value.
+* `repeats`, `folds`: a count (the first N) or a list of indices into the split; null = all of the train config's.
+* `imagenet_backbone_weights`: a local ResNet50 weights file (relative to the grid file); adds the model
+  "DeepLabV3 ImageNet" (deeplabv3 with `backbone_weights`, backbone "imagenet" in results.jsonl; the paper's
+  "DeepLabV3 COCO" row) next to `archs`.
+* `strategy`: passed to every run (`none`, `mirrored`, `multiworker`; `--strategy` overrides it).
+
+Run ids are `<arch>[-imagenet]-<scheme>[-lam<lambda>]-r<repeat>-f<fold>` (`deeplabv3-multitask-lam1-r0-f2`),
+stable for a config. Runs are ordered repeat by repeat, fold by fold, and within a fold by model, scheme and lambda,
+so a grid stopped half-way (or one shard of it) has balanced cells for an interim report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from ivus_tf.config import from_mapping, load_yaml
+from ivus_tf.errors import InputError
+from ivus_tf.training.config import ARCHS, PATH_FIELDS, SCHEMES, TrainConfig, load_config
+
+STRATEGIES = ("none", "mirrored", "multiworker")
+# TrainConfig fields the grid sets for each run; a train_overrides entry for one would be silently replaced.
+PER_RUN_FIELDS = ("scheme", "arch", "lam", "repeat", "fold", "out", "backbone_weights", "strategy")
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """A cross-validation grid (module docstring)."""
+
+    train_config: str = ""
+    train_overrides: Optional[dict] = None
+    archs: tuple[str, ...] = ("unet_res", "deeplabv3")
+    schemes: tuple[str, ...] = ("calcium", "pretrain", "multitask")
+    lams: tuple[float, ...] = (1.0,)
+    repeats: Optional[Union[int, tuple[int, ...]]] = None
+    folds: Optional[Union[int, tuple[int, ...]]] = None
+    imagenet_backbone_weights: Optional[str] = None
+    strategy: str = "none"
+
+    def validate(self, source: str = "grid config") -> None:
+        """Raise `InputError` naming the key for an unknown arch, scheme or strategy, or a bad value."""
+        for key, values, valid in (("archs", self.archs, ARCHS), ("schemes", self.schemes, SCHEMES)):
+            if not values:
+                raise InputError(f"{source}: {key} is empty; valid: {', '.join(valid)}")
+            for value in values:
+                if value not in valid:
+                    raise InputError(f"{source}: {key}: {value!r} is unknown; valid: {', '.join(valid)}")
+            if len(set(values)) != len(values):
+                raise InputError(f"{source}: {key} lists a value twice: {list(values)}")
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"{source}: strategy {self.strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+        if "multitask" in self.schemes:
+            if not self.lams:
+                raise InputError(f"{source}: lams is empty but schemes has multitask")
+            for lam in self.lams:
+                if not (math.isfinite(lam) and lam >= 0):
+                    raise InputError(f"{source}: lams: {lam} must be a finite number >= 0")
+            if len(set(self.lams)) != len(self.lams):
+                raise InputError(f"{source}: lams lists a value twice: {list(self.lams)}")
+        for key in ("repeats", "folds"):
+            value = getattr(self, key)
+            if isinstance(value, int) and value < 1:
+                raise InputError(f"{source}: {key} must be a count >= 1 or a list of indices, got {value}")
+            if isinstance(value, tuple) and (not value or min(value) < 0 or len(set(value)) != len(value)):
+                raise InputError(f"{source}: {key} must list distinct indices >= 0, got {list(value)}")
+        if self.train_overrides is not None:
+            if not isinstance(self.train_overrides, dict):
+                raise InputError(f"{source}: train_overrides must be a mapping of TrainConfig fields, "
+                                 f"got {self.train_overrides!r}")
+            fixed = sorted(set(self.train_overrides) & set(PER_RUN_FIELDS))
+            if fixed:
+                raise InputError(f"{source}: train_overrides: {', '.join(fixed)} set by the grid for each run; use "
+                                 "archs, schemes, lams, repeats, folds, imagenet_backbone_weights, strategy")
+
+
+@dataclasses.dataclass(frozen=True)
+class GridRun:
+    """One run of a grid: its id, its place in the grid and its complete training config."""
+
+    run_id: str
+    arch: str
+    backbone: str  # "none" or "imagenet" (results.jsonl)
+    scheme: str
+    lam: Optional[float]  # None unless multitask
+    repeat: int
+    fold: int
+    config: TrainConfig
+
+
+def run_id(arch: str, backbone: str, scheme: str, lam: float | None, repeat: int, fold: int) -> str:
+    """`deeplabv3-multitask-lam1-r0-f2`; `-imagenet` after the arch for the ImageNet backbone."""
+    model = arch + ("-imagenet" if backbone == "imagenet" else "")
+    return f"{model}-{scheme}" + (f"-lam{lam:g}" if lam is not None else "") + f"-r{repeat}-f{fold}"
+
+
+def _resolve(value: str, folder: Path) -> str:
+    return value if not value or Path(value).expanduser().is_absolute() else str(folder / value)
+
+
+def _indices(selection, count: int, key: str, source: str) -> list[int]:
+    if selection is None:
+        return list(range(count))
+    indices = list(range(selection)) if isinstance(selection, int) else list(selection)
+    if max(indices) >= count:
+        raise InputError(f"{source}: {key} {selection!r} reaches index {max(indices)}, but the train config's "
+                         f"split has {key} {count} (indices 0..{count - 1})")
+    return indices
+
+
+def load_grid_config(path: str | Path) -> tuple[GridConfig, TrainConfig]:
+    """The grid at `path` and its base TrainConfig (train_config + train_overrides), relative paths resolved
+    against the grid file's folder. `InputError` (one line naming the file and key) for anything wrong."""
+    path = Path(path)
+    grid = load_yaml(GridConfig, path)
+    folder = path.resolve().parent
+    train_path = _resolve(grid.train_config, folder)
+    if train_path and not Path(train_path).is_file():
+        raise InputError(f"{path}: train_config {grid.train_config!r}: no such file ({train_path})")
+    base = load_config(train_path or None)
+    overrides = {key: _resolve(value, folder) if key in PATH_FIELDS and isinstance(value, str) else value
+                 for key, value in (grid.train_overrides or {}).items()}
+    base = from_mapping(TrainConfig, overrides, f"{path}: train_overrides", base=base)
+    weights = grid.imagenet_backbone_weights
+    if weights is not None:
+        weights = _resolve(weights, folder)
+        if not Path(weights).is_file():
+            raise InputError(f"{path}: imagenet_backbone_weights {grid.imagenet_backbone_weights!r}: no such file "
+                             f"({weights})")
+        grid = dataclasses.replace(grid, imagenet_backbone_weights=weights)
+    return grid, base
+
+
+def _strategy_override(strategy: str, source: str) -> dict:
+    """{"strategy": value} when TrainConfig has the field; "none" needs nothing from an older TrainConfig."""
+    if "strategy" in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return {"strategy": strategy}
+    if strategy != "none":
+        raise InputError(f"{source}: strategy {strategy!r} needs tf.distribute support in training, which this "
+                         "version's TrainConfig lacks (no 'strategy' field); use strategy none")
+    return {}
+
+
+def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: str = "grid config",
+                strategy: str | None = None) -> list[GridRun]:
+    """Every run of the grid, in grid order, with its TrainConfig (out = OUT/runs/<run_id>), each validated.
+
+    `strategy` (the CLI's `--strategy`) replaces the grid's."""
+    strategy = grid.strategy if strategy is None else strategy
+    if strategy not in STRATEGIES:
+        raise InputError(f"--strategy {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+    extra = _strategy_override(strategy, source)
+    repeats = _indices(grid.repeats, base.repeats, "repeats", source)
+    folds = _indices(grid.folds, base.folds, "folds", source)
+    models = [(arch, "none") for arch in grid.archs]
+    if grid.imagenet_backbone_weights is not None:
+        models.append(("deeplabv3", "imagenet"))
+    runs_dir = Path(out) / "runs"
+    runs = []
+    for repeat in repeats:
+        for fold in folds:
+            for arch, backbone in models:
+                for scheme in grid.schemes:
+                    for lam in (grid.lams if scheme == "multitask" else (None,)):
+                        name = run_id(arch, backbone, scheme, lam, repeat, fold)
+                        changes = {"scheme": scheme, "arch": arch, "repeat": repeat, "fold": fold,
+                                   "out": str(runs_dir / name), **extra,
+                                   "backbone_weights": grid.imagenet_backbone_weights if backbone == "imagenet"
+                                   else None}
+                        if lam is not None:
+                            changes["lam"] = lam
+                        config = dataclasses.replace(base, **changes)
+                        config.validate(f"{source}: run {name}")
+                        runs.append(GridRun(name, arch, backbone, scheme, lam, repeat, fold, config))
+    return runs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    index, sep, count = text.partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise InputError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if not sep or count < 1 or not 0 <= index < count:
+        raise InputError(f"--shard {text!r}: expected I/N with 0 <= I < N")
+    return index, count
+
+
+def shard_runs(runs: Sequence[Any], index: int, count: int) -> list:
+    """Every `count`-th run starting at `index` (`--shard index/count`): shards are disjoint and cover the grid."""
+    return list(runs[index::count])

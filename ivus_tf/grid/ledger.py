@@ -1,0 +1,106 @@
+"""GRID_DIR/results.jsonl as a ledger many processes share: read it, claim a run, append one line atomically.
+
+    GRID_DIR/results.jsonl      one line per finished run (schema: `ivus_tf.report.results`, the single source)
+    GRID_DIR/results.lock       flock'ed while a line is appended
+    GRID_DIR/locks/<run_id>.lock  flock'ed while a process trains that run
+
+Appending (`append_result`): under an exclusive `fcntl.flock` on results.lock, the file is read back and validated
+(`read_results`: a corrupt line stops everything with its line number), a line whose run is already there is not
+written again, and otherwise the old content plus the new line goes to a temporary file in GRID_DIR that is
+fsync'ed and renamed over results.jsonl (`os.replace`, then the folder is fsync'ed). Readers therefore see the old
+file or the new one, never half a line, whatever moment a process is killed at (even a power cut, after the
+fsyncs); the lock makes concurrent appenders (shards, `--devices` workers) take turns, so none loses another's
+line. Rewriting the whole file costs O(lines) per append, nothing for a grid of hundreds of runs.
+
+Claiming (`claim_run`): a process trains a run only while it holds an exclusive, non-blocking flock on the run's
+lock file; another process that finds it held skips the run. The kernel drops the lock when its holder dies, so a
+killed worker's run is free for the next start (which resumes it from its checkpoint). flock works across
+processes on one machine and, on Linux, on NFS v4; shards on machines without a shared file system write
+separate GRID_DIRs whose results.jsonl files are concatenated afterwards (`read_results` refuses duplicates).
+
+This module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from ivus_tf.report.results import RESULTS_NAME, read_results, run_key, validate_result
+
+LOCK_NAME = "results.lock"
+LOCKS_DIR = "locks"
+
+
+def results_path(grid_dir: str | Path) -> Path:
+    return Path(grid_dir) / RESULTS_NAME
+
+
+def read_ledger(grid_dir: str | Path) -> list[dict]:
+    """The validated records of GRID_DIR/results.jsonl; [] when it does not exist or holds only blank lines.
+    A corrupt line is an `InputError` naming the file and line number (`ivus_tf.report.results.read_results`)."""
+    path = results_path(grid_dir)
+    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+        return []
+    return read_results(path)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def claim_run(grid_dir: str | Path, run_id: str) -> Iterator[bool]:
+    """Context manager yielding True while this process holds `run_id`'s lock, False when another process does."""
+    with _flock(Path(grid_dir) / LOCKS_DIR / f"{run_id}.lock", blocking=False) as held:
+        yield held
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_result(grid_dir: str | Path, line: str) -> bool:
+    """Append `line` (from `make_result_line`) to GRID_DIR/results.jsonl atomically (module docstring).
+    False, writing nothing, when its run (the run_id or the run's identity) is already recorded."""
+    grid_dir = Path(grid_dir)
+    path = results_path(grid_dir)
+    if not line.endswith("\n") or "\n" in line[:-1]:
+        raise ValueError("a results line is one line ending in a newline")
+    record = validate_result(json.loads(line), "results line to append")
+    with _flock(grid_dir / LOCK_NAME):
+        for stale in grid_dir.glob(f".{RESULTS_NAME}.*.tmp"):  # left by a process killed mid-append
+            stale.unlink(missing_ok=True)
+        existing = read_ledger(grid_dir)
+        if any(r["run_id"] == record["run_id"] or run_key(r) == run_key(record) for r in existing):
+            return False
+        old = path.read_bytes() if path.is_file() else b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        tmp = grid_dir / f".{RESULTS_NAME}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(old + line.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(grid_dir)
+    return True

@@ -1,0 +1,227 @@
+"""`run_grid`: train every run of a grid (or of one shard) by calling `run_training`, resumably, one line each.
+
+    prepare (nothing trains):  grid YAML -> runs (`ivus_tf.grid.config`) -> this shard's runs -> results.jsonl read
+        and validated -> every run not yet recorded planned (`plan_run`: data, splits, labels, folds; the phantom
+        is built here, once) and its run folder, if any, checked to hold the same settings
+    run, for each run of the shard in grid order:
+        recorded in results.jsonl                      -> skipped
+        being trained by another process (its lock)    -> skipped (that process records it)
+        otherwise, holding its lock: `run_training`    -> trains, resumes an interrupted run from its checkpoint, or
+                                                          (done.json there) returns at once: a run killed between
+                                                          finishing and being recorded is recorded, not retrained
+        -> one results.jsonl line (`ivus_tf.grid.ledger.append_result`), then the lock is released
+
+A grid killed at any moment and started again therefore loses no finished run and trains none twice. Each run's
+training output goes to GRID_DIR/logs/<run_id>.log; the console gets one line when a run starts and one when it
+ends, with done/left counts, elapsed time and an estimate of the time left. A run whose loss turns non-finite
+(`TrainingError`) is reported and the grid goes on; the exit status then says so.
+
+With `strategy: multiworker` every worker of the TF_CONFIG cluster trains the same run together, so runs are not
+claimed (all workers must enter each run) and only the chief appends to results.jsonl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ivus_tf.errors import InputError
+from ivus_tf.grid.config import GridRun, expand_grid, load_grid_config, shard_runs
+from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
+from ivus_tf.report.results import make_result_line, metrics_from_run, validation_calcium_dice
+
+LOGS_DIR = "logs"
+PARALLEL_ENV = "IVUS_TF_GRID_PARALLEL"  # set by --devices: workers sharing the runs, for the time estimate
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPlan:
+    grid_dir: Path
+    runs: list[GridRun]  # the whole grid
+    mine: list[GridRun]  # this shard's runs, in grid order
+    shard: tuple[int, int]
+    strategy: str
+
+
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(round(seconds))))
+
+
+def is_chief() -> bool:
+    """Whether this process is the chief of its TF_CONFIG cluster (True without a cluster): the task of type
+    'chief', or worker 0 when the cluster has no chief (MultiWorkerMirroredStrategy's convention)."""
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError:
+        raise InputError(f"TF_CONFIG is not valid JSON: {os.environ['TF_CONFIG'][:80]!r}") from None
+    task, cluster = tf_config.get("task") or {}, tf_config.get("cluster") or {}
+    if not task:
+        return True
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def _check_run_folder(run: GridRun, resolved) -> None:
+    """A run folder started by an earlier grid must hold this grid's settings (else run_training would refuse it
+    mid-grid); checked for every run before any trains."""
+    from ivus_tf.config import load_yaml
+    from ivus_tf.training.config import TrainConfig, config_differences
+    from ivus_tf.training.run import CONFIG_NAME
+
+    saved_path = Path(resolved.out) / CONFIG_NAME
+    if not saved_path.is_file():
+        return
+    diffs = config_differences(load_yaml(TrainConfig, saved_path), resolved)
+    if diffs:
+        raise InputError(f"{saved_path.parent}: run {run.run_id} was started with other settings "
+                         f"({'; '.join(diffs)}); restore the grid config, or use another --out")
+
+
+def prepare_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int, int] = (0, 1),
+                 strategy: str | None = None, log: Callable[[str], None] = print) -> GridPlan:
+    """Everything checked before any run starts (module docstring); `InputError` for the first problem."""
+    from ivus_tf.training.run import plan_run
+
+    grid_dir = Path(grid_dir)
+    grid, base = load_grid_config(config_path)
+    strategy = grid.strategy if strategy is None else strategy
+    runs = expand_grid(grid, base, grid_dir.resolve(), str(config_path), strategy)
+    mine = shard_runs(runs, *shard)
+    recorded = {r["run_id"] for r in read_ledger(grid_dir)}
+    seen = set()
+
+    def log_once(text: str) -> None:  # plan_run says where the data is for every run
+        if text not in seen:
+            seen.add(text)
+            log(text)
+
+    for run in mine:
+        if run.run_id not in recorded:
+            _check_run_folder(run, plan_run(run.config, log_once).config)
+    return GridPlan(grid_dir, runs, mine, shard, strategy)
+
+
+def _result_line(run: GridRun, run_dir: Path) -> str:
+    """The run's results.jsonl line, from its metrics.json and done.json."""
+    from ivus_tf.training.run import DONE_NAME, METRICS_NAME
+
+    metrics_json = json.loads((run_dir / METRICS_NAME).read_text(encoding="utf-8"))
+    done = json.loads((run_dir / DONE_NAME).read_text(encoding="utf-8"))
+    return make_result_line(run_id=run.run_id, arch=run.arch, backbone=run.backbone, scheme=run.scheme, lam=run.lam,
+                            repeat=run.repeat, fold=run.fold, seed=run.config.seed,
+                            metrics=metrics_from_run(metrics_json), run_dir=f"runs/{run.run_id}",
+                            wall_time_s=done["wall_time_s"], finished_utc=done["finished_utc"],
+                            package_version=done["package_version"],
+                            val_calcium_dice=validation_calcium_dice(metrics_json))
+
+
+class _Tee:
+    """A stdout that writes to several streams (the run's log file, and the console with --verbose)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+    def isatty(self):
+        return False
+
+
+def _train(run: GridRun, grid_dir: Path, console, verbose: bool, extra_callbacks: Sequence) -> dict:
+    """`run_training(run.config)` with its output in GRID_DIR/logs/<run_id>.log (and on the console if verbose)."""
+    from ivus_tf.training.run import run_training
+
+    log_path = grid_dir / LOGS_DIR / f"{run.run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        stream = _Tee(log_file, console) if verbose else log_file
+        try:
+            with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+                return run_training(run.config, log=lambda text: print(text, file=stream, flush=True),
+                                    extra_callbacks=extra_callbacks)
+        finally:
+            import keras
+
+            keras.backend.clear_session()  # one process trains many models: drop the last one's graphs and names
+
+
+def run_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int, int] = (0, 1),
+             strategy: str | None = None, log: Callable[[str], None] | None = None, verbose: bool = False,
+             extra_callbacks: Sequence = ()) -> dict:
+    """Run this shard of the grid (module docstring). Returns {"trained", "recorded", "skipped", "failed",
+    "total"}: run ids trained now, recorded now (trained or finished before), skipped (recorded already, or
+    claimed by another process) and failed ({run_id: reason})."""
+    console = sys.stdout
+    log = log or (lambda text: print(text, file=console, flush=True))
+    started = time.perf_counter()
+    plan = prepare_grid(config_path, grid_dir, shard, strategy, log)
+    grid_dir, mine = plan.grid_dir, plan.mine
+    multiworker = plan.strategy == "multiworker"
+    writer = is_chief() if multiworker else True
+    parallel = max(1, int(os.environ.get(PARALLEL_ENV, "1")))
+    recorded = {r["run_id"] for r in read_ledger(grid_dir)}
+    where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
+    todo = [r for r in mine if r.run_id not in recorded]
+    log(f"grid {config_path}: {len(plan.runs)} runs, {where}{len(mine)} here, {len(mine) - len(todo)} recorded "
+        f"already, {len(todo)} to run -> {grid_dir / 'results.jsonl'} (training logs in {grid_dir / LOGS_DIR})")
+    summary = {"trained": [], "recorded": [], "skipped": [], "failed": {}, "total": len(mine)}
+    durations = []
+    for number, run in enumerate(mine, start=1):
+        tag = f"[{number}/{len(mine)}] {run.run_id}"
+        if run.run_id in {r["run_id"] for r in read_ledger(grid_dir)}:
+            summary["skipped"].append(run.run_id)
+            continue
+        claim = claim_run(grid_dir, run.run_id) if not multiworker else contextlib.nullcontext(True)
+        with claim as held:
+            if not held or run.run_id in {r["run_id"] for r in read_ledger(grid_dir)}:
+                if not held:
+                    log(f"{tag}: being trained by another process; skipped")
+                summary["skipped"].append(run.run_id)
+                continue
+            log(f"{tag}: training ({run.scheme}, {run.arch}{' imagenet' if run.backbone == 'imagenet' else ''}"
+                f"{f', lambda {run.lam:g}' if run.lam is not None else ''}, repeat {run.repeat} fold {run.fold})")
+            run_started = time.perf_counter()
+            from ivus_tf.training.callbacks import TrainingError
+
+            try:
+                result = _train(run, grid_dir, console, verbose, extra_callbacks)
+            except TrainingError as error:
+                summary["failed"][run.run_id] = str(error)
+                log(f"{tag}: FAILED: {error} (log: {grid_dir / LOGS_DIR / run.run_id}.log); going on")
+                continue
+            took = time.perf_counter() - run_started
+            if result["finished_before"]:
+                what = "finished before, recorded now (not retrained)"
+            else:
+                durations.append(took)
+                summary["trained"].append(run.run_id)
+                what = f"done in {took:.0f} s"
+            if writer and append_result(grid_dir, _result_line(run, Path(result["run_dir"]))):
+                summary["recorded"].append(run.run_id)
+        recorded = {r["run_id"] for r in read_ledger(grid_dir)}
+        done = sum(r.run_id in recorded for r in mine)
+        left = len(mine) - done - len(summary["failed"])
+        eta = _clock(left * sum(durations) / len(durations) / parallel) if durations else "unknown"
+        dice = metrics_from_run(result["metrics"])["calcium"]["dice"]
+        score = f"test calcium Dice {dice:.3f}" if dice is not None else "no test calcium Dice"
+        log(f"{tag} ... {what} ({score}); {done} done, {left} left, elapsed "
+            f"{_clock(time.perf_counter() - started)}, ETA {eta}")
+    failed = summary["failed"]
+    log(f"grid: {len(summary['trained'])} trained, {len(summary['recorded'])} recorded, {len(failed)} failed in "
+        f"{_clock(time.perf_counter() - started)}" + (f" ({', '.join(failed)})" if failed else ""))
+    return summary
