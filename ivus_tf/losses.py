@@ -38,6 +38,14 @@ GeneralizedDiceLoss() ...}, loss_weights=multitask_loss_weights(lam, tasks))` an
 `(image, {task: target}, {task: frame weights})` (`ivus_tf.data.pipeline`): Keras 3 calls each task's loss with that
 task's targets, predictions and [B] sample weights, and sums the results times the loss weights.
 
+Distributed training. Under `tf.distribute` (MirroredStrategy, MultiWorkerMirroredStrategy) each replica sees a
+share of the global batch. The class sums (I, P, A) are then summed over the replicas (`_sum_over_replicas`, an
+all-reduce whose gradient is the all-reduce of the gradients) before the ratio is taken, so every replica computes
+the GDL of the whole global batch, and with Keras's division of each replica's loss by the number of replicas the
+summed gradients equal single-device training on that batch (tested to float tolerance,
+tests/test_distribute.py). Without this, the loss would be the mean of per-replica GDLs: a different loss, and a
+calcium class present in one replica's frames and absent from another's would be weighted differently.
+
 Everything uses `keras.ops`, so the loss runs on the TensorFlow and JAX backends.
 """
 
@@ -94,7 +102,20 @@ def class_sums(y_true, y_pred, frame_weights=None):
     if frame_weights is not None:
         column = frame_weight_column(frame_weights)
         per_frame = [sums * column for sums in per_frame]
-    return tuple(ops.sum(sums, axis=0) for sums in per_frame)
+    return _sum_over_replicas(tuple(ops.sum(sums, axis=0) for sums in per_frame))
+
+
+def _sum_over_replicas(sums):
+    """`sums` summed over the replicas of a `tf.distribute` strategy when called inside one of its replicas (more
+    than one in sync); unchanged otherwise (any other backend, one replica, or outside a strategy)."""
+    if keras.backend.backend() != "tensorflow":
+        return sums
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return sums
+    return tuple(context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums)))
 
 
 def class_weights(area, weighting: str = "inverse_square"):

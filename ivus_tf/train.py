@@ -3,7 +3,8 @@
     python -m ivus_tf.train --scheme {calcium,pretrain,multitask} [--arch deeplabv3|unet_res] [--config PATH.yaml]
         [--data RECORDS_DIR] [--out RUN_DIR] [--lambda L] [--repeat R --fold K] [--epochs N] [--batch-size B]
         [--width W] [--image-size S] [--seed S] [--pretrain-epochs N] [--freeze-encoder-epochs N]
-        [--steps-per-epoch N] [--patience N] [--save-predictions] [--set KEY=VALUE ...]
+        [--steps-per-epoch N] [--patience N] [--save-predictions] [--strategy none|mirrored|multiworker]
+        [--set KEY=VALUE ...]
 
 Settings come from the defaults (the paper's), then `--config` (a flat YAML of `TrainConfig` fields, see
 `ivus_tf/training/config.py` and `configs/`), then the flags; `--set KEY=VALUE` sets any other field (VALUE is
@@ -11,6 +12,9 @@ read as YAML: `--set learning_rate=1e-3`, `--set aspp_rates=[6,12,18]`). Without
 embedded phantom (built into a cache folder on first use); without `--out` it writes under `runs/`. Starting an
 interrupted run again resumes it; a finished run is reported, not retrained. Exit status: 0 done, 2 bad input
 (one line, before anything trains), 3 training failed (a non-finite loss), 130 interrupted.
+
+`--strategy mirrored` trains on every GPU of this machine, `--strategy multiworker` on the machines of
+`TF_CONFIG` (start the same command on each); `batch_size` is the global batch (`ivus_tf.training.distribute`).
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from typing import Sequence
 
 from ivus_tf.errors import ArgumentParser, InputError, run_cli
 from ivus_tf.training.config import ARCHS, SCHEMES
+from ivus_tf.training.distribute import STRATEGIES
 
 # flag -> TrainConfig field, for the flags that map one to one
 FLAGS = {"scheme": "scheme", "arch": "arch", "data": "data", "out": "out", "lam": "lam", "repeat": "repeat",
          "fold": "fold", "epochs": "epochs", "batch_size": "batch_size", "width": "width", "image_size": "image_size",
          "seed": "seed", "pretrain_epochs": "pretrain_epochs", "freeze_encoder_epochs": "freeze_encoder_epochs",
-         "steps_per_epoch": "steps_per_epoch", "patience": "patience", "save_predictions": "save_predictions"}
+         "steps_per_epoch": "steps_per_epoch", "patience": "patience", "save_predictions": "save_predictions",
+         "strategy": "strategy"}
 
 
 def build_parser() -> ArgumentParser:
@@ -46,6 +52,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--pretrain-epochs", type=int, help="epochs of the wall-lumen phase of pretrain")
     parser.add_argument("--freeze-encoder-epochs", type=int, help="pretrain: fine-tune with a frozen encoder first")
     parser.add_argument("--steps-per-epoch", type=int, help="0: one pass over the training frames")
+    parser.add_argument("--strategy", choices=STRATEGIES,
+                        help="tf.distribute: mirrored = all GPUs here, multiworker = the machines of TF_CONFIG")
     parser.add_argument("--patience", type=int, help="early stopping patience in epochs (0: off)")
     parser.add_argument("--save-predictions", action="store_true", default=None,
                         help="write the test predictions (PNG, original resolution) to RUN_DIR/predictions")

@@ -36,8 +36,8 @@ from typing import Any, Optional, Sequence, Union
 from ivus_tf.config import from_mapping, load_yaml
 from ivus_tf.errors import InputError
 from ivus_tf.training.config import ARCHS, PATH_FIELDS, SCHEMES, TrainConfig, load_config
+from ivus_tf.training.distribute import STRATEGIES
 
-STRATEGIES = ("none", "mirrored", "multiworker")
 # TrainConfig fields the grid sets for each run; a train_overrides entry for one would be silently replaced.
 PER_RUN_FIELDS = ("scheme", "arch", "lam", "repeat", "fold", "out", "backbone_weights", "strategy")
 
@@ -149,16 +149,6 @@ def load_grid_config(path: str | Path) -> tuple[GridConfig, TrainConfig]:
     return grid, base
 
 
-def _strategy_override(strategy: str, source: str) -> dict:
-    """{"strategy": value} when TrainConfig has the field; "none" needs nothing from an older TrainConfig."""
-    if "strategy" in {f.name for f in dataclasses.fields(TrainConfig)}:
-        return {"strategy": strategy}
-    if strategy != "none":
-        raise InputError(f"{source}: strategy {strategy!r} needs tf.distribute support in training, which this "
-                         "version's TrainConfig lacks (no 'strategy' field); use strategy none")
-    return {}
-
-
 def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: str = "grid config",
                 strategy: str | None = None) -> list[GridRun]:
     """Every run of the grid, in grid order, with its TrainConfig (out = OUT/runs/<run_id>), each validated.
@@ -167,7 +157,6 @@ def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: st
     strategy = grid.strategy if strategy is None else strategy
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
-    extra = _strategy_override(strategy, source)
     repeats = _indices(grid.repeats, base.repeats, "repeats", source)
     folds = _indices(grid.folds, base.folds, "folds", source)
     models = [(arch, "none") for arch in grid.archs]
@@ -182,7 +171,7 @@ def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: st
                     for lam in (grid.lams if scheme == "multitask" else (None,)):
                         name = run_id(arch, backbone, scheme, lam, repeat, fold)
                         changes = {"scheme": scheme, "arch": arch, "repeat": repeat, "fold": fold,
-                                   "out": str(runs_dir / name), **extra,
+                                   "out": str(runs_dir / name), "strategy": strategy,
                                    "backbone_weights": grid.imagenet_backbone_weights if backbone == "imagenet"
                                    else None}
                         if lam is not None:

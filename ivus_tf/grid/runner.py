@@ -36,6 +36,7 @@ from ivus_tf.errors import InputError
 from ivus_tf.grid.config import GridRun, expand_grid, load_grid_config, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
 from ivus_tf.report.results import make_result_line, metrics_from_run, validation_calcium_dice
+from ivus_tf.training.distribute import is_chief
 
 LOGS_DIR = "logs"
 PARALLEL_ENV = "IVUS_TF_GRID_PARALLEL"  # set by --devices: workers sharing the runs, for the time estimate
@@ -52,21 +53,6 @@ class GridPlan:
 
 def _clock(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(round(seconds))))
-
-
-def is_chief() -> bool:
-    """Whether this process is the chief of its TF_CONFIG cluster (True without a cluster): the task of type
-    'chief', or worker 0 when the cluster has no chief (MultiWorkerMirroredStrategy's convention)."""
-    try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    except json.JSONDecodeError:
-        raise InputError(f"TF_CONFIG is not valid JSON: {os.environ['TF_CONFIG'][:80]!r}") from None
-    task, cluster = tf_config.get("task") or {}, tf_config.get("cluster") or {}
-    if not task:
-        return True
-    if "chief" in cluster:
-        return task.get("type") == "chief"
-    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
 
 
 def _check_run_folder(run: GridRun, resolved) -> None:
@@ -169,6 +155,10 @@ def run_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int, in
     console = sys.stdout
     log = log or (lambda text: print(text, file=console, flush=True))
     started = time.perf_counter()
+    if strategy == "multiworker":  # before any TF work of the planning (`ivus_tf.training.distribute`)
+        from ivus_tf.training.distribute import make_strategy
+
+        make_strategy(strategy)
     plan = prepare_grid(config_path, grid_dir, shard, strategy, log)
     grid_dir, mine = plan.grid_dir, plan.mine
     multiworker = plan.strategy == "multiworker"

@@ -26,6 +26,10 @@ Notes on a few fields:
 * `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs ~20 s on 2 CPU cores even
   for a tiny model). `jit_compile` (XLA) measured ~10x slower for training on this CPU, hence off.
 * `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
+* `strategy`: `none`, `mirrored` (all GPUs of this machine) or `multiworker` (the machines of `TF_CONFIG`); see
+  `ivus_tf.training.distribute`. A step under a strategy equals the single-device step on the same global batch
+  (`batch_size`, which the replicas must divide), so the field is not part of the run's hash and a run may be
+  resumed under another strategy.
 
 Relative paths (`data`, `out`, `splits`, `phantom_config`) written in a YAML file are relative to that file's
 folder; on the command line they are relative to the working directory.
@@ -41,6 +45,7 @@ from typing import Optional
 
 from ivus_tf.config import load_yaml, to_mapping
 from ivus_tf.errors import InputError
+from ivus_tf.training.distribute import STRATEGIES
 
 SCHEMES = ("calcium", "pretrain", "multitask")
 ARCHS = ("deeplabv3", "unet_res")  # keys of ivus_tf.models.build.ARCHITECTURES (a test keeps them equal)
@@ -49,7 +54,9 @@ LOSS_WEIGHTINGS = ("inverse_square", "inverse")
 PHANTOM_PRESETS = ("default", "benchmark")  # keys of tfrecords_builder.phantom.PRESETS (tested)
 PATH_FIELDS = ("data", "out", "splits", "phantom_config")
 # Fields that do not change what is trained; they stay out of the default run name's hash.
-_NOT_HASHED = ("out",)
+_NOT_HASHED = ("out", "strategy")
+# Fields a run folder may be resumed with a different value of: how the run executes, not what it trains.
+_EXECUTION_ONLY = ("strategy",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +111,7 @@ class TrainConfig:
     deterministic: bool = True
     jit_compile: bool = False
     run_eagerly: bool = False
+    strategy: str = "none"
 
     def validate(self, source: str = "training config") -> None:
         """Raise `InputError` naming the field when a value is out of range or unknown."""
@@ -111,7 +119,8 @@ class TrainConfig:
             raise InputError(f"{source}: {field} {problem}")
 
         for field, choices in (("scheme", SCHEMES), ("arch", ARCHS), ("head", HEADS),
-                               ("loss_weighting", LOSS_WEIGHTINGS), ("phantom_preset", PHANTOM_PRESETS)):
+                               ("loss_weighting", LOSS_WEIGHTINGS), ("phantom_preset", PHANTOM_PRESETS),
+                               ("strategy", STRATEGIES)):
             value = getattr(self, field)
             if value not in choices:
                 fail(field, f"{value!r} is unknown; valid: {', '.join(choices)}")
@@ -194,4 +203,5 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 def config_differences(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
     """`field: saved -> wanted` for every field that differs."""
     return [f"{f.name} {getattr(saved, f.name)!r} -> {getattr(wanted, f.name)!r}"
-            for f in dataclasses.fields(TrainConfig) if getattr(saved, f.name) != getattr(wanted, f.name)]
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in _EXECUTION_ONLY and getattr(saved, f.name) != getattr(wanted, f.name)]

@@ -12,10 +12,15 @@ an uninterrupted run would have seen (skipping costs the batches' augmentation, 
 `freeze_encoder_epochs` F the phase runs as two stages, encoder frozen (`trainable=False`, batch norm then runs
 in inference mode) for epochs [0, F) and trainable from F on, each with its own Adam: the optimizer state a
 checkpoint holds is restored only into the stage it was saved from.
+
+Distributed (`config.strategy`, `ivus_tf.training.distribute`): the model, its optimizer and metrics are created in
+the strategy's scope with synchronized batch norm, the datasets are sharded by data, and `prepare_for_fit` applies
+the Keras workarounds before each `fit`; the snapshot twin (best.keras) stays a plain single-device model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -32,6 +37,7 @@ from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
 from ivus_tf.models.build import ENCODER_NAME, build_model, transfer_encoder_weights
 from ivus_tf.training.callbacks import FiniteLossGuard, PhaseCheckpoint
 from ivus_tf.training.config import TrainConfig
+from ivus_tf.training.distribute import make_strategy, prepare_for_fit, replicas, shard_by_data
 from ivus_tf.training.schemes import Phase, PhaseCases
 from ivus_tf.training.state import BEST_MODEL, LAST_WEIGHTS, PhaseState, read_state, save_model_atomic, \
     write_state
@@ -44,13 +50,15 @@ def pipeline_config(config: TrainConfig, tasks: Sequence[str], train: bool = Tru
                           rotate=config.rotate and train, shuffle_buffer=1024 if train else 0, seed=config.seed)
 
 
-def build_phase_model(config: TrainConfig, phase: Phase) -> keras.Model:
-    """The phase's model, every batch norm layer with momentum `config.bn_momentum` (saved in its config)."""
+def build_phase_model(config: TrainConfig, phase: Phase, synchronized: bool = False) -> keras.Model:
+    """The phase's model, every batch norm layer with momentum `config.bn_momentum` (saved in its config) and,
+    with `synchronized` (training under a strategy with several replicas), statistics over the global batch."""
     model = build_model(config.arch, phase.tasks, (config.image_size, config.image_size, 1), width=config.width,
                         head=config.head, name=f"{config.arch}_{phase.name}", **config.model_options())
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
+            layer.synchronized = synchronized
     return model
 
 
@@ -104,7 +112,11 @@ def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_di
             f"{state.best if state.best is not None else float('nan'):.4f}); skipping")
         return state
     steps = steps_per_epoch(config, records_dir, cases.train, phase.tasks)
-    model, twin = build_phase_model(config, phase), build_phase_model(config, phase)
+    strategy = make_strategy(config.strategy)
+    scope = strategy.scope if strategy is not None else contextlib.nullcontext
+    with scope():  # the trained model (and its optimizer, metrics) lives on the replicas; the twin does not
+        model = build_phase_model(config, phase, synchronized=replicas(strategy) > 1)
+    twin = build_phase_model(config, phase)
     if state.epoch > 0:
         log(f"phase {phase.name}: resuming at epoch {state.epoch + 1}/{phase.epochs} from {phase_dir / LAST_WEIGHTS}")
     else:
@@ -117,6 +129,8 @@ def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_di
             log(f"phase {phase.name}: encoder initialised from {source_path} ({count} weights)")
     train_data = make_train_dataset(records_dir, cases.train, pipeline_config(config, phase.tasks))
     val_data = make_eval_dataset(records_dir, cases.val, pipeline_config(config, phase.tasks, train=False))
+    if strategy is not None:
+        train_data, val_data = shard_by_data(train_data), shard_by_data(val_data)
 
     def snapshot() -> keras.Model:
         for target, source in zip(twin.weights, model.weights):
@@ -133,10 +147,13 @@ def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_di
             continue
         if state.epoch > 0 and state.frozen != frozen:  # new stage: weights only, a fresh optimizer
             model.load_weights(str(phase_dir / LAST_WEIGHTS))
-        compile_phase_model(model, config, phase, frozen)
+        with scope():
+            compile_phase_model(model, config, phase, frozen)
+            if state.epoch > 0 and state.frozen == frozen:
+                model.optimizer.build(model.trainable_variables)
         if state.epoch > 0 and state.frozen == frozen:
-            model.optimizer.build(model.trainable_variables)
             model.load_weights(str(phase_dir / LAST_WEIGHTS))
+        prepare_for_fit(model, strategy, train_data)
         if frozen:
             log(f"phase {phase.name}: encoder frozen for epochs 1-{end}")
         guard = FiniteLossGuard(phase.name, phase.epochs, steps, phase_dir)

@@ -44,6 +44,7 @@ from ivus_tf.config import load_yaml, to_mapping
 from ivus_tf.errors import InputError
 from ivus_tf.splits import case_tasks_from_index, fold_cases, load_or_create_splits
 from ivus_tf.training.config import TrainConfig, config_differences
+from ivus_tf.training.distribute import describe, make_strategy, replicas, worker_run_dir
 from ivus_tf.training.schemes import Phase, PhaseCases, check_data, phases_of
 from ivus_tf.training.state import atomic_write_text
 
@@ -88,7 +89,8 @@ def plan_run(config: TrainConfig, log: Callable[[str], None] = print) -> RunPlan
     test_cases = fold_cases(splits, config.repeat, config.fold)[2]
     test_tasks = tuple(t for t in phases[-1].tasks if fold_cases(splits, config.repeat, config.fold, t)[2])
     run_dir = Path(config.out).expanduser() if config.out else Path("runs") / config.default_run_name()
-    config = dataclasses.replace(config, out=str(run_dir.resolve()))
+    run_dir = Path(worker_run_dir(str(run_dir.resolve()), config.strategy))  # a multi-worker non-chief: its copy
+    config = dataclasses.replace(config, out=str(run_dir))
     return RunPlan(config, records, run_dir.resolve(), splits_path.resolve(), phases, cases, test_cases, test_tasks)
 
 
@@ -142,6 +144,11 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     """
     log = log or (lambda text: print(text, flush=True))
     started = time.perf_counter()
+    config.validate()
+    strategy = make_strategy(config.strategy)  # first: MultiWorkerMirroredStrategy wants to precede other TF work
+    if config.batch_size % replicas(strategy):
+        raise InputError(f"batch_size {config.batch_size} is the global batch and must be a multiple of the "
+                         f"{replicas(strategy)} replicas of strategy {config.strategy}")
     plan = plan_run(config, log)
     if _claim_run_dir(plan):
         metrics = json.loads((plan.run_dir / METRICS_NAME).read_text(encoding="utf-8"))
@@ -152,6 +159,8 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     log(f"run: {plan.run_dir} (scheme {config.scheme}, {config.arch} width {config.width:g}, "
         f"{config.image_size}x{config.image_size}, repeat {config.repeat} fold {config.fold}; splits "
         f"{plan.splits_path}; {len(plan.test_cases)} test cases)")
+    if strategy is not None:
+        log(f"distributed: {describe(strategy)}, global batch {config.batch_size}")
 
     import keras
 

@@ -1,0 +1,169 @@
+"""tf.distribute for one training run: `strategy: none | mirrored | multiworker` (TrainConfig field, `--strategy`).
+
+* `mirrored`: `tf.distribute.MirroredStrategy` over this machine's GPUs (every visible one; choose them with
+  `CUDA_VISIBLE_DEVICES`), or, without a GPU, over its logical CPU devices (one unless a program configured more
+  with `tf.config.set_logical_device_configuration`: that is how the tests run it on a CPU).
+* `multiworker`: `tf.distribute.MultiWorkerMirroredStrategy` over the machines of the `TF_CONFIG` cluster. Start
+  the same command on every machine, each with its `TF_CONFIG` (`{"cluster": {"worker": ["host0:port", ...]},
+  "task": {"type": "worker", "index": i}}`). Worker 0 (or the task of type "chief") is the chief: it writes the
+  run folder; every other worker keeps its own copy of the checkpoints in `<run folder>.worker-<i>` (its own
+  disk when the machines share none), so that each can resume from the same epoch.
+
+What training does under a strategy (`ivus_tf.training.phase`): the model, its optimizer and metrics are created in
+the strategy's scope; `batch_size` stays the global batch, split over the replicas (it must divide evenly); the
+generalized Dice loss sums its class statistics over the replicas (`ivus_tf.losses`) and every batch norm layer is
+`synchronized` (statistics over the global batch), so a step equals the single-device step on the same global
+batch up to float rounding: tests/test_distribute.py checks losses, validation Dice and weights against a
+single-device run. Each worker builds the same deterministic stream of global batches and keeps its share
+(`AutoShardPolicy.DATA`), so the frames a step sees do not depend on the number of workers either.
+
+Two workarounds make Keras 3 `fit` (3.x with TF 2.21) do this; `prepare_for_fit` applies them to the model
+instance, nothing global:
+  1. Under any strategy, `fit` first builds the model's metrics from a batch it pulls through a new iterator over
+     the training data (`_maybe_symbolic_build`). That is a second iteration of the dataset, so a seeded shuffle
+     reshuffles and training sees other batches than without a strategy (found by the equality test). Under
+     MultiWorkerMirroredStrategy the same code fails outright: it reduces that `PerReplica` batch with
+     `strategy.reduce("MEAN", ...)` ("Attempt to convert a value (PerReplica...) to a Tensor",
+     keras-team/keras#20585). Workaround: build the model symbolically ourselves from zeros shaped like the
+     dataset's element spec (it only needs shapes), and make `_maybe_symbolic_build` a no-op.
+  2. Under MultiWorkerMirroredStrategy each step's logs (scalar metric values) are reduced with
+     `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar (the second half of #20585). Workaround:
+     `train_step` / `test_step` return their logs with shape [1]; the mean over axis 0 and the workers is then the
+     value itself (metric results are already aggregated over the replicas).
+The multi-worker and mirrored tests (tests/test_distribute.py) fail if either breaks; once Keras fixes #20585,
+drop the second and keep the first unless `fit` stops re-iterating the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from ivus_tf.errors import InputError
+
+STRATEGIES = ("none", "mirrored", "multiworker")
+_CACHE: dict = {}  # MultiWorkerMirroredStrategy may be created once per process; reuse every strategy
+
+
+def tf_config() -> dict:
+    """The parsed `TF_CONFIG` environment variable ({} when unset)."""
+    text = os.environ.get("TF_CONFIG") or ""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise InputError(f"TF_CONFIG is not valid JSON: {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"TF_CONFIG must be a JSON object with 'cluster' and 'task', got {text[:80]!r}")
+    return value
+
+
+def worker_task() -> tuple[str, int]:
+    """(type, index) of this process in the TF_CONFIG cluster; ("worker", 0) without a cluster."""
+    task = tf_config().get("task") or {}
+    return str(task.get("type", "worker")), int(task.get("index", 0))
+
+
+def is_chief() -> bool:
+    """Whether this process is the chief of its TF_CONFIG cluster (True without one): the task of type 'chief',
+    or worker 0 when the cluster has no chief (MultiWorkerMirroredStrategy's convention)."""
+    config = tf_config()
+    if not config.get("task"):
+        return True
+    kind, index = worker_task()
+    if "chief" in (config.get("cluster") or {}):
+        return kind == "chief"
+    return kind == "worker" and index == 0
+
+
+def worker_run_dir(run_dir: str, strategy: str) -> str:
+    """The folder this process writes a run into: `run_dir`, or `<run_dir>.worker-<i>` for a multi-worker
+    non-chief (module docstring)."""
+    if strategy != "multiworker" or is_chief():
+        return run_dir
+    kind, index = worker_task()
+    return f"{run_dir.rstrip('/')}.{kind}-{index}"
+
+
+def _check_cluster() -> None:
+    config = tf_config()
+    cluster = config.get("cluster") or {}
+    if not cluster or not config.get("task"):
+        raise InputError("strategy multiworker needs TF_CONFIG with 'cluster' and 'task' (e.g. "
+                         '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", '
+                         '"index": 0}}) on every machine')
+    kind, index = worker_task()
+    if kind not in cluster or not 0 <= index < len(cluster[kind]):
+        raise InputError(f"TF_CONFIG: task {kind} {index} is not in the cluster {json.dumps(cluster)}")
+
+
+def make_strategy(name: str):
+    """The `tf.distribute.Strategy` for `name` (None for "none"), created once per process and reused."""
+    if name not in STRATEGIES:
+        raise InputError(f"strategy {name!r} is unknown; valid: {', '.join(STRATEGIES)}")
+    if name == "none":
+        return None
+    if name in _CACHE:
+        return _CACHE[name]
+    from ivus_tf.tf_import import import_tensorflow
+
+    tf = import_tensorflow()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
+    else:
+        _check_cluster()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    _CACHE[name] = strategy
+    return strategy
+
+
+def replicas(strategy) -> int:
+    return 1 if strategy is None else int(strategy.num_replicas_in_sync)
+
+
+def shard_by_data(dataset):
+    """`dataset` with `AutoShardPolicy.DATA`: every worker builds the same global batches and keeps its share."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def prepare_for_fit(model, strategy, dataset) -> None:
+    """The workarounds of the module docstring, on `model` only; call after each `compile` and before `fit`, in no
+    scope (it enters the strategy's itself). `dataset`: the training dataset (only its element spec is used).
+    Nothing to do without a strategy."""
+    if strategy is None:
+        return
+    import tensorflow as tf
+
+    zeros = tf.nest.map_structure(lambda spec: tf.zeros([d or 1 for d in spec.shape], spec.dtype),
+                                  dataset.element_spec)
+    with strategy.scope():
+        model._symbolic_build(data_batch=zeros)
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    for name in ("train_step", "test_step"):
+        step = getattr(type(model), name).__get__(model)
+
+        def rank_one_logs(data, step=step):
+            return {key: tf.reshape(value, [1]) for key, value in step(data).items()}
+
+        setattr(model, name, rank_one_logs)
+    model.train_function = model.test_function = None  # rebuilt with the wrapped steps
+
+
+def describe(strategy) -> Optional[str]:
+    """One line for the log: which strategy over how many replicas."""
+    if strategy is None:
+        return None
+    import tensorflow as tf
+
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    name = "MultiWorkerMirroredStrategy" if multiworker else type(strategy).__name__
+    return f"{name} over {replicas(strategy)} replicas"
