@@ -11,6 +11,7 @@ from tfrecords_builder.phantom import PRESETS, PhantomConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 KINDS = {"paper_table1": GridConfig, "paper_lambda_sweep": GridConfig, "phantom_table1": GridConfig,
+         "phantom_lambda_sweep": GridConfig,
          "phantom_": PhantomConfig, "paper": TrainConfig, "quickstart": TrainConfig}
 BASES = {PhantomConfig: PRESETS["default"], TrainConfig: TrainConfig()}
 
