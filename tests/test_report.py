@@ -362,3 +362,38 @@ def test_tiny_inference_measurement(tmp_path):
     text = path.read_text()
     assert "TensorFlow 2." in text and machine_description()["cpu"] in text
     assert text.count("| U-Net Res | 0.0625 | 64² |") == 2 and math.isfinite(rows[1]["gflop_per_s"])
+
+
+# ---------------------------------------------------------------------------------------- empty-mask breakdown
+
+def test_empty_frame_breakdown_by_hand(tmp_path):
+    """Two calcium-only U-Net runs with hand-made per-frame metrics: the shares, both-present means and medians
+    are computed by hand; a run without metrics.json is named and left out."""
+    from ivus_tf.report.assemble import make_report
+
+    frames = {
+        "r0": [("both_present", 0.8, 0.2), ("both_present", 0.6, 0.4), ("pred_empty", 0.0, 14.5),
+               ("both_empty", 1.0, 0.0)],
+        "r1": [("both_present", 0.5, 0.3), ("target_empty", 0.0, 14.5)],
+    }
+    grid = tmp_path / "grid"
+    records = []
+    for repeat, (name, rows) in enumerate(frames.items()):
+        record = good_record(run_id=f"unet_res-calcium-{name}", arch="unet_res", backbone="none", scheme="calcium",
+                             lam=None, repeat=repeat, fold=0, run_dir=f"runs/{name}")
+        records.append(record)
+        (grid / "runs" / name).mkdir(parents=True)
+        (grid / "runs" / name / "metrics.json").write_text(json.dumps({"calcium": {"frames": [
+            {"case_id": "c", "frame_id": str(i), "empty_case": case, "dice": dice, "average_hausdorff_mm": ahd}
+            for i, (case, dice, ahd) in enumerate(rows)]}}))
+    records.append(good_record(run_id="unet_res-calcium-r2", arch="unet_res", backbone="none", scheme="calcium",
+                               lam=None, repeat=2, fold=0, run_dir="runs/r2"))  # no folder
+    write_results(grid, records)
+    result = make_report(grid, skip_inference=True, skip_examples=True, log=lambda text: None)
+    assert "empty_frames.md" in result["made"] and "1 run(s) without metrics.json" in result["made"]["empty_frames.md"]
+    text = (grid / "report" / "empty_frames.md").read_text()
+    # one empty: r0 1/4, r1 1/2 -> 37.5 ± 17.7 %; Dice both: r0 0.7, r1 0.5 -> 60.0 ± 14.1 %
+    # AHD both: r0 0.3, r1 0.3 -> 0.30 ± 0.00; median: r0 median(0.2, 0.4, 14.5, 0) = 0.3, r1 median(0.3, 14.5) = 7.4
+    row = next(line for line in text.splitlines() if line.startswith("| U-Net Res"))
+    assert row == ("| U-Net Res | calcium only | – | 37.5 ± 17.7 | 60.0 ± 14.1 | 0.30 ± 0.00 | 3.85 ± 5.02 | 2 |")
+    assert "Left out (no readable metrics.json in the run folder): unet_res-calcium-r2." in text

@@ -2,6 +2,7 @@
 
     results.jsonl (validated, `ivus_tf.report.results`)
       -> table1.md, table1.csv, welch_tests.csv    Table 1 and Welch's t-tests       (`ivus_tf.report.table1`)
+      -> empty_frames.md                            Table 1 split by the empty-mask rule (`.empty_frames`)
       -> lambda_sweep.png                           Figure 4, multi-task runs vs lambda (`ivus_tf.report.figures`)
       -> examples.png                               Figure 3, contours on test frames   (`ivus_tf.report.examples`)
       -> inference.md                               time and memory on this machine     (`ivus_tf.report.inference`)
@@ -24,6 +25,19 @@ from ivus_tf.report.stats import SCHEME_LABELS, model_label
 __all__ = ["REPORT_NAME", "make_report"]
 
 REPORT_NAME = "report"
+
+
+def _empty_frames(rows, records, results_path, folder: Path, made: dict, skipped: dict) -> None:
+    from ivus_tf.report.empty_frames import write_empty_frames
+
+    result = write_empty_frames(rows, records, results_path, folder / "empty_frames.md")
+    if not any(row["runs"] for row in result["rows"]):
+        (folder / "empty_frames.md").unlink()
+        skipped["empty_frames.md"] = "no run folder with a metrics.json next to results.jsonl (runs/<run_id>/)"
+        return
+    left_out = f"; {len(result['missing'])} run(s) without metrics.json left out" if result["missing"] else ""
+    made["empty_frames.md"] = ("Table 1's calcium scores split by the empty-mask rule: share of frames with one "
+                               f"empty mask, Dice and distance where both masks have calcium, median distance{left_out}")
 
 
 def _lambda_sweep(records, folder: Path, made: dict, skipped: dict) -> None:
@@ -118,6 +132,7 @@ def make_report(grid_dir: str | Path, results: str | Path | None = None, out: st
                              "(mean ± SD over runs, best in bold), Welch's t-tests, multi-task runs by λ")
         made["table1.csv"] = "Table 1 at full precision (Dice as a fraction)"
         made["welch_tests.csv"] = "the t-tests at full precision"
+        _empty_frames(table["rows"], records, results_path, folder, made, skipped)
         _lambda_sweep(records, folder, made, skipped)
         if skip_examples:
             skipped["examples.png"] = "not asked for (--skip-examples)"

@@ -168,7 +168,7 @@ def format_lambdas(records: Sequence[Mapping], lambdas: Mapping[tuple, Mapping])
 def _selection_notes(lambdas: Mapping[tuple, Mapping]) -> list[str]:
     notes = []
     for model, choice in lambdas.items():
-        how = {"fixed": "fixed on the command line (--lam)",
+        how = {"fixed": "fixed on the command line (--lambda)",
                "validation": "the highest mean validation calcium Dice over its runs",
                "test": "the highest mean TEST calcium Dice over its runs, because its runs carry no validation "
                        "Dice (val_calcium_dice): chosen on the test set, so optimistic"}[choice["criterion"]]
