@@ -404,3 +404,35 @@ def test_two_shards_at_once_write_disjoint_lines(tmp_path, records):
     assert "[1/1] unet_res-calcium-r0-f0 ... done" in outputs[0] and "r0-f1" not in outputs[0]
     assert "[1/1] unet_res-calcium-r0-f1 ... done" in outputs[1] and "r0-f0" not in outputs[1]
     assert sorted(r["run_id"] for r in read_ledger(grid_dir)) == ["unet_res-calcium-r0-f0", "unet_res-calcium-r0-f1"]
+
+
+def test_a_multiworker_grid_trains_each_run_on_both_workers_and_the_chief_records_it(tmp_path, records):
+    """`--strategy multiworker` with two local worker processes (TF_CONFIG, loopback ports): every worker enters
+    every run (no claiming), the chief writes the run folder and the one results.jsonl line, worker 1 keeps its copy
+    in `<run>.worker-1`. tests/test_distribute.py checks that such training equals single-device training."""
+    import socket
+
+    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: [0]\nrepeats: 1\n")
+    grid_dir = tmp_path / "G"
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    cluster = {"worker": [f"localhost:{s.getsockname()[1]}" for s in sockets]}
+    for s in sockets:
+        s.close()
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONPATH": str(ROOT),
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen([sys.executable, "-m", "ivus_tf.grid", "--config", str(path), "--out",
+                                         str(grid_dir), "--strategy", "multiworker"], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT))
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    for output in outputs:
+        assert "[1/1] unet_res-calcium-r0-f0: training" in output, output
+    assert [r["run_id"] for r in read_ledger(grid_dir)] == ["unet_res-calcium-r0-f0"]
+    run_dir = grid_dir / "runs" / "unet_res-calcium-r0-f0"
+    assert (run_dir / "done.json").is_file() and (Path(f"{run_dir}.worker-1") / "done.json").is_file()
+    for log in ("unet_res-calcium-r0-f0.log", "unet_res-calcium-r0-f0.worker-1.log"):  # one log per worker
+        assert "MultiWorkerMirroredStrategy over 2 replicas" in (grid_dir / "logs" / log).read_text()

@@ -36,7 +36,7 @@ from ivus_tf.errors import InputError
 from ivus_tf.grid.config import GridRun, expand_grid, load_grid_config, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
 from ivus_tf.report.results import make_result_line, metrics_from_run, validation_calcium_dice
-from ivus_tf.training.distribute import is_chief
+from ivus_tf.training.distribute import is_chief, worker_run_dir
 
 LOGS_DIR = "logs"
 PARALLEL_ENV = "IVUS_TF_GRID_PARALLEL"  # set by --devices: workers sharing the runs, for the time estimate
@@ -132,7 +132,8 @@ def _train(run: GridRun, grid_dir: Path, console, verbose: bool, extra_callbacks
     """`run_training(run.config)` with its output in GRID_DIR/logs/<run_id>.log (and on the console if verbose)."""
     from ivus_tf.training.run import run_training
 
-    log_path = grid_dir / LOGS_DIR / f"{run.run_id}.log"
+    log_name = worker_run_dir(run.run_id, run.config.strategy)  # a multi-worker non-chief: <run_id>.worker-<i>
+    log_path = grid_dir / LOGS_DIR / f"{log_name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log_file:
         stream = _Tee(log_file, console) if verbose else log_file
