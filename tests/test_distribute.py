@@ -109,7 +109,8 @@ def free_ports(count: int) -> list[int]:
 
 def test_multiworker_training_matches_single_device(records, single_device_run, tmp_path):
     """Two worker processes on loopback ports train one run together (the keras#20585 workaround in use): the
-    chief writes the run folder, worker 1 its own copy beside it, and both match single-device training."""
+    chief writes the run folder, worker 1 its own copy beside it, and both match single-device training. Restarted
+    with copies at different points, both workers stop with one line instead of hanging."""
     out = tmp_path / "run"
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     workers = [start([records, out, "multiworker"], {"cluster": cluster, "task": {"type": "worker", "index": i}})
@@ -121,6 +122,18 @@ def test_multiworker_training_matches_single_device(records, single_device_run, 
         assert (run_dir / "done.json").is_file()
         assert_same_training(run_dir, single_device_run)
     assert history(out) == history(copy)  # the workers trained one model together
+
+    # Worker 1's copy now looks unfinished while the chief's is finished: without the check the chief would return
+    # at once and worker 1 would wait forever in its first collective; with it both stop with one line.
+    (copy / "done.json").unlink()
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    workers = [start([records, out, "multiworker"], {"cluster": cluster, "task": {"type": "worker", "index": i}})
+               for i in range(2)]
+    for worker in workers:
+        output, _ = worker.communicate(timeout=300)
+        assert worker.returncode == 2, output[-3000:]
+        assert ("the workers' copies of this run are at different points (worker 0: [1, 2, 1]; worker 1: [0, 2, 1]"
+                in output), output[-3000:]
 
 
 def test_strategy_field_is_checked_and_is_not_part_of_the_run_identity():

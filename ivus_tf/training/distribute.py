@@ -7,7 +7,10 @@
   the same command on every machine, each with its `TF_CONFIG` (`{"cluster": {"worker": ["host0:port", ...]},
   "task": {"type": "worker", "index": i}}`). Worker 0 (or the task of type "chief") is the chief: it writes the
   run folder; every other worker keeps its own copy of the checkpoints in `<run folder>.worker-<i>` (its own
-  disk when the machines share none), so that each can resume from the same epoch.
+  disk when the machines share none), so that each can resume from the same epoch. Before anything trains the
+  workers compare how far their copies got (`check_workers_agree`: finished or not, each phase's epoch); copies
+  that disagree (a worker killed between two checkpoint writes, a folder deleted on one machine) are a one-line
+  error on every worker instead of a collective operation that waits forever.
 
 What training does under a strategy (`ivus_tf.training.phase`): the model, its optimizer and metrics are created in
 the strategy's scope; `batch_size` stays the global batch, split over the replicas (it must divide evenly); the
@@ -156,6 +159,26 @@ def prepare_for_fit(model, strategy, dataset) -> None:
 
         setattr(model, name, rank_one_logs)
     model.train_function = model.test_function = None  # rebuilt with the wrapped steps
+
+
+def check_workers_agree(strategy, progress: list[int], where: str) -> None:
+    """Under MultiWorkerMirroredStrategy: gather every worker's `progress` (equal-length integers, e.g. finished
+    flag and each phase's epoch) and raise `InputError` on every worker when they differ. No-op otherwise."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    local = tf.constant([progress], dtype=tf.int64)
+
+    def gather():
+        return tf.distribute.get_replica_context().all_gather(local, axis=0)
+
+    everyone = strategy.experimental_local_results(strategy.run(gather))[0].numpy().tolist()
+    if any(row != everyone[0] for row in everyone):
+        rows = "; ".join(f"worker {i}: {row}" for i, row in enumerate(everyone))
+        raise InputError(f"{where}: the workers' copies of this run are at different points ({rows}; [finished, "
+                         "then epochs and done flags per phase]); copy the chief's run folder over every "
+                         "<run>.worker-<i> folder (or delete them all to start over) and start all workers again")
 
 
 def describe(strategy) -> Optional[str]:

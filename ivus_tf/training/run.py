@@ -44,7 +44,7 @@ from ivus_tf.config import load_yaml, to_mapping
 from ivus_tf.errors import InputError
 from ivus_tf.splits import case_tasks_from_index, fold_cases, load_or_create_splits
 from ivus_tf.training.config import TrainConfig, config_differences
-from ivus_tf.training.distribute import describe, make_strategy, replicas, worker_run_dir
+from ivus_tf.training.distribute import check_workers_agree, describe, make_strategy, replicas, worker_run_dir
 from ivus_tf.training.schemes import Phase, PhaseCases, check_data, phases_of
 from ivus_tf.training.state import atomic_write_text
 
@@ -115,6 +115,18 @@ def _claim_run_dir(plan: RunPlan) -> bool:
     return False
 
 
+def _progress(plan: RunPlan) -> list[int]:
+    """[finished, then epoch and done of each phase]: how far the run folder got (compared across workers)."""
+    from ivus_tf.training.state import read_state
+
+    finished = (plan.run_dir / DONE_NAME).is_file() and (plan.run_dir / METRICS_NAME).is_file()
+    progress = [int(finished)]
+    for phase in plan.phases:
+        state = read_state(plan.run_dir / "checkpoints" / phase.name)
+        progress += [state.epoch, int(state.done)]
+    return progress
+
+
 def _hparams(config: TrainConfig) -> dict:
     keys = ("scheme", "arch", "lam", "width", "head", "image_size", "batch_size", "learning_rate", "epochs",
             "pretrain_epochs", "freeze_encoder_epochs", "patience", "calcium_fraction", "loss_weighting",
@@ -150,6 +162,7 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
         raise InputError(f"batch_size {config.batch_size} is the global batch and must be a multiple of the "
                          f"{replicas(strategy)} replicas of strategy {config.strategy}")
     plan = plan_run(config, log)
+    check_workers_agree(strategy, _progress(plan), str(plan.run_dir))  # multi-worker: all resume from one point
     if _claim_run_dir(plan):
         metrics = json.loads((plan.run_dir / METRICS_NAME).read_text(encoding="utf-8"))
         log(f"run {plan.run_dir} already finished; not retraining (delete the folder to train again)")
