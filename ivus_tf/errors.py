@@ -8,6 +8,7 @@ message as a single `error: ...` line on stderr and exits with status 2, so noth
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Callable, Sequence
 
@@ -30,6 +31,37 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         print("error: interrupted", file=sys.stderr)
         return 130
     return int(status or 0)
+
+
+def positive_number(value, what: str, unit: str = "") -> float:
+    """`value` as a float, or `InputError` naming `what` (a field, an option) unless it is a finite number > 0;
+    `unit` is appended to the message, e.g. " (mm per pixel)"."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise InputError(f"{what} must be a finite number > 0{unit}, got {value!r}")
+    return number
+
+
+def positive_int_arg(text: str) -> int:
+    """argparse `type=` for an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float_arg(text: str) -> float:
+    """argparse `type=` for a finite number > 0."""
+    try:
+        return positive_number(text, "the value")
+    except InputError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}") from None
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -52,7 +52,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ivus_tf.errors import InputError
+from ivus_tf.errors import InputError, positive_number
 from ivus_tf.metrics import as_mask, validate_pixel_spacing_mm
 
 __all__ = [
@@ -237,18 +237,6 @@ def _runs(flags: Sequence[bool]) -> list[int]:
     return runs
 
 
-def _positive(value, name: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number > 0, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
-    return number
-
-
 def pullback_summary(rows: Iterable[Mapping], pullback_speed_mm_s: float | None = None,
                      frame_rate_hz: float | None = None) -> dict:
     """Summary of per-frame measurements (dicts with "calcium_area_mm2" and "calcium_arc_deg") in pullback order.
@@ -260,8 +248,8 @@ def pullback_summary(rows: Iterable[Mapping], pullback_speed_mm_s: float | None 
     interval), longest_calcium_segment_mm, longest_arc_over_270_mm, and arc_over_270_for_5mm (the calcium-score
     criterion, longest run of > 270 degrees >= 5 mm). A frame has calcium when its calcium area is > 0.
     """
-    speed = _positive(pullback_speed_mm_s, "pullback_speed_mm_s")
-    rate = _positive(frame_rate_hz, "frame_rate_hz")
+    speed = None if pullback_speed_mm_s is None else positive_number(pullback_speed_mm_s, "pullback_speed_mm_s")
+    rate = None if frame_rate_hz is None else positive_number(frame_rate_hz, "frame_rate_hz")
     areas, arcs = [], []
     for row in rows:
         areas.append(float(row["calcium_area_mm2"]))

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from ivus_tf import __version__
-from ivus_tf.errors import ArgumentParser, InputError, run_cli
+from ivus_tf.errors import ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number, run_cli
 from ivus_tf.measurements import frame_measurements, pullback_summary
 from ivus_tf.progress import progress
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
@@ -191,15 +191,6 @@ def _check_out_dir(out_dir: Path, overwrite: bool, inputs: Sequence[Path]) -> No
         raise InputError(f"{out_dir}: not empty and not a predict output (no {SUMMARY_NAME}); refusing to replace it")
 
 
-def _positive_or_none(value, option: str) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
-        raise InputError(f"{option} must be a finite number > 0, got {value!r}")
-    return number
-
-
 # ---------------------------------------------------------------------------------------------------- runner
 
 def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -219,8 +210,8 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
-    speed = _positive_or_none(pullback_speed_mm_s, "--pullback-speed-mm-s")
-    rate = _positive_or_none(frame_rate_hz, "--frame-rate-hz")
+    speed = None if pullback_speed_mm_s is None else positive_number(pullback_speed_mm_s, "--pullback-speed-mm-s")
+    rate = None if frame_rate_hz is None else positive_number(frame_rate_hz, "--frame-rate-hz")
     warnings = warnings or Warnings()
     model_path, out_dir = Path(model_path), Path(out_dir)
     pullback = open_pullback(input_path, pixel_spacing_mm, warnings)
@@ -340,30 +331,6 @@ def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
 
 # ------------------------------------------------------------------------------------------------------- CLI
 
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m ivus_tf.predict",
                             description="Segment calcium, lumen and vessel in a pullback and measure calcium.")
@@ -371,13 +338,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--input", required=True,
                         help="folder of frames (PNG/TIFF/BMP/JPEG), multi-frame DICOM file, or manifest CSV")
     parser.add_argument("--out", required=True, help="output folder to create")
-    parser.add_argument("--pixel-spacing-mm", type=_positive_float, metavar="S",
+    parser.add_argument("--pixel-spacing-mm", type=positive_float_arg, metavar="S",
                         help="mm per pixel; required for a folder of frames, overrides DICOM and manifest values")
-    parser.add_argument("--batch-size", type=_positive_int, default=12, metavar="B",
+    parser.add_argument("--batch-size", type=positive_int_arg, default=12, metavar="B",
                         help="frames per model call (default 12)")
-    parser.add_argument("--pullback-speed-mm-s", type=_positive_float, metavar="V",
+    parser.add_argument("--pullback-speed-mm-s", type=positive_float_arg, metavar="V",
                         help="pullback speed in mm/s (with the frame rate: calcium lengths in mm)")
-    parser.add_argument("--frame-rate-hz", type=_positive_float, metavar="F",
+    parser.add_argument("--frame-rate-hz", type=positive_float_arg, metavar="F",
                         help="frames per second (default: the DICOM's FrameTime or CineRate when present)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine (default auto: onnxruntime when model.onnx and onnxruntime exist)")

@@ -42,7 +42,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ivus_tf.errors import InputError
+from ivus_tf.errors import InputError, positive_number
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 MANIFEST_SUFFIXES = (".csv",)
@@ -105,7 +105,7 @@ def open_pullback(path: str | os.PathLike, pixel_spacing_mm: float | None = None
     path = Path(path)
     warnings = warnings or Warnings()
     if pixel_spacing_mm is not None:
-        pixel_spacing_mm = _check_spacing(pixel_spacing_mm, "--pixel-spacing-mm")
+        pixel_spacing_mm = positive_number(pixel_spacing_mm, "--pixel-spacing-mm", " (mm per pixel)")
     if path.is_dir():
         return _open_folder(path, pixel_spacing_mm, warnings)
     if not path.exists():
@@ -117,16 +117,6 @@ def open_pullback(path: str | os.PathLike, pixel_spacing_mm: float | None = None
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise InputError(f"{path}: a single image; pass the folder that holds the pullback's frames")
     return _open_dicom(path, pixel_spacing_mm, warnings)
-
-
-def _check_spacing(value, what: str) -> float:
-    try:
-        spacing = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} {value!r} must be a number > 0 (mm per pixel)") from None
-    if not math.isfinite(spacing) or spacing <= 0:
-        raise InputError(f"{what} {value!r} must be a finite number > 0 (mm per pixel)")
-    return spacing
 
 
 def natural_key(name: str) -> tuple:

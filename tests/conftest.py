@@ -52,3 +52,16 @@ def make_records(tmp_path):
         return out
 
     return _make
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` TCP ports free on localhost now (for local tf.distribute worker clusters)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

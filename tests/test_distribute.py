@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import synthetic_frame
+from conftest import free_ports, synthetic_frame
 from ivus_tf.errors import InputError
 from ivus_tf.training.config import TrainConfig, config_differences, load_config
 from ivus_tf.training.distribute import is_chief, make_strategy, worker_run_dir
@@ -95,16 +94,6 @@ def test_mirrored_training_matches_single_device(records, single_device_run, tmp
     assert "MirroredStrategy over 2 replicas, global batch 4" in output
     assert_same_training(out, single_device_run)
     assert (out / "done.json").is_file() and (out / "metrics.json").is_file()
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def test_multiworker_training_matches_single_device(records, single_device_run, tmp_path):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import synthetic_frame
+from conftest import free_ports, synthetic_frame
 from ivus_tf.errors import InputError
 from ivus_tf.grid.__main__ import main as grid_main
-from ivus_tf.grid.config import GridConfig, expand_grid, load_grid_config, parse_shard, run_id, shard_runs
+from ivus_tf.grid.config import expand_grid, load_grid_config, parse_shard, run_id, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
 from ivus_tf.report.results import make_result_line
 
@@ -410,16 +410,9 @@ def test_a_multiworker_grid_trains_each_run_on_both_workers_and_the_chief_record
     """`--strategy multiworker` with two local worker processes (TF_CONFIG, loopback ports): every worker enters
     every run (no claiming), the chief writes the run folder and the one results.jsonl line, worker 1 keeps its copy
     in `<run>.worker-1`. tests/test_distribute.py checks that such training equals single-device training."""
-    import socket
-
     path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: [0]\nrepeats: 1\n")
     grid_dir = tmp_path / "G"
-    sockets = [socket.socket() for _ in range(2)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    cluster = {"worker": [f"localhost:{s.getsockname()[1]}" for s in sockets]}
-    for s in sockets:
-        s.close()
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     workers = []
     for index in range(2):
         env = {**os.environ, "PYTHONPATH": str(ROOT),

@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from ivus_tf.errors import InputError
+from ivus_tf.errors import InputError, positive_int_arg
 from ivus_tf.progress import progress
 
 from tfrecords_builder.features import TASKS
@@ -106,21 +106,11 @@ def _check_out_dir(out_dir: Path, overwrite: bool, inputs: list[Path]) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="manifest CSV (see tfrecords_builder.manifest)")
     parser.add_argument("--out", required=True, help="records folder to create")
-    parser.add_argument("--shards-per-case", type=_positive_int, default=1, metavar="K",
+    parser.add_argument("--shards-per-case", type=positive_int_arg, default=1, metavar="K",
                         help="record files per case (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing records folder")
     parser.add_argument("--allow-unlabeled", action="store_true",
                         help="accept rows with no mask at all (stored with neither label)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

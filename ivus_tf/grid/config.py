@@ -154,9 +154,7 @@ def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: st
     """Every run of the grid, in grid order, with its TrainConfig (out = OUT/runs/<run_id>), each validated.
 
     `strategy` (the CLI's `--strategy`) replaces the grid's."""
-    strategy = grid.strategy if strategy is None else strategy
-    if strategy not in STRATEGIES:
-        raise InputError(f"--strategy {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+    strategy = grid.strategy if strategy is None else strategy  # checked with each run's TrainConfig
     repeats = _indices(grid.repeats, base.repeats, "repeats", source)
     folds = _indices(grid.folds, base.folds, "folds", source)
     models = [(arch, "none") for arch in grid.archs]

@@ -156,10 +156,10 @@ def run_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int, in
     console = sys.stdout
     log = log or (lambda text: print(text, file=console, flush=True))
     started = time.perf_counter()
-    if strategy == "multiworker":  # before any TF work of the planning (`ivus_tf.training.distribute`)
+    if (strategy or load_grid_config(config_path)[0].strategy) == "multiworker":  # the flag, else the config's
         from ivus_tf.training.distribute import make_strategy
 
-        make_strategy(strategy)
+        make_strategy("multiworker")  # before any TF work of the planning (`ivus_tf.training.distribute`)
     plan = prepare_grid(config_path, grid_dir, shard, strategy, log)
     grid_dir, mine = plan.grid_dir, plan.mine
     multiworker = plan.strategy == "multiworker"

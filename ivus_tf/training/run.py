@@ -156,7 +156,6 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     """
     log = log or (lambda text: print(text, flush=True))
     started = time.perf_counter()
-    config.validate()
     strategy = make_strategy(config.strategy)  # first: MultiWorkerMirroredStrategy wants to precede other TF work
     if config.batch_size % replicas(strategy):
         raise InputError(f"batch_size {config.batch_size} is the global batch and must be a multiple of the "
