@@ -1,15 +1,27 @@
-"""Streaming Keras metrics for monitoring training: the Dice of a task's classes over a whole epoch.
+"""Streaming Keras metrics for monitoring and model selection: a task's Dice over a whole epoch, pooled or per frame.
 
 `TaskDice` accumulates, per chosen class c and over every batch of the epoch, the intersection
 I_c = sum_b f_b |pred_b = c AND true_b = c| and the total T_c = sum_b f_b (|pred_b = c| + |true_b = c|), where pred
 is the argmax of the softmax output and f_b the frame weight (the pipeline's per-task sample weight: 1 where the
 frame carries that task's label, 0 where it does not, so frames without the task's label are ignored entirely).
 The result is the pooled Dice 2 I_c / T_c (one number over all pixels of the epoch, not a mean of per-frame
-Dice), averaged over the chosen classes. It is a monitoring number (TensorBoard, checkpoint selection); the paper's
-per-frame Dice and average Hausdorff distance at the original resolution are computed from numpy masks by
-`ivus_tf.metrics`.
+Dice), averaged over the chosen classes.
 
-Empty rules, tested:
+`FrameDice` is the test's number at the training resolution: the mean over labelled frames of each frame's Dice
+(the mean over the chosen classes of 2 I_bc / T_bc, frames weighted by f_b), with the empty rules of
+`ivus_tf.metrics` (both masks empty: 1, exactly one empty: 0). It is what training selects on by default
+(`TrainConfig.selection_metric`): pooled Dice lets a false alarm on a calcium-free frame cost only its few pixels
+in the denominator, while the test scores that frame 0. Example (two frames, calcium = class 1): frame 1 holds
+100 calcium pixels, frame 2 none; model A finds frame 1 exactly and invents 10 pixels on frame 2: pooled
+200/210 = 0.952, per frame (1 + 0)/2 = 0.5; model B finds 60 of the 100 and nothing on frame 2: pooled
+120/160 = 0.75, per frame (0.75 + 1)/2 = 0.875. Pooled prefers A, the test prefers B (tests/test_keras_metrics.py).
+Selection runs at the training resolution, where resizing may create or erase a few-pixel calcification; the test
+(`ivus_tf.evaluation`) then scores the selected model at each frame's original resolution, as the paper does.
+
+The paper's per-frame Dice and average Hausdorff distance at the original resolution are computed from numpy
+masks by `ivus_tf.metrics`.
+
+Empty rules of `TaskDice`, tested:
 * a class with no pixel in targets nor predictions over all labelled frames of the epoch (T_c = 0) has Dice 1.0:
   the model correctly found nothing, and the pooled Dice's limit is 1; this only happens when the whole validation
   set lacks the class, where any other value would be arbitrary too;
@@ -90,14 +102,67 @@ class TaskDice(keras.metrics.Metric):
                 "require_sample_weight": self.require_sample_weight}
 
 
+@keras.saving.register_keras_serializable(package="ivus_tf")
+class FrameDice(keras.metrics.Metric):
+    """Mean per-frame Dice of `class_ids` (mean over them per frame) from argmax predictions, over the frames with
+    weight > 0, each frame weighted by its weight; a class absent from a frame's target and prediction has Dice 1
+    there, present in only one of them 0 (`ivus_tf.metrics.dice`). NaN when no labelled frame was seen.
+
+    `update_state(y_true, y_pred, sample_weight)` as `TaskDice`. Sums are float32 (a frame's Dice is at most 1, so
+    an epoch's sum stays exact to ~1e-7 relative).
+    """
+
+    def __init__(self, class_ids: Sequence[int] = (1,), name: str = "frame_dice",
+                 require_sample_weight: bool = True, dtype=None):
+        super().__init__(name=name, dtype=dtype or "float32")
+        self.class_ids = tuple(int(c) for c in class_ids)
+        if not self.class_ids or min(self.class_ids) < 0 or len(set(self.class_ids)) != len(self.class_ids):
+            raise ValueError(f"class_ids must be distinct class indices >= 0, got {list(class_ids)}")
+        self.require_sample_weight = bool(require_sample_weight)
+        self.dice_sum = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="dice_sum")
+        self.weight_sum = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="weight_sum")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is None and self.require_sample_weight:
+            raise ValueError(f"{self.name}: no sample_weight; compile with weighted_metrics=..., not metrics=... "
+                             "(see TaskDice; require_sample_weight=False if every frame is labelled)")
+        y_pred = ops.convert_to_tensor(y_pred)
+        labels = integer_labels(y_true, y_pred)
+        predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+        classes = ops.convert_to_tensor(self.class_ids, dtype="int32")
+        truth = ops.cast(ops.expand_dims(labels, -1) == classes, "float32")  # [B, ..., K]
+        found = ops.cast(ops.expand_dims(predicted, -1) == classes, "float32")
+        pixel_axes = tuple(range(1, len(truth.shape) - 1))
+        intersection = ops.sum(truth * found, axis=pixel_axes)  # [B, K]
+        total = ops.sum(truth + found, axis=pixel_axes)
+        nonempty = total > 0
+        dice = ops.where(nonempty, 2.0 * intersection / ops.where(nonempty, total, 1.0), 1.0)
+        frame_dice = ops.mean(dice, axis=-1)  # [B]
+        if sample_weight is None:
+            weight = ops.ones_like(frame_dice)
+        else:
+            weight = ops.reshape(frame_weight_column(sample_weight), (-1,))
+        self.dice_sum.assign_add(ops.sum(frame_dice * weight))
+        self.weight_sum.assign_add(ops.sum(weight))
+
+    def result(self):
+        weight = ops.convert_to_tensor(self.weight_sum)
+        return ops.where(weight > 0, self.dice_sum / ops.where(weight > 0, weight, 1.0), float("nan"))
+
+    def get_config(self):
+        return {**super().get_config(), "class_ids": list(self.class_ids),
+                "require_sample_weight": self.require_sample_weight}
+
+
 def task_dice_metrics(tasks: Sequence[str] = TASKS) -> dict:
     """`weighted_metrics` for `model.compile`: calcium Dice (class 1); wall-lumen mean Dice of lumen and vessel
-    wall plus each separately. Keras logs them as `calcium_dice`, `wall_lumen_dice`, `wall_lumen_lumen_dice`,
-    `wall_lumen_vessel_wall_dice` (prefixed `val_` on validation data)."""
+    wall plus each separately; each pooled, and the calcium and wall-lumen mean also per frame. Keras logs them as
+    `calcium_dice`, `calcium_frame_dice`, `wall_lumen_dice`, `wall_lumen_lumen_dice`, `wall_lumen_vessel_wall_dice`,
+    `wall_lumen_frame_dice` (prefixed `val_` on validation data)."""
     metrics = {
-        CALCIUM: lambda: [TaskDice((1,), name="dice")],
+        CALCIUM: lambda: [TaskDice((1,), name="dice"), FrameDice((1,), name="frame_dice")],
         WALL_LUMEN: lambda: [TaskDice((1, 2), name="dice"), TaskDice((1,), name="lumen_dice"),
-                             TaskDice((2,), name="vessel_wall_dice")],
+                             TaskDice((2,), name="vessel_wall_dice"), FrameDice((1, 2), name="frame_dice")],
     }
     unknown = [task for task in tasks if task not in metrics]
     if unknown:

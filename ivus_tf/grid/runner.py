@@ -58,14 +58,13 @@ def _clock(seconds: float) -> str:
 def _check_run_folder(run: GridRun, resolved) -> None:
     """A run folder started by an earlier grid must hold this grid's settings (else run_training would refuse it
     mid-grid); checked for every run before any trains."""
-    from ivus_tf.config import load_yaml
-    from ivus_tf.training.config import TrainConfig, config_differences
+    from ivus_tf.training.config import config_differences, load_run_config
     from ivus_tf.training.run import CONFIG_NAME
 
     saved_path = Path(resolved.out) / CONFIG_NAME
     if not saved_path.is_file():
         return
-    diffs = config_differences(load_yaml(TrainConfig, saved_path), resolved)
+    diffs = config_differences(load_run_config(saved_path), resolved)
     if diffs:
         raise InputError(f"{saved_path.parent}: run {run.run_id} was started with other settings "
                          f"({'; '.join(diffs)}); restore the grid config, or use another --out")
@@ -106,7 +105,9 @@ def _result_line(run: GridRun, run_dir: Path) -> str:
                             metrics=metrics_from_run(metrics_json), run_dir=f"runs/{run.run_id}",
                             wall_time_s=done["wall_time_s"], finished_utc=done["finished_utc"],
                             package_version=done["package_version"],
-                            val_calcium_dice=validation_calcium_dice(metrics_json))
+                            val_calcium_dice=validation_calcium_dice(metrics_json),
+                            pretrain_transfer=run.config.pretrain_transfer if run.scheme == "pretrain" else None,
+                            selection_metric=run.config.selection_metric)
 
 
 class _Tee:

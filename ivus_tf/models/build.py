@@ -5,16 +5,20 @@
           -> head per task (1x1 convolution to class logits, upsampled to the input size)
           -> softmax, one output per task, named after the task ("calcium": 2 classes, "wall_lumen": 3 classes)
 
-The encoder is a nested model so the pre-training scheme can move exactly its weights from a wall-lumen model to a
-calcium model (`transfer_encoder_weights`), and so natural-image backbone weights load into it by layer name.
+The encoder is a nested model so natural-image backbone weights load into it by layer name and the pre-training
+scheme can move exactly its weights from a wall-lumen model to a calcium model. By default pre-training moves more:
+`transfer_weights(source, target, "all_but_classifier")` copies every weight except each task's classifier (the
+1x1 `<task>_head_logits` convolution, whose class count differs), i.e. encoder, decoder (DeepLabV3's ASPP, 16 M
+weights) and any `conv` head layers, matching `<task>_...` layers of the target to the source task's; scope
+"encoder" copies the encoder only (`transfer_encoder_weights`).
 
 Head options (`head=`), all tested:
 - "linear" (default): a 1x1 convolution per task on the shared decoder output. A two-task model is then within a
   fraction of a percent of the one-task model's size, which keeps the paper's comparison of schemes fair.
 - "conv": a 3x3 convolution + batch norm + ReLU before the 1x1 convolution, per task (a few hundred K parameters).
 - "decoder": each task gets its own decoder (U-Net: the whole up-path; DeepLabV3: its own ASPP), sharing only the
-  encoder (the strictest reading of "shared encoder, separate heads"; U-Net: 1.05x the one-task size, as its
-  wide bottom stage belongs to the encoder).
+  encoder (the strictest reading of "shared encoder, separate heads"; a two-task U-Net is 1.24x the one-task
+  size, 1.05x with `stages="wide_bottom"`, whose weights sit mostly in the encoder).
 
 Architectures register in `ARCHITECTURES` (a dict, no import side effects). Each module provides
 `encoder(inputs, width, **options) -> dict[str, tensor]`, `decoder(features, width, name, **options) -> tensor`,
@@ -32,6 +36,8 @@ from ivus_tf.errors import InputError
 from ivus_tf.models import deeplabv3, unet_res
 
 NUM_CLASSES = {"calcium": 2, "wall_lumen": 3}
+TRANSFER_SCOPES = ("all_but_classifier", "encoder")
+CLASSIFIER_SUFFIX = "_head_logits"
 ARCHITECTURES = {"unet_res": unet_res, "deeplabv3": deeplabv3}
 HEADS = ("linear", "conv", "decoder")
 ENCODER_NAME = "encoder"
@@ -89,15 +95,65 @@ def build_model(arch: str, tasks: Sequence[str] = ("calcium", "wall_lumen"), inp
     return keras.Model(inputs, outputs, name=name or f"{arch}_{'_'.join(tasks)}")
 
 
+def _copy(pairs) -> int:
+    pairs = list(pairs)
+    if any(tuple(s.shape) != tuple(d.shape) for s, d in pairs):
+        raise InputError("weights differ in shape: the models were built with different arch/width/options")
+    for s, d in pairs:
+        d.assign(s)
+    return len(pairs)
+
+
+def model_tasks(model: keras.Model) -> list[str]:
+    """The tasks of a `build_model` model, from its classifier layers `<task>_head_logits`."""
+    return [layer.name[:-len(CLASSIFIER_SUFFIX)] for layer in model.layers if layer.name.endswith(CLASSIFIER_SUFFIX)]
+
+
+def _encoder_pairs(source: keras.Model, target: keras.Model) -> list:
+    src, dst = source.get_layer(ENCODER_NAME), target.get_layer(ENCODER_NAME)
+    if len(src.weights) != len(dst.weights):
+        raise InputError("encoder weights differ in shape: the models were built with different arch/width/options")
+    return list(zip(src.weights, dst.weights))
+
+
 def transfer_encoder_weights(source: keras.Model, target: keras.Model) -> int:
     """Copy every encoder weight from `source` to `target` (same architecture and width); return the count.
+    Decoder and heads are left untouched (`transfer_weights(..., "encoder")`)."""
+    return _copy(_encoder_pairs(source, target))
 
-    Used by the pre-training scheme: wall-lumen model -> calcium model. Decoder and heads are left untouched.
+
+def transfer_weights(source: keras.Model, target: keras.Model, scope: str = "all_but_classifier") -> int:
+    """Copy the weights `scope` names from `source` to `target` (same arch, width, head, options); return the count.
+
+    Pre-training: wall-lumen model -> calcium model. "encoder": the encoder only. "all_but_classifier": every layer
+    with weights (batch-norm statistics included) except the classifiers `<task>_head_logits`; a target layer
+    `<task>_...` of a task the source lacks takes the source task's `<source task>_...` (its own up-path with
+    head="decoder", its conv head layers with head="conv"), so the source must then have exactly one task.
     """
-    src, dst = source.get_layer(ENCODER_NAME), target.get_layer(ENCODER_NAME)
-    src_weights, dst_weights = src.weights, dst.weights
-    if [tuple(w.shape) for w in src_weights] != [tuple(w.shape) for w in dst_weights]:
-        raise InputError("encoder weights differ in shape: the models were built with different arch/width/options")
-    for s, d in zip(src_weights, dst_weights):
-        d.assign(s)
-    return len(src_weights)
+    if scope not in TRANSFER_SCOPES:
+        raise InputError(f"unknown transfer scope {scope!r}; valid: {', '.join(TRANSFER_SCOPES)}")
+    pairs = _encoder_pairs(source, target)
+    if scope == "encoder":
+        return _copy(pairs)
+    source_tasks, target_tasks = model_tasks(source), model_tasks(target)
+    renamed = [task for task in target_tasks if task not in source_tasks]
+
+    def source_name(name: str) -> str:
+        for task in renamed:
+            if name.startswith(f"{task}_"):
+                if len(source_tasks) != 1:
+                    raise InputError(f"layer {name}: no single source task to take it from (source tasks: "
+                                     f"{', '.join(source_tasks)})")
+                return source_tasks[0] + name[len(task):]
+        return name
+
+    source_layers = {layer.name: layer for layer in source.layers}
+    for layer in target.layers:
+        if layer.name == ENCODER_NAME or not layer.weights or layer.name.endswith(CLASSIFIER_SUFFIX):
+            continue
+        match = source_layers.get(source_name(layer.name))
+        if match is None or len(match.weights) != len(layer.weights):
+            raise InputError(f"layer {layer.name}: no matching layer {source_name(layer.name)} in the source model "
+                             "(the models were built with different arch/head/options)")
+        pairs += zip(match.weights, layer.weights)
+    return _copy(pairs)  # every shape checked before the first weight is written

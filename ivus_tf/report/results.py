@@ -7,7 +7,8 @@ The grid runner (`python -m ivus_tf.grid`) appends one line per finished run thr
 One JSON object per line (`RESULT_FIELDS` below says what each field means):
 
     {"run_id": "deeplabv3-multitask-lam1-r0-f2", "arch": "deeplabv3", "backbone": "none", "scheme": "multitask",
-     "lam": 1.0, "repeat": 0, "fold": 2, "seed": 0,
+     "lam": 1.0, "repeat": 0, "fold": 2, "seed": 2091898301, "pretrain_transfer": null,
+     "selection_metric": "per_frame_dice",
      "metrics": {"calcium": {"dice": 0.62, "average_hausdorff_mm": 0.31},
                  "lumen": {...}, "vessel_wall": {...}, "wall_lumen_mean": {...}},
      "val_calcium_dice": 0.66,
@@ -16,8 +17,10 @@ One JSON object per line (`RESULT_FIELDS` below says what each field means):
 
 Rules (each broken rule is an `InputError` naming the file and line):
 
-* every field of `RESULT_FIELDS` is present, except `val_calcium_dice`, which may be left out (= null);
-  unknown fields are refused (they are typos or a newer schema);
+* every field of `RESULT_FIELDS` is present, except the `OPTIONAL_FIELDS`, which may be left out (= null; lines
+  written before `pretrain_transfer` and `selection_metric` existed lack them: their runs transferred the encoder
+  only and selected on pooled Dice); unknown fields are refused (they are typos or a newer schema);
+* `pretrain_transfer` is null unless scheme is "pretrain";
 * `lam` is a finite number >= 0 for scheme "multitask" and null otherwise; backbone "imagenet" needs arch
   "deeplabv3";
 * `metrics` holds "calcium" and may hold the wall-lumen sections (`METRIC_SECTIONS`) of a run that evaluated a
@@ -51,6 +54,8 @@ RESULTS_NAME = "results.jsonl"
 ARCHS = ("unet_res", "deeplabv3")  # keys of ivus_tf.models.build.ARCHITECTURES (a test keeps them equal)
 BACKBONES = ("none", "imagenet")
 SCHEMES = ("calcium", "pretrain", "multitask")
+PRETRAIN_TRANSFERS = ("all_but_classifier", "encoder")  # ivus_tf.training.config's (a test keeps them equal)
+SELECTION_METRICS = ("per_frame_dice", "pooled_dice")  # ivus_tf.training.config's (a test keeps them equal)
 METRIC_SECTIONS = ("calcium", "lumen", "vessel_wall", "vessel", "wall_lumen_mean")
 METRIC_NAMES = ("dice", "average_hausdorff_mm")
 
@@ -63,21 +68,25 @@ RESULT_FIELDS: dict[str, str] = {
     "lam": "number >= 0 for scheme multitask (L = lam * L_calcium + L_wall_lumen), null otherwise",
     "repeat": "int >= 0, the cross-validation repeat",
     "fold": "int >= 0, the fold within the repeat",
-    "seed": "int >= 0, the run's random seed",
+    "seed": "int >= 0, the run's random seed (a grid derives it per repeat and fold: ivus_tf.grid.config.run_seed)",
+    "pretrain_transfer": f"str or null, optional: scheme pretrain only, what the calcium phase took from the "
+                         f"wall-lumen model, one of {', '.join(PRETRAIN_TRANSFERS)} (TrainConfig.pretrain_transfer)",
+    "selection_metric": f"str or null, optional: the validation Dice each phase selected its epoch on, one of "
+                        f"{', '.join(SELECTION_METRICS)} (TrainConfig.selection_metric)",
     "metrics": "{section: {'dice': mean test-frame Dice in [0, 1] or null, 'average_hausdorff_mm': mean test-frame "
                "average Hausdorff distance in mm or null}}; sections: calcium (required), lumen, vessel_wall, "
                "vessel, wall_lumen_mean (when the run evaluated a wall-lumen head); from metrics.json "
                "section['summary'][metric]['mean'] (metrics_from_run)",
     "val_calcium_dice": "number in [0, 1] or null, optional: the best validation calcium Dice of the run's last "
-                        "phase, the value its model was selected on (validation_calcium_dice); the report picks "
-                        "the multi-task lambda on it",
+                        "phase (per frame or pooled, as selection_metric says), the value its model was selected "
+                        "on (validation_calcium_dice); the report picks the multi-task lambda on it",
     "run_dir": "str, the run folder (config.yaml, metrics.json, model.keras, predictions/); relative paths are "
                "relative to the folder holding results.jsonl",
     "wall_time_s": "number >= 0, the run's wall-clock time in seconds",
     "finished_utc": "str, ISO 8601 time the run finished",
     "package_version": "str, ivus_tf.__version__ of the run",
 }
-OPTIONAL_FIELDS = ("val_calcium_dice",)
+OPTIONAL_FIELDS = ("val_calcium_dice", "pretrain_transfer", "selection_metric")
 
 
 def _fail(where: str, problem: str):
@@ -133,7 +142,8 @@ def validate_result(record: Any, where: str = "result") -> dict:
     if unknown:
         _fail(where, f"unknown field(s) {', '.join(unknown)}; valid: {', '.join(RESULT_FIELDS)}")
     record = {**record}
-    record.setdefault("val_calcium_dice", None)
+    for field in OPTIONAL_FIELDS:
+        record.setdefault(field, None)
     for field in ("run_id", "run_dir", "package_version", "finished_utc"):
         if not isinstance(record[field], str) or not record[field].strip():
             _fail(where, f"{field} must be a non-empty string, got {record[field]!r}")
@@ -153,6 +163,13 @@ def validate_result(record: Any, where: str = "result") -> dict:
     elif lam is not None:
         _fail(where, f"lam must be null for scheme {record['scheme']} (only multitask weights its losses), "
                      f"got {lam!r}")
+    transfer = record["pretrain_transfer"]
+    if transfer is not None and (record["scheme"] != "pretrain" or transfer not in PRETRAIN_TRANSFERS):
+        _fail(where, f"pretrain_transfer must be null or, for scheme pretrain, one of {', '.join(PRETRAIN_TRANSFERS)}; "
+                     f"got {transfer!r} for scheme {record['scheme']}")
+    if record["selection_metric"] is not None and record["selection_metric"] not in SELECTION_METRICS:
+        _fail(where, f"selection_metric {record['selection_metric']!r} is unknown; valid: "
+                     f"{', '.join(SELECTION_METRICS)}")
     if not _is_number(record["wall_time_s"]) or record["wall_time_s"] < 0:
         _fail(where, f"wall_time_s must be a finite number >= 0, got {record['wall_time_s']!r}")
     try:
@@ -228,10 +245,11 @@ def metrics_from_run(metrics_json: Mapping) -> dict:
 
 
 def validation_calcium_dice(metrics_json: Mapping) -> float | None:
-    """The best validation calcium Dice of the run's last phase (metrics.json "selection"), or None when the run
-    did not select on it."""
+    """The best validation calcium Dice (per frame or pooled) of the run's last phase (metrics.json "selection"), or
+    None when the run did not select on it."""
     selection = metrics_json.get("selection") or {}
-    values = [phase.get("value") for phase in selection.values() if phase.get("monitor") == "val_calcium_dice"]
+    values = [phase.get("value") for phase in selection.values()
+              if phase.get("monitor") in ("val_calcium_frame_dice", "val_calcium_dice")]
     value = values[-1] if values else None
     return float(value) if _is_number(value) else None
 
@@ -239,7 +257,8 @@ def validation_calcium_dice(metrics_json: Mapping) -> float | None:
 def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam: float | None, repeat: int,
                      fold: int, seed: int, metrics: Mapping, run_dir: str | Path, wall_time_s: float,
                      finished_utc: str | None = None, package_version: str | None = None,
-                     val_calcium_dice: float | None = None) -> str:
+                     val_calcium_dice: float | None = None, pretrain_transfer: str | None = None,
+                     selection_metric: str | None = None) -> str:
     """One results.jsonl line (ending in a newline) for a finished run, validated like the reader validates it.
 
     `metrics` is the compact form (`metrics_from_run(metrics_json)`); `finished_utc` defaults to now (UTC),
@@ -252,6 +271,7 @@ def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam:
     record = {"run_id": run_id, "arch": arch, "backbone": backbone, "scheme": scheme,
               "lam": None if lam is None else float(lam) if _is_number(lam) else lam,
               "repeat": repeat, "fold": fold, "seed": seed, "metrics": {k: dict(v) for k, v in metrics.items()},
+              "pretrain_transfer": pretrain_transfer, "selection_metric": selection_metric,
               "val_calcium_dice": val_calcium_dice, "run_dir": str(run_dir), "wall_time_s": wall_time_s,
               "finished_utc": finished_utc, "package_version": package_version or __version__}
     validate_result(record, f"result of run {run_id!r}")

@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ivus_tf import __version__
-from ivus_tf.config import load_yaml, to_mapping
+from ivus_tf.config import to_mapping
 from ivus_tf.errors import InputError
 from ivus_tf.splits import case_tasks_from_index, fold_cases, load_or_create_splits
-from ivus_tf.training.config import TrainConfig, config_differences
+from ivus_tf.training.config import TrainConfig, config_differences, load_run_config
 from ivus_tf.training.distribute import check_workers_agree, describe, make_strategy, replicas, worker_run_dir
 from ivus_tf.training.schemes import Phase, PhaseCases, check_data, phases_of
 from ivus_tf.training.state import atomic_write_text
@@ -83,7 +83,8 @@ def plan_run(config: TrainConfig, log: Callable[[str], None] = print) -> RunPlan
     index = read_index(records)
     splits_path = Path(config.splits).expanduser() if config.splits else records.parent / f"{records.name}-splits.json"
     splits = load_or_create_splits(splits_path, case_tasks_from_index(index), test_fraction=config.test_fraction,
-                                   repeats=config.repeats, folds=config.folds, seed=config.split_seed)
+                                   n_test_cases=config.n_test_cases, repeats=config.repeats, folds=config.folds,
+                                   seed=config.split_seed, test_both_labels=config.test_both_labels)
     config = dataclasses.replace(config, data=str(records), splits=str(splits_path.resolve()))
     cases, _ = check_data(config, phases, splits, records, splits_path)
     test_cases = fold_cases(splits, config.repeat, config.fold)[2]
@@ -98,7 +99,7 @@ def _claim_run_dir(plan: RunPlan) -> bool:
     """Write config.yaml into a new run folder, or check an existing one holds this config. True if finished."""
     run_dir, path = plan.run_dir, plan.run_dir / CONFIG_NAME
     if path.is_file():
-        saved = load_yaml(TrainConfig, path)
+        saved = load_run_config(path)
         diffs = config_differences(saved, plan.config)
         if diffs:
             raise InputError(f"{run_dir}: holds a run with other settings ({'; '.join(diffs)}); pass another --out "
@@ -129,8 +130,8 @@ def _progress(plan: RunPlan) -> list[int]:
 
 def _hparams(config: TrainConfig) -> dict:
     keys = ("scheme", "arch", "lam", "width", "head", "image_size", "batch_size", "learning_rate", "epochs",
-            "pretrain_epochs", "freeze_encoder_epochs", "patience", "calcium_fraction", "loss_weighting",
-            "repeat", "fold", "seed")
+            "pretrain_epochs", "freeze_encoder_epochs", "pretrain_transfer", "patience", "calcium_fraction",
+            "loss_weighting", "selection_metric", "repeat", "fold", "seed")
     values = to_mapping(config)
     return {key: (values[key] if values[key] is not None else "same as epochs") for key in keys}
 
@@ -205,6 +206,8 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
                      "stopped_early": states[phase.name].stopped_early}
         for phase in plan.phases}
     metrics["run"] = {"scheme": config.scheme, "arch": config.arch, "repeat": config.repeat, "fold": config.fold,
+                      "seed": config.seed, "selection_metric": config.selection_metric,
+                      "pretrain_transfer": config.pretrain_transfer if config.scheme == "pretrain" else None,
                       "records": str(plan.records_dir), "splits": str(plan.splits_path),
                       "package_version": __version__}
     write_metrics_json(plan.run_dir / METRICS_NAME, metrics)
