@@ -8,10 +8,11 @@ per-task sample weights: 1 where the frame carries the task's label, else 0; fra
 
 with the sums over every pixel of every labelled frame of the batch ("over the batch", as Sudre et al. define it:
 one number per batch, not a mean of per-frame losses), and class weights from the inverse ground-truth area:
-`weighting="inverse_square"`: w_c = 1 / A_c^2 (Sudre's definition, the default); `"inverse"`: w_c = 1 / A_c (the
-wording of Bargsten et al.). GDL is unchanged when every w_c is scaled by one factor, so the weights are computed as
-(A_min / A_c)^k, A_min being the smallest present area: the same loss, without the 1e-12 values that 1 / A^2 takes
-for a batch of 12 frames of 256 x 256 pixels.
+`weighting="inverse_square"`: w_c = 1 / A_c^2 (Sudre's definition, the default of these functions); `"inverse"`:
+w_c = 1 / A_c (Bargsten et al.'s "weights proportional to the inverse ground truth segmentation areas": training's
+default, `TrainConfig.loss_weighting`, and configs/paper.yaml's). GDL is unchanged when every w_c is scaled by one
+factor, so the weights are computed as (A_min / A_c)^k, A_min being the smallest present area: the same loss,
+without the 1e-12 values that 1 / A^2 takes for a batch of 12 frames of 256 x 256 pixels.
 
 Absent classes. A class with no ground-truth pixel in the batch (A_c = 0; common for calcium, e.g. a batch of
 calcium-labelled frames without calcified plaque) has an infinite raw weight. It gets the largest finite weight

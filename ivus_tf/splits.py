@@ -10,9 +10,10 @@ cases (as in the paper), so pre-training on one task and fine-tuning on the othe
 Stratification: cases are grouped by task signature (`calcium`, `wall_lumen`, `calcium+wall_lumen`). The test set
 takes a share of each group proportional to its size (largest remainder), or with `test_both_labels` all its cases
 from the `calcium+wall_lumen` group (an error naming the counts when that group is too small). The test set holds
-`n_test_cases` cases, or round(`test_fraction` x cases) (at least one when the fraction is > 0). For each repeat, each group is shuffled
-and dealt round-robin over the folds, the dealing position carrying on from one group to the next, so every fold
-gets a fair share of each kind and fold sizes differ by at most one. The test set is the same in every repeat.
+`n_test_cases` cases, or round(`test_fraction` x cases) (at least one when the fraction is > 0). For each repeat,
+each group is shuffled and dealt round-robin over the folds, the dealing position carrying on from one group to the
+next, so every fold gets a fair share of each kind and fold sizes differ by at most one. The test set is the same in
+every repeat.
 
 Randomness is `random.Random(int)` seeded from sha256 of (seed, purpose, repeat, group) plus a hand-written
 Fisher-Yates shuffle; both are stable across Python and NumPy versions, so a splits file can be regenerated exactly.

@@ -9,7 +9,8 @@ Keys (a typo is an error listing the valid keys, `ivus_tf.config.from_mapping`):
 
 * `train_config`: a TrainConfig YAML (`ivus_tf/training/config.py`), relative to the grid file; empty = the
   TrainConfig defaults (the paper's settings). It fixes everything shared by the runs, including the split
-  (`repeats`, `folds`, `test_fraction`, `split_seed`): every run of a grid uses one splits file.
+  (`repeats`, `folds`, `test_fraction` or `n_test_cases`, `test_both_labels`, `split_seed`): every run of a grid
+  uses one splits file.
 * `train_overrides`: a mapping of TrainConfig fields applied on top of `train_config` (paths relative to the grid
   file). The fields a grid sets per run (`scheme`, `arch`, `lam`, `repeat`, `fold`, `out`, `backbone_weights`,
   `strategy`) are refused here; `seed` here is the base seed the runs' seeds derive from (below).

@@ -39,7 +39,8 @@ from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
 from ivus_tf.models.build import ENCODER_NAME, build_model, transfer_weights
 from ivus_tf.training.callbacks import FiniteLossGuard, PhaseCheckpoint
 from ivus_tf.training.config import TrainConfig
-from ivus_tf.training.distribute import make_strategy, prepare_for_fit, replicas, shard_by_data
+from ivus_tf.training.distribute import make_strategy, prepare_for_fit, replicas, shard_by_data, \
+    synchronize_batch_norm
 from ivus_tf.training.schemes import Phase, PhaseCases
 from ivus_tf.training.state import BEST_MODEL, LAST_WEIGHTS, PhaseState, read_state, save_model_atomic, \
     write_state
@@ -54,13 +55,15 @@ def pipeline_config(config: TrainConfig, tasks: Sequence[str], train: bool = Tru
 
 def build_phase_model(config: TrainConfig, phase: Phase, synchronized: bool = False) -> keras.Model:
     """The phase's model, every batch norm layer with momentum `config.bn_momentum` (saved in its config) and,
-    with `synchronized` (training under a strategy with several replicas), statistics over the global batch."""
+    with `synchronized` (training under a strategy with several replicas), statistics over the global batch
+    (`synchronize_batch_norm`: Keras's own synchronized variance cancels catastrophically)."""
     model = build_model(config.arch, phase.tasks, (config.image_size, config.image_size, 1), width=config.width,
                         head=config.head, name=f"{config.arch}_{phase.name}", **config.model_options())
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
-            layer.synchronized = synchronized
+            if synchronized:
+                synchronize_batch_norm(layer)
     return model
 
 

@@ -10,8 +10,9 @@
    (`calcium_fraction`), loss `lam * L_calcium + L_wall_lumen`.
 
 Every phase selects its model by the best validation Dice of its `monitor_task` (calcium, or for wall-lumen
-pre-training the mean Dice of lumen and vessel wall), per frame or pooled (`selection_metric`), with early stopping, and is checkpointed and logged under its
-own name (`checkpoints/<phase>/`, `tb/<phase>/`). The last phase's selected model is the run's model.
+pre-training the mean Dice of lumen and vessel wall), per frame or pooled (`selection_metric`), with early stopping,
+and is checkpointed and logged under its own name (`checkpoints/<phase>/`, `tb/<phase>/`). The last phase's selected
+model is the run's model.
 
 `check_data` says, before anything trains, whether the records and the split give every phase what it needs.
 This module does not import TensorFlow.
