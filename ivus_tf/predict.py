@@ -1,17 +1,24 @@
 """`predict`: turn a pullback into masks, overlays and calcium measurements with an exported model.
 
-    python -m ivus_tf.predict --model saved_models/NAME/V --input PATH --out DIR [--pixel-spacing-mm S]
-        [--batch-size 12] [--pullback-speed-mm-s V --frame-rate-hz F] [--engine auto|onnxruntime|tensorflow]
-        [--no-overlays] [--overwrite]
+    python -m ivus_tf.predict --model saved_models/NAME/V [--model ...] --input PATH --out DIR [--tta]
+        [--pixel-spacing-mm S] [--batch-size 12] [--pullback-speed-mm-s V --frame-rate-hz F]
+        [--engine auto|onnxruntime|tensorflow] [--postprocess default|none|FILE.yaml | --no-postprocess]
+        [--arc-gap-deg 20] [--no-overlays] [--overwrite]
 
 PATH is a folder of frames, a multi-frame DICOM file or a manifest CSV (`ivus_tf.pullback_io`). The model is an
 export of `ivus_tf.export` (SavedModel, optionally `model.onnx` beside it), loaded with `load_exported`; it takes
 uint8 frames of any size and answers at that size. Frames stream through: read one at a time, predicted in
 batches of consecutive frames of equal size, written, dropped; memory does not grow with the pullback.
+`--model` given several times averages the models' probabilities, `--tta` adds mirrored passes
+(`ivus_tf.ensemble`: members x 4 forward passes per frame); the masks are then cleaned (`ivus_tf.postprocess`,
+default on) before they are measured, written and drawn.
 
 DIR holds, per frame (`<name>` = frame_id, or `<case_id>_<frame_id>` for a manifest):
     masks/<name>_calcium.png      calcium mask, 0 / 255
     masks/<name>_wall_lumen.png   labels 0 background, 1 lumen, 2 vessel wall
+    masks/<name>_calcium_uncertainty.png, _wall_lumen_uncertainty.png
+                                  with several models or --tta: the per-pixel spread across the passes, 16-bit,
+                                  std of the probability = value / 131070 (65535 = 0.5, the largest possible)
     overlays/<name>.png           the frame with contours: calcium red, lumen yellow, vessel (EEM) cyan, the arc's
                                   viewpoint as a small white cross, and the frame's numbers (unless --no-overlays)
 and once:
@@ -38,14 +45,18 @@ import numpy as np
 
 from ivus_tf import __version__
 from ivus_tf.errors import ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number, run_cli
-from ivus_tf.measurements import frame_measurements, pullback_summary
+from ivus_tf.ensemble import Ensemble, uncertainty_png
+from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG, frame_measurements, pullback_summary
+from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_postprocess, postprocess_frame
 from ivus_tf.progress import progress
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
 
 CSV_COLUMNS = ("case_id", "frame_id", "calcium_area_mm2", "calcium_arc_deg", "lumen_area_mm2", "vessel_area_mm2",
-               "plaque_burden_percent", "pixel_spacing_mm", "arc_center")
+               "plaque_burden_percent", "pixel_spacing_mm", "arc_center", "calcium_arc_unbridged_deg",
+               "calcium_uncertainty_mean", "wall_lumen_uncertainty_mean")
 CSV_DECIMALS = {"calcium_area_mm2": 4, "calcium_arc_deg": 2, "lumen_area_mm2": 4, "vessel_area_mm2": 4,
-                "plaque_burden_percent": 2}
+                "plaque_burden_percent": 2, "calcium_arc_unbridged_deg": 2, "calcium_uncertainty_mean": 5,
+                "wall_lumen_uncertainty_mean": 5}
 TASK_OUTPUTS = {"calcium": "calcium_mask", "wall_lumen": "wall_lumen_labels"}
 ENGINES = ("auto", "onnxruntime", "tensorflow")
 SUMMARY_NAME = "summary.json"
@@ -108,7 +119,8 @@ def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Seque
             shape = tuple(np.shape(outputs[name]))
             if shape != stack.shape:
                 raise InputError(f"{where}: output {name!r} has shape {shape} for frames of shape {stack.shape}")
-        arrays = {name: np.asarray(outputs[name]) for name in names}
+        extra = [f"{task}_uncertainty{suffix}" for task in tasks for suffix in ("", "_mean")]
+        arrays = {name: np.asarray(outputs[name]) for name in names + [n for n in extra if n in outputs]}
         for i, frame in enumerate(batch):
             yield frame, {name: array[i] for name, array in arrays.items()}
 
@@ -193,15 +205,20 @@ def _check_out_dir(out_dir: Path, overwrite: bool, inputs: Sequence[Path]) -> No
 
 # ---------------------------------------------------------------------------------------------------- runner
 
-def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+def run_predict(model_path, input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                 pixel_spacing_mm: float | None = None, batch_size: int = 12,
                 pullback_speed_mm_s: float | None = None, frame_rate_hz: float | None = None,
                 overlays: bool = True, overwrite: bool = False, engine: str = "auto", model=None,
-                warnings: Warnings | None = None, show_summary: bool = True) -> dict:
+                warnings: Warnings | None = None, show_summary: bool = True, tta: bool = False,
+                postprocess: PostprocessConfig | str | None = "default",
+                arc_gap_deg: float = DEFAULT_ARC_GAP_DEG) -> dict:
     """Predict every frame of `input_path` into `out_dir` (module docstring); return the summary.json dict.
 
-    `model` is an already loaded ExportedModel-like object (`.engine`, `.tasks`, `.info`, `.predict(frames)`);
-    by default it is loaded from `model_path` with `load_model`.
+    `model_path` is one export folder or a list of them (an ensemble); `model` is an already loaded
+    ExportedModel-like object (`.engine`, `.tasks`, `.info`, `.predict(frames)`) or a list of them; by default
+    they are loaded from `model_path` with `load_model`. `postprocess`: a `PostprocessConfig`, a preset name or
+    YAML file (`ivus_tf.postprocess.load_postprocess`), or None (off). `arc_gap_deg`: calcium arc gap bridging
+    (`ivus_tf.measurements`; 0 = off).
     """
     from tfrecords_builder.writer import atomic_output_dir
 
@@ -213,7 +230,12 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
     speed = None if pullback_speed_mm_s is None else positive_number(pullback_speed_mm_s, "--pullback-speed-mm-s")
     rate = None if frame_rate_hz is None else positive_number(frame_rate_hz, "--frame-rate-hz")
     warnings = warnings or Warnings()
-    model_path, out_dir = Path(model_path), Path(out_dir)
+    model_paths = [Path(p) for p in (model_path if isinstance(model_path, (list, tuple)) else [model_path])]
+    model_path, out_dir = model_paths[0], Path(out_dir)
+    if isinstance(postprocess, str):
+        postprocess = load_postprocess(postprocess)
+    if not (math.isfinite(arc_gap_deg) and 0 <= arc_gap_deg < 180):
+        raise InputError(f"--arc-gap-deg must be in [0, 180), got {arc_gap_deg}")
     pullback = open_pullback(input_path, pixel_spacing_mm, warnings)
     rate_source = "--frame-rate-hz" if rate is not None else None
     if rate is None and pullback.frame_rate_hz is not None:
@@ -222,9 +244,13 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         warnings.once("length", "calcium lengths in mm need both --pullback-speed-mm-s and --frame-rate-hz "
                                 f"({'no pullback speed' if speed is None else 'no frame rate'} given); "
                                 "reporting frame counts only")
-    _check_out_dir(out_dir, overwrite, [pullback.path, model_path])
+    _check_out_dir(out_dir, overwrite, [pullback.path, *model_paths])
     if model is None:
-        model = load_model(model_path, engine)
+        model = [load_model(path, engine) for path in model_paths]
+    if isinstance(model, (list, tuple)) or tta:
+        members = list(model) if isinstance(model, (list, tuple)) else [model]
+        names = [os.path.abspath(p) for p in model_paths] if len(model_paths) == len(members) else None
+        model = Ensemble(members, names, tta=tta)
     tasks = model_tasks(model, str(model_path))
     if "wall_lumen" not in tasks:
         warnings.once("tasks", f"{model_path}: calcium-only model: no lumen or vessel measurements, and arcs are "
@@ -242,7 +268,7 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
             writer.writerow(CSV_COLUMNS)
             results = predict_frames(model, pullback, int(batch_size), tasks, where=str(model_path))
             for frame, outputs in progress(results, total=len(pullback), desc="predict", unit="frames"):
-                values = _write_frame(tmp, frame, outputs, overlays)
+                values = _write_frame(tmp, frame, outputs, overlays, postprocess, arc_gap_deg)
                 writer.writerow([_csv_value(column, values[column]) for column in CSV_COLUMNS])
                 per_case.setdefault(frame.case_id, []).append(
                     {"calcium_area_mm2": values["calcium_area_mm2"], "calcium_arc_deg": values["calcium_arc_deg"]})
@@ -254,7 +280,7 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         summary = _json_safe({
             "package_version": __version__,
             "input": os.path.abspath(pullback.path), "input_kind": pullback.kind,
-            "model": os.path.abspath(getattr(model, "path", model_path)), "engine": model.engine,
+            "model": _abspaths(getattr(model, "path", model_path)), "engine": model.engine,
             "engine_providers": list(getattr(model, "providers", ()) or ()), "tasks": list(tasks),
             "model_info": getattr(model, "info", None),
             "frames": frames, "frames_per_s": frames / streaming if streaming > 0 else None,
@@ -262,6 +288,8 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
             "cpu_seconds_predicting": time.process_time() - stream_cpu_start,  # all threads; robust to other jobs
             "pixel_spacing_mm": sorted(spacings), "pixel_spacing_source": pullback.spacing_source,
             "frame_rate_source": rate_source, "batch_size": int(batch_size), "overlays": bool(overlays),
+            "ensemble": model.describe() if isinstance(model, Ensemble) else None,
+            "postprocess": describe_postprocess(postprocess), "arc_gap_deg": float(arc_gap_deg),
             "warnings": list(warnings.said.values()),
             "pullbacks": {case_id: pullback_summary(rows, speed, rate) for case_id, rows in per_case.items()},
         })
@@ -270,6 +298,11 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
     if show_summary:
         print_summary(summary, out_dir)
     return summary
+
+
+def _abspaths(path):
+    """One path as an absolute string; an ensemble's paths as a list of them."""
+    return [os.path.abspath(p) for p in path] if isinstance(path, (list, tuple)) else os.path.abspath(path)
 
 
 def _json_safe(value):
@@ -283,11 +316,17 @@ def _json_safe(value):
     return value
 
 
-def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool) -> dict:
-    calcium = outputs.get("calcium_mask")
-    labels = outputs.get("wall_lumen_labels")
-    values = frame_measurements(calcium, labels, frame.pixel_spacing_mm)
+def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool,
+                 postprocess: PostprocessConfig | None = None, arc_gap_deg: float = DEFAULT_ARC_GAP_DEG) -> dict:
+    calcium, labels = postprocess_frame(outputs.get("calcium_mask"), outputs.get("wall_lumen_labels"),
+                                        frame.pixel_spacing_mm, postprocess)
+    values = frame_measurements(calcium, labels, frame.pixel_spacing_mm, arc_gap_deg=arc_gap_deg)
     values.update(case_id=frame.case_id, frame_id=frame.frame_id, pixel_spacing_mm=frame.pixel_spacing_mm)
+    for task in TASK_OUTPUTS:
+        values[f"{task}_uncertainty_mean"] = float(outputs.get(f"{task}_uncertainty_mean", math.nan))
+        if f"{task}_uncertainty" in outputs:
+            _write_png(tmp / "masks" / f"{frame.name}_{task}_uncertainty.png",
+                       uncertainty_png(outputs[f"{task}_uncertainty"]))
     if calcium is not None:
         _write_png(tmp / "masks" / f"{frame.name}_calcium.png", (calcium != 0).astype(np.uint8) * 255)
     if labels is not None:
@@ -324,6 +363,13 @@ def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
                   f"{'yes' if s['arc_over_270_for_5mm'] else 'no'}), {s['frame_interval_mm']:.4f} mm per frame",
                   file=stream)
     print(f"engine: {summary['engine']}", file=stream)
+    ensemble, cleaning = summary.get("ensemble"), summary.get("postprocess") or {}
+    if ensemble and ensemble["forward_passes_per_frame"] > 1:
+        print(f"ensemble: {len(ensemble['models'])} model(s) x {len(ensemble['flips'])} view(s) = "
+              f"{ensemble['forward_passes_per_frame']} forward passes per frame; uncertainty maps in masks/",
+              file=stream)
+    if cleaning:
+        print(f"masks post-processed: {cleaning['preset'] if cleaning['enabled'] else 'no'}", file=stream)
     print(f"wrote {out_dir}: {summary['frames']} frames in {summary['seconds_predicting']:.1f} s "
           f"({summary['frames_per_s']:.2f} frames/s; {summary['seconds_total']:.1f} s with opening the input and "
           "loading the model)", file=stream)
@@ -334,7 +380,12 @@ def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m ivus_tf.predict",
                             description="Segment calcium, lumen and vessel in a pullback and measure calcium.")
-    parser.add_argument("--model", required=True, help="exported model folder (saved_models/NAME/VERSION)")
+    parser.add_argument("--model", required=True, action="append",
+                        help="exported model folder (saved_models/NAME or NAME/VERSION); give it several times "
+                             "to average the models' probabilities (an ensemble, e.g. the fold models of a run)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: also run every model on the frames mirrored horizontally, "
+                             "vertically and both, and average (4x the forward passes)")
     parser.add_argument("--input", required=True,
                         help="folder of frames (PNG/TIFF/BMP/JPEG), multi-frame DICOM file, or manifest CSV")
     parser.add_argument("--out", required=True, help="output folder to create")
@@ -348,6 +399,13 @@ def build_parser() -> ArgumentParser:
                         help="frames per second (default: the DICOM's FrameTime or CineRate when present)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine (default auto: onnxruntime when model.onnx and onnxruntime exist)")
+    parser.add_argument("--postprocess", default="default", metavar="NAME|FILE.yaml",
+                        help="mask cleaning (ivus_tf.postprocess): default (on), none, or a YAML file of "
+                             "PostprocessConfig fields")
+    parser.add_argument("--no-postprocess", action="store_true", help="write the raw masks (= --postprocess none)")
+    parser.add_argument("--arc-gap-deg", type=float, default=DEFAULT_ARC_GAP_DEG, metavar="G",
+                        help="bridge angular gaps below G degrees between calcium pieces at similar depth when "
+                             "measuring the arc (default %(default)g; 0 = the exact union only)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs (faster)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing predict output folder")
     return parser
@@ -358,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_predict(args.model, args.input, args.out, pixel_spacing_mm=args.pixel_spacing_mm,
                 batch_size=args.batch_size, pullback_speed_mm_s=args.pullback_speed_mm_s,
                 frame_rate_hz=args.frame_rate_hz, overlays=not args.no_overlays, overwrite=args.overwrite,
-                engine=args.engine)
+                engine=args.engine, tta=args.tta, postprocess="none" if args.no_postprocess else args.postprocess,
+                arc_gap_deg=args.arc_gap_deg)
     return 0
 
 
