@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 __all__ = ["FLIPS", "UNCERTAINTY_FULL_SCALE", "Ensemble", "uncertainty_png"]
 

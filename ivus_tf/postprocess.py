@@ -37,13 +37,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import LUMEN, VESSEL_WALL, check_wall_lumen_labels
 from ivus_tf.metrics import as_mask, validate_pixel_spacing_mm
 
 __all__ = ["PRESETS", "PostprocessConfig", "clean_calcium", "clean_wall_lumen", "describe_postprocess",
            "load_postprocess", "postprocess_frame", "remove_islands"]
 
-LUMEN, VESSEL_WALL = 1, 2
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
@@ -81,7 +81,7 @@ PRESETS = {
 
 def load_postprocess(name_or_path: str) -> PostprocessConfig:
     """A preset (`PRESETS`: "default", "none") or a YAML file of `PostprocessConfig` fields (the rest default)."""
-    from ivus_tf.config import load_yaml
+    from ivus_tf.core.config import load_yaml
 
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
@@ -149,9 +149,7 @@ def _region_holding_most(mask: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 def clean_wall_lumen(wall_lumen_labels, pixel_spacing_mm, config: PostprocessConfig) -> np.ndarray:
     """Steps 1, 2 and 5 of the module docstring on a label map (0 background, 1 lumen, 2 vessel wall)."""
-    labels = np.asarray(wall_lumen_labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise InputError(f"wall_lumen_labels must be a 2-D integer label map, got {labels.dtype} {labels.shape}")
+    labels = check_wall_lumen_labels(wall_lumen_labels)
     dy, dx = validate_pixel_spacing_mm(pixel_spacing_mm)
     lumen = labels == LUMEN
     vessel = (labels == LUMEN) | (labels == VESSEL_WALL)
@@ -176,7 +174,7 @@ def clean_calcium(calcium_mask, wall_lumen_labels, pixel_spacing_mm, config: Pos
     calcium = as_mask(calcium_mask, "calcium_mask").copy()
     dy, dx = validate_pixel_spacing_mm(pixel_spacing_mm)
     if wall_lumen_labels is not None:
-        labels = np.asarray(wall_lumen_labels)
+        labels = check_wall_lumen_labels(wall_lumen_labels)
         if labels.shape != calcium.shape:
             raise InputError(f"calcium_mask {calcium.shape} and wall_lumen_labels {labels.shape} shapes differ")
         vessel = (labels == LUMEN) | (labels == VESSEL_WALL)

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.postprocess import (PRESETS, PostprocessConfig, clean_calcium, clean_wall_lumen, describe_postprocess,
                                  load_postprocess, postprocess_frame, remove_islands)
 
