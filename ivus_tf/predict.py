@@ -45,11 +45,10 @@ import cv2
 import numpy as np
 
 from ivus_tf import __version__
-from ivus_tf.errors import (ArgumentParser, InputError, finite_float_arg, non_negative_float_arg, positive_float_arg,
-                            positive_int_arg, positive_number, run_cli)
+from ivus_tf.errors import ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number, run_cli
 from ivus_tf.measurements import frame_measurements, pullback_summary
 from ivus_tf.progress import progress
-from ivus_tf.pullback.assemble import ReportSettings
+from ivus_tf.pullback.assemble import ReportSettings, add_report_arguments, report_summary_lines
 from ivus_tf.pullback.collect import FRAME_COLUMNS, PullbackCollector
 from ivus_tf.pullback.geometry import require_lengths, resolve_geometry
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
@@ -348,13 +347,7 @@ def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool) -> dict
     if labels is not None:
         _write_png(tmp / "masks" / f"{frame.name}_wall_lumen.png", labels.astype(np.uint8))
     if overlays:
-        from ivus_tf.measurements import arc_center
-
-        center = None
-        if calcium is not None and np.any(calcium):
-            lumen = None if labels is None else labels == 1
-            vessel = None if labels is None else labels != 0
-            center = arc_center(frame.image.shape, lumen, vessel)[:2]
+        center = values["arc_center_rc"] if calcium is not None and np.any(calcium) else None
         _write_png(tmp / "overlays" / f"{frame.name}.png",
                    render_overlay(frame.image, calcium, labels, center, _overlay_text(frame, values)),
                    OVERLAY_PNG_PARAMS)
@@ -378,17 +371,8 @@ def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
                   f"{_format(s['longest_arc_over_270_mm'], ' mm', 2)} (>= 5 mm: "
                   f"{'yes' if s['arc_over_270_for_5mm'] else 'no'}), {s['frame_interval_mm']:.4f} mm per frame",
                   file=stream)
-    for case_id, lesions in ((summary.get("report") or {}).get("lesions") or {}).items():
-        print(f"{case_id}: {len(lesions)} calcified lesion{'' if len(lesions) == 1 else 's'}", file=stream)
-        for lesion in lesions:
-            print(f"  L{lesion['lesion']}: {lesion['start_mm']:.1f}-{lesion['end_mm']:.1f} mm "
-                  f"({lesion['length_mm']:.1f} mm), IVUS calcium score {lesion['calcium_score']}, underexpansion "
-                  f"risk {lesion['underexpansion_risk']}", file=stream)
-    if summary.get("report"):
-        print(f"report: {out_dir / summary['report']['html']}", file=stream)
-    if summary.get("dicom_seg"):
-        print(f"DICOM segmentation: {out_dir / summary['dicom_seg']['path']} ({summary['dicom_seg']['frames']} "
-              "frames)", file=stream)
+    for line in report_summary_lines(summary, out_dir):
+        print(line, file=stream)
     print(f"engine: {summary['engine']}", file=stream)
     print(f"wrote {out_dir}: {summary['frames']} frames in {summary['seconds_predicting']:.1f} s "
           f"({summary['frames_per_s']:.2f} frames/s; {summary['seconds_total']:.1f} s with opening the input and "
@@ -417,26 +401,7 @@ def build_parser() -> ArgumentParser:
                         help="inference engine (default auto: onnxruntime when model.onnx and onnxruntime exist)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs (faster)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing predict output folder")
-    report = parser.add_argument_group("pullback report (docs/pullback_report.md)")
-    report.add_argument("--report", action="store_true",
-                        help="write report.html and report.json: lesions, IVUS calcium score, L-mode, worst frames "
-                             "(needs the pullback speed and frame rate, from the DICOM or the flags)")
-    defaults = ReportSettings()
-    report.add_argument("--lmode-angle-deg", type=finite_float_arg, default=defaults.lmode_angle_deg, metavar="A",
-                        help="angle of the L-mode cut, degrees counter-clockwise from 3 o'clock (default 0); a "
-                             "second cut through the most calcium is always drawn")
-    report.add_argument("--lesion-gap-mm", type=non_negative_float_arg, default=defaults.lesion_gap_mm,
-                        metavar="G", help="bridge gaps between calcified frames up to G mm (default 1)")
-    report.add_argument("--lesion-min-length-mm", type=non_negative_float_arg,
-                        default=defaults.lesion_min_length_mm, metavar="L",
-                        help="shortest calcified segment reported as a lesion (default 0.5 mm)")
-    report.add_argument("--calcium-min-area-mm2", type=non_negative_float_arg,
-                        default=defaults.calcium_min_area_mm2, metavar="A",
-                        help="a frame is calcified when its calcium area exceeds A mm2 (default 0: any calcium)")
-    report.add_argument("--superficial-depth-mm", type=positive_float_arg, default=defaults.superficial_depth_mm,
-                        metavar="D", help="calcium within D mm of the lumen border is superficial (default 0.5)")
-    parser.add_argument("--dicom-seg", action="store_true",
-                        help="DICOM input: also write the masks as a DICOM Segmentation (segmentation.dcm)")
+    add_report_arguments(parser)
     return parser
 
 
@@ -446,11 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size, pullback_speed_mm_s=args.pullback_speed_mm_s,
                 frame_rate_hz=args.frame_rate_hz, overlays=not args.no_overlays, overwrite=args.overwrite,
                 engine=args.engine, report=args.report, dicom_seg=args.dicom_seg,
-                report_settings=ReportSettings(lesion_gap_mm=args.lesion_gap_mm,
-                                               lesion_min_length_mm=args.lesion_min_length_mm,
-                                               calcium_min_area_mm2=args.calcium_min_area_mm2,
-                                               superficial_depth_mm=args.superficial_depth_mm,
-                                               lmode_angle_deg=args.lmode_angle_deg))
+                report_settings=ReportSettings.from_args(args))
     return 0
 
 

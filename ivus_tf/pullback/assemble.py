@@ -52,11 +52,56 @@ class ReportSettings:
     superficial_depth_mm: float = 0.5
     lmode_angle_deg: float = 0.0
 
+    @classmethod
+    def from_args(cls, args) -> "ReportSettings":
+        return cls(**{name: getattr(args, name) for name in cls.__dataclass_fields__})
+
     def lesion_settings(self) -> LesionSettings:
         return LesionSettings(self.lesion_gap_mm, self.lesion_min_length_mm, self.calcium_min_area_mm2)
 
     def score_settings(self) -> ScoreSettings:
         return ScoreSettings(superficial_depth_mm=self.superficial_depth_mm)
+
+
+def add_report_arguments(parser) -> None:
+    """predict's --report flags (the `ReportSettings` fields) and --dicom-seg."""
+    from ivus_tf.errors import finite_float_arg, non_negative_float_arg, positive_float_arg
+
+    group = parser.add_argument_group("pullback report (docs/pullback_report.md)")
+    group.add_argument("--report", action="store_true",
+                       help="write report.html and report.json: lesions, IVUS calcium score, L-mode, worst frames "
+                            "(needs the pullback speed and frame rate, from the DICOM or the flags)")
+    defaults = ReportSettings()
+    group.add_argument("--lmode-angle-deg", type=finite_float_arg, default=defaults.lmode_angle_deg, metavar="A",
+                       help="angle of the L-mode cut, degrees counter-clockwise from 3 o'clock (default 0); a "
+                            "second cut through the most calcium is always drawn")
+    group.add_argument("--lesion-gap-mm", type=non_negative_float_arg, default=defaults.lesion_gap_mm, metavar="G",
+                       help="bridge gaps between calcified frames up to G mm (default 1)")
+    group.add_argument("--lesion-min-length-mm", type=non_negative_float_arg, default=defaults.lesion_min_length_mm,
+                       metavar="L", help="shortest calcified segment reported as a lesion (default 0.5 mm)")
+    group.add_argument("--calcium-min-area-mm2", type=non_negative_float_arg,
+                       default=defaults.calcium_min_area_mm2, metavar="A",
+                       help="a frame is calcified when its calcium area exceeds A mm2 (default 0: any calcium)")
+    group.add_argument("--superficial-depth-mm", type=positive_float_arg, default=defaults.superficial_depth_mm,
+                       metavar="D", help="calcium within D mm of the lumen border is superficial (default 0.5)")
+    group.add_argument("--dicom-seg", action="store_true",
+                       help="DICOM input: also write the masks as a DICOM Segmentation (segmentation.dcm)")
+
+
+def report_summary_lines(summary: Mapping, out_dir: Path) -> list[str]:
+    """predict's closing lines about the report and the DICOM segmentation (none without them)."""
+    lines = []
+    for case_id, lesions in ((summary.get("report") or {}).get("lesions") or {}).items():
+        lines.append(f"{case_id}: {len(lesions)} calcified lesion{'' if len(lesions) == 1 else 's'}")
+        lines += [f"  L{lesion['lesion']}: {lesion['start_mm']:.1f}-{lesion['end_mm']:.1f} mm "
+                  f"({lesion['length_mm']:.1f} mm), IVUS calcium score {lesion['calcium_score']}, underexpansion "
+                  f"risk {lesion['underexpansion_risk']}" for lesion in lesions]
+    if summary.get("report"):
+        lines.append(f"report: {Path(out_dir) / summary['report']['html']}")
+    if summary.get("dicom_seg"):
+        lines.append(f"DICOM segmentation: {Path(out_dir) / summary['dicom_seg']['path']} "
+                     f"({summary['dicom_seg']['frames']} frames)")
+    return lines
 
 
 def _extreme(values: np.ndarray, kind: str, frame_ids: Sequence[str], positions_mm: np.ndarray) -> dict:

@@ -83,9 +83,9 @@ class PullbackCollector:
         if calcium is not None and not np.any(calcium):
             superficial = 0.0
         elif calcium is not None and lumen is not None and lumen.any():
-            row, col, _ = arc_center(calcium.shape, lumen, labels != 0)
-            superficial = superficial_calcium_arc_deg(calcium != 0, lumen, (row, col), frame.pixel_spacing_mm,
-                                                      self.superficial_depth_mm)
+            center = values.get("arc_center_rc") or arc_center(calcium.shape, lumen, labels != 0)[:2]
+            superficial = superficial_calcium_arc_deg(calcium != 0, lumen, center, frame.pixel_spacing_mm,
+                                                      self.superficial_depth_mm, values.get("calcium_arc_deg"))
         extra = {"position_mm": self.geometry.position_mm(index) if index < self.geometry.frames else math.nan,
                  "superficial_calcium_arc_deg": superficial,
                  "lumen_diameter_mm": equivalent_diameter_mm(values["lumen_area_mm2"]),

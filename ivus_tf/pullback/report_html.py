@@ -107,7 +107,9 @@ def _geometry(geometry: Mapping, spacing) -> str:
         "</table>"
 
 
-def _lesion_table(lesions) -> str:
+def _lesion_table(lesions, tasks) -> str:
+    if "calcium" not in tasks:
+        return "<p class='no-lesions'>This model has no calcium output: no lesions can be found.</p>"
     if not lesions:
         return "<p class='no-lesions'>No calcified lesion found in this pullback.</p>"
     head = ("Lesion", "Start&ndash;end (mm)", "Length (mm)", "Max arc (&deg;)", "Mean arc (&deg;)",
@@ -168,7 +170,7 @@ CAPTIONS = {
 }
 
 
-def _pullback(entry: Mapping, figures: Mapping[str, bytes]) -> str:
+def _pullback(entry: Mapping, figures: Mapping[str, bytes], tasks) -> str:
     summary, geometry = entry["summary"], entry["geometry"]
     cards = [(f"{geometry['pullback_length_mm']:.1f} mm", f"pullback, {summary['frames']} frames"),
              (str(summary["lesions"]), "calcified lesions"),
@@ -183,7 +185,7 @@ def _pullback(entry: Mapping, figures: Mapping[str, bytes]) -> str:
              "<div class='cards'>" + "".join(f"<div class='card'><div class='value'>{v}</div><div class='label'>"
                                              f"{label}</div></div>" for v, label in cards) + "</div>",
              _geometry(geometry, entry["pixel_spacing_mm"]), "<h3>Lesions</h3>",
-             _lesion_table(entry["lesions"])]
+             _lesion_table(entry["lesions"], tasks)]
     parts += [_score_details(lesion) for lesion in entry["lesions"]]
     parts.append(LEGEND)
     for name in ("profiles", "lmode", "frames"):
@@ -205,7 +207,8 @@ def render_html(report: Mapping, figures: Mapping[str, Mapping[str, bytes]]) -> 
             _meta(report)]
     if warnings:
         body.append(f"<div class='notice'><b>Warnings</b><ul>{warnings}</ul></div>")
-    body += [_pullback(entry, figures.get(entry["case_id"], {})) for entry in report["pullbacks"]]
+    tasks = report.get("tasks", ("calcium", "wall_lumen"))
+    body += [_pullback(entry, figures.get(entry["case_id"], {}), tasks) for entry in report["pullbacks"]]
     body.append(f"<h2>Definitions</h2><dl class='definitions'>{definitions}</dl>")
     body.append(f"<footer>ivus-tf {_e(report['package_version'])} &middot; report schema "
                 f"{report['schema_version']} &middot; all numbers are in report.json; per-frame values in "
