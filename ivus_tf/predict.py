@@ -32,7 +32,6 @@ earlier predict output (it holds summary.json) or empty.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import shutil
@@ -44,10 +43,12 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from ivus_tf import __version__
-from ivus_tf.errors import ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number, run_cli
+from ivus_tf.core.atomic import atomic_output_dir, check_output_dir, json_ready, json_text
+from ivus_tf.core.errors import (ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number,
+                                 run_cli)
+from ivus_tf.core.progress import progress
+from ivus_tf.core.version import __version__
 from ivus_tf.measurements import frame_measurements, pullback_summary
-from ivus_tf.progress import progress
 from ivus_tf.pullback.assemble import ReportSettings, add_report_arguments, report_summary_lines
 from ivus_tf.pullback.collect import FRAME_COLUMNS, PullbackCollector
 from ivus_tf.pullback.geometry import require_lengths, resolve_geometry
@@ -187,23 +188,6 @@ def _write_png(path: Path, array: np.ndarray, params: Sequence[int] = ()) -> Non
 
 # ---------------------------------------------------------------------------------------------------- checks
 
-def _check_out_dir(out_dir: Path, overwrite: bool, inputs: Sequence[Path]) -> None:
-    """Refuse an output folder whose replacement would destroy something other than an earlier predict output."""
-    out_real = Path(os.path.realpath(out_dir))
-    for path in inputs:
-        real = Path(os.path.realpath(path))
-        if real == out_real or real.is_relative_to(out_real):
-            raise InputError(f"{out_dir}: is or holds the input {path}; choose another --out folder")
-    if not out_dir.exists():
-        return
-    if not overwrite:
-        raise InputError(f"{out_dir}: already exists; pass --overwrite to replace it")
-    if not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder")
-    if any(out_dir.iterdir()) and not (out_dir / SUMMARY_NAME).is_file():
-        raise InputError(f"{out_dir}: not empty and not a predict output (no {SUMMARY_NAME}); refusing to replace it")
-
-
 # ---------------------------------------------------------------------------------------------------- runner
 
 def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -218,8 +202,6 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
     by default it is loaded from `model_path` with `load_model`. `report` writes the pullback report
     (`ivus_tf.pullback`), `dicom_seg` the DICOM Segmentation of a DICOM input.
     """
-    from tfrecords_builder.writer import atomic_output_dir
-
     start = time.perf_counter()
     if int(batch_size) < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
@@ -245,7 +227,7 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         warnings.once("length", "calcium lengths in mm need both --pullback-speed-mm-s and --frame-rate-hz "
                                 f"({'no pullback speed' if first.pullback_speed_mm_s is None else 'no frame rate'} "
                                 "given or in the input); reporting frame counts only")
-    _check_out_dir(out_dir, overwrite, [pullback.path, model_path])
+    check_output_dir(out_dir, overwrite, SUMMARY_NAME, "predict output", [pullback.path, model_path])
     if model is None:
         model = load_model(model_path, engine)
     tasks = model_tasks(model, str(model_path))
@@ -293,7 +275,7 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         meta = {"input": os.path.abspath(pullback.path), "input_name": pullback.path.name,
                 "input_kind": pullback.kind, "model": os.path.abspath(getattr(model, "path", model_path)),
                 "engine": model.engine, "tasks": list(tasks), "pixel_spacing_source": pullback.spacing_source}
-        summary = _json_safe({
+        summary = json_ready({
             "package_version": __version__, **{k: v for k, v in meta.items() if k != "input_name"},
             "engine_providers": list(getattr(model, "providers", ()) or ()),
             "model_info": getattr(model, "info", None),
@@ -319,22 +301,10 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
                                       "underexpansion_risk": lesion["calcium_score"]["underexpansion_risk"]}
                                    for lesion in entry["lesions"]] for entry in written["pullbacks"]}}
         summary["warnings"] = list(warnings.said.values())
-        (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=1, default=str, allow_nan=False)
-                                        + "\n", encoding="utf-8")
+        (tmp / SUMMARY_NAME).write_text(json_text(summary, default=str), encoding="utf-8")
     if show_summary:
         print_summary(summary, out_dir)
     return summary
-
-
-def _json_safe(value):
-    """NaN and infinities as null: summary.json stays strict JSON (a pullback without frames has no maximum arc)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool) -> dict:

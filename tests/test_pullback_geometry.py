@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.pullback.geometry import DicomTiming, dicom_timing, require_lengths, resolve_geometry
 
 

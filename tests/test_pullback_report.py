@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ivus_tf.errors import run_cli
+from ivus_tf.core.errors import run_cli
 from ivus_tf.predict import main, run_predict
 from ivus_tf.pullback.calcium_score import ITEMS
 from ivus_tf.pullback.lmode import LModeAccumulator

@@ -12,15 +12,14 @@ The per-frame table is predict's measurements.csv (with the `collect.FRAME_COLUM
 from __future__ import annotations
 
 import datetime
-import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from ivus_tf import __version__
+from ivus_tf.core.atomic import json_ready, json_text
+from ivus_tf.core.version import __version__
 from ivus_tf.pullback.calcium_score import ScoreSettings
 from ivus_tf.pullback.collect import PullbackCollector
 from ivus_tf.pullback.lesions import LesionSettings, calcified_frames, find_lesions
@@ -65,7 +64,7 @@ class ReportSettings:
 
 def add_report_arguments(parser) -> None:
     """predict's --report flags (the `ReportSettings` fields) and --dicom-seg."""
-    from ivus_tf.errors import finite_float_arg, non_negative_float_arg, positive_float_arg
+    from ivus_tf.core.errors import finite_float_arg, non_negative_float_arg, positive_float_arg
 
     group = parser.add_argument_group("pullback report (docs/pullback_report.md)")
     group.add_argument("--report", action="store_true",
@@ -161,19 +160,6 @@ def pullback_report(collector: PullbackCollector, settings: ReportSettings) -> t
     return entry, figures
 
 
-def json_safe(value):
-    """NaN/inf as null and numpy scalars as Python numbers: strict JSON."""
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
-
-
 def write_report(folder: Path, collectors: Mapping[str, PullbackCollector], settings: ReportSettings,
                  meta: Mapping) -> dict:
     """Write report.json, report.html and the figure PNGs into `folder`; return the report dict."""
@@ -184,14 +170,14 @@ def write_report(folder: Path, collectors: Mapping[str, PullbackCollector], sett
         entry, case_figures = pullback_report(collector, settings)
         pullbacks.append(entry)
         figures[case_id] = case_figures
-    report = json_safe({
+    report = json_ready({
         "report": "ivus-tf pullback calcium report", "schema_version": SCHEMA_VERSION,
         "package_version": __version__,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **dict(meta), "settings": asdict(settings), "score_thresholds": asdict(settings.score_settings()),
         "definitions": DEFINITIONS, "pullbacks": pullbacks,
     })
-    (folder / REPORT_JSON).write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    (folder / REPORT_JSON).write_text(json_text(report), encoding="utf-8")
     (folder / REPORT_HTML).write_text(render_html(report, figures), encoding="utf-8")
     (folder / FIGURES_DIR).mkdir(exist_ok=True)
     for case_id, case_figures in figures.items():

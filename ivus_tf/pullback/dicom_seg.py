@@ -25,8 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ivus_tf import __version__
-from ivus_tf.errors import InputError
+from ivus_tf.core.version import __version__
+from ivus_tf.core.errors import InputError
 
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 TYPE2_DEFAULTS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ivus_tf.errors import InputError, positive_number
+from ivus_tf.core.errors import InputError, positive_number
 
 SPEED_FLAG, RATE_FLAG = "--pullback-speed-mm-s", "--frame-rate-hz"
 
