@@ -145,7 +145,8 @@ def _score_details(lesion) -> str:
     for name, item in score["items"].items():
         status = item["status"]
         css = {"met": "status-met", NOT_ASSESSED: "status-na"}.get(status, "status-not")
-        value = "" if item["value"] is None else f"{item['value']:.1f} {_e(item['unit'])}"
+        digits = 2 if item["unit"] == "mm" else 0  # 3.46 vs 3.5 mm matters; degrees are whole
+        value = "" if item["value"] is None else f"{item['value']:.{digits}f} {_e(item['unit'])}"
         note = f" <small>{_e(item['note'])}</small>" if item["note"] else ""
         rows.append(f"<tr data-item='{_e(name)}'><td>{_e(ITEM_TITLES[name])}</td><td class='{css}'>{_e(status)}"
                     f"</td><td class='num'>{'' if item['points'] is None else item['points']}</td>"

@@ -5,7 +5,8 @@
   shaded and labelled L1, L2, ...
 - `lmode_png`: the L-mode cuts (`lmode`) at the requested angle and at the angle of maximum calcium;
 - `frames_png`: the worst frames (maximum calcium arc, minimum lumen area) with contours - calcium red (its
-  superficial part orange), lumen yellow, vessel cyan -, the L-mode cut as a dashed line, and a 1 mm scale bar.
+  superficial part shaded orange), lumen yellow, vessel cyan -, zoomed to the vessel, the L-mode cut as a dashed
+  line, and a 1 mm scale bar.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def profiles_png(table: dict, positions_mm: np.ndarray, slabs_mm: np.ndarray, le
     diameter.set_ylabel("diameter (mm)")
     diameter.set_ylim(0, 1.12 * _top(table["vessel_diameter_mm"], table["lumen_diameter_mm"], vessel_diameter_mm))
     diameter.legend(loc="upper right", fontsize=7, framealpha=0.85)
-    diameter.set_xlabel("position along the pullback from its first frame (mm)")
+    diameter.set_xlabel("position along the pullback from its first frame (mm; a pullback runs distal to proximal)")
     diameter.set_xlim(0, float(positions_mm[-1] + slabs_mm[-1]))
     for i, row in enumerate(axes):
         row[0].grid(alpha=0.3, linewidth=0.5)
@@ -98,13 +99,28 @@ def _contours(ax, mask: np.ndarray, colour: str, width: float = 1.2) -> None:
         ax.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=width)
 
 
-def _scale_bar(ax, shape, pixel_spacing_mm: float, length_mm: float = 1.0) -> None:
-    height, width = shape
+def _scale_bar(ax, window, pixel_spacing_mm: float, length_mm: float = 1.0) -> None:
+    r0, r1, c0, c1 = window
     pixels = length_mm / pixel_spacing_mm
-    x0, y0 = width * 0.95 - pixels, height * 0.94
+    x0, y0 = c0 + (c1 - c0) * 0.95 - pixels, r0 + (r1 - r0) * 0.94
     ax.plot([x0, x0 + pixels], [y0, y0], color="white", linewidth=3, solid_capstyle="butt")
-    ax.text(x0 + pixels / 2, y0 - height * 0.025, f"{length_mm:g} mm", color="white", ha="center", va="bottom",
-            fontsize=8, fontweight="bold")
+    ax.text(x0 + pixels / 2, y0 - (r1 - r0) * 0.025, f"{length_mm:g} mm", color="white", ha="center",
+            va="bottom", fontsize=8, fontweight="bold")
+
+
+def _window(frame: KeptFrame, margin: float = 0.25, min_mm: float = 3.0) -> tuple[float, float, float, float]:
+    """(row0, row1, col0, col1): a square around the vessel (or calcium) with a margin, at least `min_mm` wide, so
+    the reader sees the wall rather than the whole field of view; the whole frame without masks."""
+    height, width = frame.image.shape
+    masks = [m for m in (None if frame.labels is None else frame.labels != 0, frame.calcium) if m is not None]
+    found = np.logical_or.reduce(masks) if masks else None
+    if found is None or not found.any():
+        return -0.5, height - 0.5, -0.5, width - 0.5
+    rows, cols = np.flatnonzero(found.any(axis=1)), np.flatnonzero(found.any(axis=0))
+    half = max(rows[-1] - rows[0], cols[-1] - cols[0], min_mm / frame.pixel_spacing_mm) * (0.5 + margin)
+    half = min(half, max(height, width) / 2)
+    centre_r, centre_c = (rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2
+    return centre_r - half, centre_r + half, centre_c - half, centre_c + half
 
 
 def frames_png(kept: Sequence[tuple[str, KeptFrame]], lmode_angle_deg: float | None, superficial_depth_mm: float,
@@ -125,12 +141,15 @@ def frames_png(kept: Sequence[tuple[str, KeptFrame]], lmode_angle_deg: float | N
                 frame.calcium, lumen, frame.pixel_spacing_mm, superficial_depth_mm)
             if superficial is not None and superficial.any():
                 overlay = np.zeros(frame.calcium.shape + (4,), np.float32)
-                overlay[superficial] = (1.0, 0.6, 0.0, 0.75)
+                overlay[superficial] = (1.0, 0.6, 0.0, 0.38)  # the echo stays visible under it
                 ax.imshow(overlay, interpolation="nearest")
         if lmode_angle_deg is not None:
             (x0, y0), (x1, y1) = cut_endpoints(frame.image.shape, lmode_angle_deg)
             ax.plot([x0, x1], [y0, y1], color="white", linewidth=0.8, linestyle=(0, (4, 3)), alpha=0.8)
-        _scale_bar(ax, frame.image.shape, frame.pixel_spacing_mm)
+        window = _window(frame)
+        ax.set_xlim(window[2], window[3])
+        ax.set_ylim(window[1], window[0])
+        _scale_bar(ax, window, frame.pixel_spacing_mm)
         values = frame.values
         where = "" if positions_mm is None else f", {float(positions_mm[frame.index]):.1f} mm"
         lines = [f"{title}", f"frame {frame.frame_id}{where}"]
