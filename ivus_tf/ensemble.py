@@ -34,7 +34,8 @@ import numpy as np
 
 from ivus_tf.core.errors import InputError
 
-__all__ = ["FLIPS", "UNCERTAINTY_FULL_SCALE", "Ensemble", "uncertainty_png"]
+__all__ = ["FLIPS", "UNCERTAINTY_FULL_SCALE", "Ensemble", "add_ensemble_arguments", "ensemble_summary_lines",
+           "model_text", "uncertainty_png"]
 
 FLIPS = {"none": (), "horizontal": (2,), "vertical": (1,), "both": (1, 2)}  # mirrored axes of [N, H, W] frames
 UNCERTAINTY_FULL_SCALE = 0.5  # the largest standard deviation of values in [0, 1]
@@ -147,3 +148,40 @@ class Ensemble:
 
     def __repr__(self) -> str:
         return f"Ensemble({len(self.members)} models, flips {self.flips}, tasks {list(self.tasks)})"
+
+
+# ------------------------------------------------------------------------------------------ predict's options
+
+def add_ensemble_arguments(parser) -> None:
+    """predict's options for TTA, mask cleaning and arc bridging (`--model` itself is repeatable in predict)."""
+    from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG
+
+    group = parser.add_argument_group("ensembles, TTA and clean masks (docs/ensembles.md)")
+    group.add_argument("--tta", action="store_true",
+                       help="test-time augmentation: also run every model on the frames mirrored horizontally, "
+                            "vertically and both, and average (4x the forward passes)")
+    group.add_argument("--postprocess", default="default", metavar="NAME|FILE.yaml",
+                       help="mask cleaning (ivus_tf.postprocess): default (on), none, or a YAML file of "
+                            "PostprocessConfig fields")
+    group.add_argument("--no-postprocess", action="store_true", help="write the raw masks (= --postprocess none)")
+    group.add_argument("--arc-gap-deg", type=float, default=DEFAULT_ARC_GAP_DEG, metavar="G",
+                       help="bridge angular gaps below G degrees between calcium pieces at similar depth when "
+                            "measuring the arc (default %(default)g; 0 = the exact union only)")
+
+
+def model_text(paths, model) -> str:
+    """The model(s) as one line: the export folder, or an ensemble's folders joined, with the TTA note."""
+    text = " + ".join(paths) if isinstance(paths, list) else str(paths)
+    return text + (" (with mirrored TTA)" if getattr(model, "tta", False) else "")
+
+
+def ensemble_summary_lines(summary: dict) -> list[str]:
+    """predict's console lines about the ensemble and the mask cleaning, from its summary.json dict."""
+    lines = []
+    ensemble, cleaning = summary.get("ensemble"), summary.get("postprocess") or {}
+    if ensemble and ensemble["forward_passes_per_frame"] > 1:
+        lines.append(f"ensemble: {len(ensemble['models'])} model(s) x {len(ensemble['flips'])} view(s) = "
+                     f"{ensemble['forward_passes_per_frame']} forward passes per frame; uncertainty maps in masks/")
+    if cleaning:
+        lines.append(f"masks post-processed: {cleaning['preset'] if cleaning['enabled'] else 'no'}")
+    return lines

@@ -56,7 +56,7 @@ from ivus_tf.core.errors import (ArgumentParser, InputError, positive_float_arg,
                                  run_cli)
 from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
-from ivus_tf.ensemble import Ensemble, uncertainty_png
+from ivus_tf.ensemble import Ensemble, add_ensemble_arguments, ensemble_summary_lines, model_text, uncertainty_png
 from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG, frame_measurements, pullback_summary
 from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_postprocess, postprocess_frame
 from ivus_tf.pullback.assemble import ReportSettings, add_report_arguments, report_summary_lines
@@ -325,7 +325,7 @@ def run_predict(model_path, input_path: str | os.PathLike, out_dir: str | os.Pat
         if report:
             from ivus_tf.pullback.assemble import REPORT_HTML, write_report
 
-            shown = {**meta, "model": _model_text(meta["model"], model)}  # one line in the report's header
+            shown = {**meta, "model": model_text(meta["model"], model)}  # one line in the report's header
             written = write_report(tmp, collectors, settings, {**shown, "warnings": list(warnings.said.values())})
             summary["report"] = {"html": REPORT_HTML, "lesions": {
                 entry["case_id"]: [{key: lesion[key] for key in ("lesion", "start_mm", "end_mm", "length_mm")}
@@ -342,12 +342,6 @@ def run_predict(model_path, input_path: str | os.PathLike, out_dir: str | os.Pat
 def _abspaths(path):
     """One path as an absolute string; an ensemble's paths as a list of them."""
     return [os.path.abspath(p) for p in path] if isinstance(path, (list, tuple)) else os.path.abspath(path)
-
-
-def _model_text(paths, model) -> str:
-    """The model(s) as one line: the export folder, or an ensemble's folders joined, with the TTA note."""
-    text = " + ".join(paths) if isinstance(paths, list) else paths
-    return text + (" (with mirrored TTA)" if getattr(model, "tta", False) else "")
 
 
 def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool, calcium: np.ndarray | None,
@@ -393,13 +387,8 @@ def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
     for line in report_summary_lines(summary, out_dir):
         print(line, file=stream)
     print(f"engine: {summary['engine']}", file=stream)
-    ensemble, cleaning = summary.get("ensemble"), summary.get("postprocess") or {}
-    if ensemble and ensemble["forward_passes_per_frame"] > 1:
-        print(f"ensemble: {len(ensemble['models'])} model(s) x {len(ensemble['flips'])} view(s) = "
-              f"{ensemble['forward_passes_per_frame']} forward passes per frame; uncertainty maps in masks/",
-              file=stream)
-    if cleaning:
-        print(f"masks post-processed: {cleaning['preset'] if cleaning['enabled'] else 'no'}", file=stream)
+    for line in ensemble_summary_lines(summary):
+        print(line, file=stream)
     print(f"wrote {out_dir}: {summary['frames']} frames in {summary['seconds_predicting']:.1f} s "
           f"({summary['frames_per_s']:.2f} frames/s; {summary['seconds_total']:.1f} s with opening the input and "
           "loading the model)", file=stream)
@@ -413,9 +402,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--model", required=True, action="append",
                         help="exported model folder (saved_models/NAME or NAME/VERSION); give it several times "
                              "to average the models' probabilities (an ensemble, e.g. the fold models of a run)")
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: also run every model on the frames mirrored horizontally, "
-                             "vertically and both, and average (4x the forward passes)")
     parser.add_argument("--input", required=True,
                         help="folder of frames (PNG/TIFF/BMP/JPEG), multi-frame DICOM file, or manifest CSV")
     parser.add_argument("--out", required=True, help="output folder to create")
@@ -430,15 +416,9 @@ def build_parser() -> ArgumentParser:
                         help="frames per second (default: the DICOM's FrameTimeVector, FrameTime or CineRate)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine (default auto: onnxruntime when model.onnx and onnxruntime exist)")
-    parser.add_argument("--postprocess", default="default", metavar="NAME|FILE.yaml",
-                        help="mask cleaning (ivus_tf.postprocess): default (on), none, or a YAML file of "
-                             "PostprocessConfig fields")
-    parser.add_argument("--no-postprocess", action="store_true", help="write the raw masks (= --postprocess none)")
-    parser.add_argument("--arc-gap-deg", type=float, default=DEFAULT_ARC_GAP_DEG, metavar="G",
-                        help="bridge angular gaps below G degrees between calcium pieces at similar depth when "
-                             "measuring the arc (default %(default)g; 0 = the exact union only)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs (faster)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing predict output folder")
+    add_ensemble_arguments(parser)
     add_report_arguments(parser)
     return parser
 
