@@ -203,8 +203,10 @@ def test_shifted_preset_is_outside_the_training_ranges_with_the_same_anatomy():
         for name in TRAINING_PRESETS:
             train_low, train_high = bounds(getattr(PRESETS[name], axis))
             assert high < train_low or low > train_high, (axis, name)
-    train_ranges = {axis: (min(bounds(getattr(PRESETS[n], axis))[0] for n in TRAINING_PRESETS),
-                           max(bounds(getattr(PRESETS[n], axis))[1] for n in TRAINING_PRESETS)) for axis in SHIFTED_AXES}
+    train_ranges = {}
+    for axis in SHIFTED_AXES:
+        lows, highs = zip(*(bounds(getattr(PRESETS[n], axis)) for n in TRAINING_PRESETS))
+        train_ranges[axis] = (min(lows), max(highs))
     for case in range(5):  # the cases actually drawn lie outside too
         drawn = sample_scanner(shifted, np.random.default_rng(case)).describe()
         for axis, (low, high) in train_ranges.items():

@@ -40,7 +40,8 @@ def candidates(config, seed: int, cases: int):
                 "pc": pc, "frame": i, "scanner": pc.scanner, "calcium_arc": labels.calcium_arc_deg(anat),
                 "calcium_pieces": runs, "plate": calcium is not None and calcium["thickness"].max() > 0.3,
                 "stent": anat.struts is not None, "branch": any(b.kind == anatomy.BLOOD for b in anat.blobs),
-                "fibrous": anatomy.FIBROUS in anat.deposits and np.any(anat.deposits[anatomy.FIBROUS]["thickness"] > 0.1),
+                "fibrous": anatomy.FIBROUS in anat.deposits
+                and bool(np.any(anat.deposits[anatomy.FIBROUS]["thickness"] > 0.1)),
             }
 
 

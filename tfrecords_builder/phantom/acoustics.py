@@ -138,7 +138,8 @@ def _coherent_echoes(anat, cls, amplitude, x, y, depth, step, rng, sigma_axial, 
         if not hit.any():
             continue
         r_idx, k_idx = rows[hit], first[hit]
-        edge = edge_gain * amplitude[r_idx, k_idx] * rng.uniform(0.6, 1.2, r_idx.size) * np.sqrt(2 * np.pi) * sigma_axial
+        jitter = rng.uniform(0.6, 1.2, r_idx.size)
+        edge = edge_gain * amplitude[r_idx, k_idx] * jitter * np.sqrt(2 * np.pi) * sigma_axial
         out[r_idx, k_idx] += edge * phase[r_idx]
         if kind != A.CALCIUM:
             echoes = np.ones(r_idx.size, bool)

@@ -26,11 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tfrecords_builder.phantom.config import PhantomConfig, bounds
+from tfrecords_builder.phantom.contours import (N_PHI, PHI, TWO_PI, AngleSampler, Smooth, _harmonics, _shape,
+                                                 _smooth_periodic, lookup, wrap_angle)
 from tfrecords_builder.phantom.scanner import uniform as _uniform
-
-N_PHI = 720
-PHI = 2 * np.pi * np.arange(N_PHI) / N_PHI
-TWO_PI = 2 * np.pi
 
 # Tissue classes (index into the acoustic property table of `acoustics.py`).
 CATHETER, BLOOD, PLAQUE, FIBROUS, LIPID, ATTENUATING, CALCIUM, MEDIA, ADVENTITIA, PERIVASCULAR, \
@@ -40,58 +38,6 @@ CLASS_NAMES = ("catheter", "blood", "plaque", "fibrous", "lipid", "attenuating",
 DEPOSIT_CLASSES = (FIBROUS, LIPID, ATTENUATING, CALCIUM)  # later ones win where they overlap
 GUIDEWIRE_RADIUS_MM = 0.18  # 0.014-inch wire
 STRUT_HALF_MM = (0.04, 0.08)  # radial, tangential half-size of a stent strut (with its blooming)
-
-
-class AngleSampler:
-    """Periodic linear interpolation of contour functions (sampled on `PHI`) at fixed angles `phi` (radians).
-
-    The indices and weights are computed once per set of points and reused for every contour function.
-    """
-
-    def __init__(self, phi: np.ndarray):
-        u = np.mod(phi, TWO_PI) * (N_PHI / TWO_PI)
-        i0 = np.floor(u).astype(np.int32)
-        self.w = (u - i0).astype(np.float32)
-        self.i0 = i0 % N_PHI
-        self.i1 = (self.i0 + 1) % N_PHI
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        v0 = values[self.i0]
-        return v0 + (values[self.i1] - v0) * self.w
-
-
-def lookup(values: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """Periodic linear interpolation of a contour function sampled on `PHI` at angles `phi` (radians)."""
-    return AngleSampler(np.asarray(phi))(values)
-
-
-def wrap_angle(angle):
-    return np.mod(np.asarray(angle) + np.pi, TWO_PI) - np.pi
-
-
-class Smooth:
-    """A smooth random function of z (mm) with values mostly in [-1, 1]: a few sinusoids of random wavelength."""
-
-    def __init__(self, rng: np.random.Generator, wavelength_mm=(4.0, 20.0), terms: int = 3):
-        self.k = TWO_PI / rng.uniform(*wavelength_mm, terms)
-        self.phase = rng.uniform(0, TWO_PI, terms)
-        amp = rng.uniform(0.5, 1.0, terms)
-        self.amp = amp / amp.sum()
-
-    def __call__(self, z: float) -> float:
-        return float(np.sum(self.amp * np.sin(self.k * z + self.phase)))
-
-
-def _harmonics(rng: np.random.Generator, orders=(2, 3, 4, 5, 6), scale=0.05):
-    """Random smooth shape perturbation: per order an amplitude (decaying with order) and two smooth phases."""
-    return [(k, scale * rng.uniform(0.3, 1.0) / (k - 1), Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI)) for k in orders]
-
-
-def _shape(harmonics, z: float) -> np.ndarray:
-    out = np.zeros(N_PHI)
-    for k, amp, drift, phase in harmonics:
-        out += amp * np.cos(k * PHI + phase + 1.5 * drift(z))
-    return out
 
 
 @dataclass
@@ -210,8 +156,8 @@ def _add_deposits(case: Case, rng: np.random.Generator) -> None:
     for z0, z1 in _stretches(rng, cfg.calcium_segments_per_10mm / 10, case.length_mm,
                              bounds(cfg.calcium_segment_length_mm)):
         case.deposits.append(Deposit(
-            CALCIUM, z0, z1, Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI), arc_lo + (arc_hi - arc_lo) * rng.beta(1.3, 2.0),
-            _uniform(rng, cfg.calcium_thickness_mm),
+            CALCIUM, z0, z1, Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI),
+            arc_lo + (arc_hi - arc_lo) * rng.beta(1.3, 2.0), _uniform(rng, cfg.calcium_thickness_mm),
             depth=float(rng.uniform(0.0, 0.25) if rng.random() < 0.6 else rng.uniform(0.6, 1.0)),
             level_db=_uniform(rng, cfg.calcium_db), reverberation=rng.random() < cfg.reverberation_probability,
             ring=rng.random() < 0.08, layer_mm=_uniform(rng, cfg.calcium_layer_mm),
@@ -327,11 +273,6 @@ def frame_anatomy(case: Case, z: float, rng: np.random.Generator) -> FrameAnatom
         struts = np.stack([lookup(r_lumen, phi_s) + STRUT_HALF_MM[0] + 0.01, phi_s], axis=1)
     return FrameAnatomy(r_lumen, r_eem, media, adventitia, deposits, center, rotation, scale,
                         case.catheter_radius_mm, blobs, guidewire, reverb, z, struts)
-
-
-def _smooth_periodic(values: np.ndarray, sigma_samples: float) -> np.ndarray:
-    freq = np.fft.rfftfreq(N_PHI)
-    return np.fft.irfft(np.fft.rfft(values) * np.exp(-2 * (np.pi * sigma_samples * freq) ** 2), N_PHI)
 
 
 def _deposit_arrays(case: Case, z: float):

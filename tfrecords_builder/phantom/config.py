@@ -43,7 +43,7 @@ class PhantomConfig:
     # Pullback
     frame_spacing_mm: Knob = (0.4, 1.0)
     # Anatomy (mm)
-    eem_radius_mm: Knob = (1.6, 2.6)
+    eem_radius_mm: Knob = (1.7, 2.6)
     plaque_burden: Knob = (0.35, 0.75)
     plaque_eccentricity: Knob = (0.1, 0.9)
     media_thickness_mm: Knob = (0.1, 0.25)

@@ -1,11 +1,11 @@
 """Phantom display: echo in dB on the A-lines -> the uint8 frame a scanner shows or exports.
 
 Log-compressed echo is mapped to gray the way consoles do it, with the case's settings: `dynamic_range_db` from
-black to white, placed by `gain_db` (0: soft plaque in the near field at mid-range), a reject level (weak echoes shown black) and a display
-gamma (vendors' colour maps seen in gray are such curves). The catheter centre is black; a masked ring-down is a
-black disc. Scan conversion puts the catheter at the image centre; the field of view is a disc with black corners
-or fills the square. Then the console's post-processing: smoothing, sharpening (unsharp mask), and the JPEG
-compression of many exports.
+black to white, placed by `gain_db` (0: soft plaque in the near field at mid-range), a reject level (weak echoes
+shown black) and a display gamma (vendors' colour maps seen in gray are such curves). The catheter centre is
+black; a masked ring-down is a black disc. Scan conversion puts the catheter at the image centre; the field of view
+is a disc with black corners or fills the square. Then the console's post-processing: smoothing, sharpening
+(unsharp mask), and the JPEG compression of many exports.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -52,7 +52,7 @@ class Scanner:
     catheter_look: str  # "ringdown", "sheath" or "masked"
     ringdown_mm: float
     mask_radius_mm: float
-    nurd: tuple  # (a1, p1, a2, p2): displayed angle theta shows tissue at theta + a1 sin(theta + p1) + a2 sin(2 theta + p2)
+    nurd: tuple  # (a1, p1, a2, p2): `nurd_angle`
     noise_db: float
     gain_db: float
     dynamic_range_db: float
