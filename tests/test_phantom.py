@@ -158,7 +158,7 @@ def test_spotty_calcium_casts_partial_shadows():
 @pytest.mark.parametrize("config", [SMALL, SMALL_RANDOM], ids=["one scanner", "randomised"])
 def test_calcium_label_is_the_bright_leading_layer_not_the_plate(config):
     """Annotators outline the bright leading layer; the plate behind it is hidden in its shadow, never labelled."""
-    config = dataclasses.replace(config, guidewire_probability=0.0, stent_probability=0.0)
+    config = dataclasses.replace(config, guidewire_probability=1.0, stent_probability=0.0, spotty_calcium_per_10mm=3.0)
     frames = _calcium_frames(config)
     assert len(frames) >= 4
     hidden_plates = 0
@@ -168,7 +168,9 @@ def test_calcium_label_is_the_bright_leading_layer_not_the_plate(config):
         assert 2 * depth_px.max() * spacing <= 0.45 + 2 * spacing
         plate = anat.deposits[6]  # anatomy.CALCIUM
         hidden_plates += bool(np.any(plate["thickness"] > plate["layer"] + 0.15))
-        radius, bins, outer, _ = _rays(image, calcium, spacing)
+        radius, bins, outer, inner = _rays(image, calcium, spacing)
+        # along every beam, one labelled layer: nothing in the shadow of calcium or the guidewire is outlined
+        assert np.all((outer - inner)[outer > 0] <= 0.45)
         behind = (outer[bins] > 0) & (radius > outer[bins] + 0.1) & (radius < outer[bins] + 0.6)
         assert image[calcium].mean() > image[behind].mean() + 30  # bright layer, dark behind it
     assert hidden_plates >= 2  # the plates were thicker than what is labelled

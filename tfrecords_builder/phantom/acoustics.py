@@ -44,6 +44,7 @@ _CLASS_TABLE = {
     A.CALCIUM_HIDDEN: (0.0, 12.0, 1.5, 0.0),
     A.STRUT: (16.0, 0.0, 0.0, 16.0),
 }
+HIDDEN_BEHIND_DB = 8.0  # calcium behind more than this one-way loss at hard reflectors is not seen, not labelled
 
 
 def _class_arrays(acoustics: dict, scanner: Scanner):
@@ -99,7 +100,8 @@ def tgc_db(scanner: Scanner, acoustics: dict, depth: np.ndarray) -> np.ndarray:
 
 
 def render_polar(anat: "A.FrameAnatomy", acoustics: dict, scanner: Scanner, grid, rng: np.random.Generator):
-    """Echo (dB, after depth gain) on the A-line grid (a_lines x depth), and the tissue classes there."""
+    """Echo (dB, after depth gain) on the A-line grid (a_lines x depth), and where calcium lies hidden in the shadow
+    of a hard reflector nearer the catheter (calcium, guidewire, strut: invisible, so nobody outlines it)."""
     x, y, step, depth = grid
     cls, level_offset, shadow_db = A.classify(anat, x, y)
     level, attenuation, texture, exit_loss = _class_arrays(acoustics, scanner)
@@ -109,7 +111,9 @@ def render_polar(anat: "A.FrameAnatomy", acoustics: dict, scanner: Scanner, grid
     att_db = attenuation[cls] * np.float32(step)
     leaving = np.zeros_like(cls, dtype=bool)
     leaving[:, :-1] = cls[:, :-1] != cls[:, 1:]
-    att_db = att_db + np.where(leaving, exit_loss[cls] + shadow_db, 0)
+    exit_db = np.where(leaving, exit_loss[cls] + shadow_db, 0)
+    hidden = (cls == A.CALCIUM) & (np.cumsum(exit_db, axis=1) - exit_db > HIDDEN_BEHIND_DB)
+    att_db = att_db + exit_db
     loss_db = 2 * (np.cumsum(att_db, axis=1) - att_db)
     amplitude = (10 ** ((echo_db - loss_db) / 20)).astype(np.float32)
     field = amplitude * _complex_noise(rng, cls.shape)
@@ -119,7 +123,7 @@ def render_polar(anat: "A.FrameAnatomy", acoustics: dict, scanner: Scanner, grid
     field += _psf(coherent, scanner, depth, sigma_axial, speckle=False)
     field += np.float32(10 ** (scanner.noise_db / 20)) * _complex_noise(rng, cls.shape)
     envelope = _blur(np.abs(field), 1.0, 0.7)  # the scanner's video filter
-    return 20 * np.log10(envelope + 1e-12) + tgc_db(scanner, acoustics, depth), cls
+    return 20 * np.log10(envelope + 1e-12) + tgc_db(scanner, acoustics, depth), hidden
 
 
 def _coherent_echoes(anat, cls, amplitude, x, y, depth, step, rng, sigma_axial, scanner: Scanner):

@@ -245,9 +245,10 @@ def frame_anatomy(case: Case, z: float, rng: np.random.Generator) -> FrameAnatom
     inner = r_eem - media
     r_lumen = np.maximum(inner - plaque, 0.8)
     available = inner - r_lumen
-    for arrays in deposits.values():
+    for arrays in deposits.values():  # placed by the deposit's full thickness, so tapered ends keep their depth
         thickness = np.minimum(arrays["thickness"], np.maximum(available - 0.06, 0))
-        offset = np.clip(arrays["depth"] * (available - thickness - 0.05), 0.02, None)
+        nominal = np.minimum(arrays["nominal"], np.maximum(available - 0.06, 0))
+        offset = np.clip(arrays["depth"] * (available - nominal - 0.05), 0.02, None)
         thickness = np.minimum(thickness, np.maximum(available - offset - 0.04, 0))
         arrays.update(offset=offset, thickness=thickness, layer=np.minimum(arrays["layer"], thickness))
 
@@ -276,14 +277,15 @@ def frame_anatomy(case: Case, z: float, rng: np.random.Generator) -> FrameAnatom
 
 
 def _deposit_arrays(case: Case, z: float):
-    """Per class: arrays over phi (depth 0..1, thickness, layer mm, level dB, shadow dB); where calcium reverberates."""
+    """Per class: arrays over phi (depth 0..1; thickness, the deposit's untapered thickness and its bright layer, mm;
+    level and shadow, dB); and where calcium reverberates."""
     out = {}
     reverb = np.zeros(N_PHI, bool)
     for dep in case.deposits:
         if not dep.z_start <= z < dep.z_end:
             continue
-        arrays = out.setdefault(dep.kind, {k: np.zeros(N_PHI) for k in ("depth", "thickness", "layer", "level",
-                                                                        "shadow")})
+        arrays = out.setdefault(dep.kind, {k: np.zeros(N_PHI) for k in ("depth", "thickness", "nominal", "layer",
+                                                                        "level", "shadow")})
         half = np.deg2rad(dep.arc_deg(z)) / 2
         center = dep.center0 + 0.6 * dep.center(z)
         delta = np.abs(wrap_angle(PHI - center))
@@ -293,9 +295,12 @@ def _deposit_arrays(case: Case, z: float):
             taper = np.sqrt(np.clip(1 - (delta / half) ** 4, 0, 1))
         wobble = 1 + 0.15 * np.cos(3 * PHI + dep.center0) * np.cos(5 * PHI + 2 * dep.center0)
         local = dep.thickness_mm * taper * wobble
+        if dep.kind == CALCIUM:  # blunt ends: the bright layer keeps most of its thickness to the arc's end
+            local = np.where(local > 0.02, np.maximum(local, 0.6 * min(dep.layer_mm, dep.thickness_mm)), 0)
         take = local > arrays["thickness"]
         arrays["thickness"][take] = local[take]
         arrays["depth"][take] = dep.depth
+        arrays["nominal"][take] = dep.thickness_mm
         arrays["level"][take] = dep.level_db
         layer = np.minimum(dep.layer_mm or dep.thickness_mm, local)
         arrays["layer"][take] = layer[take]

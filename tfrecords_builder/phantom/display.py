@@ -39,6 +39,13 @@ def scan_convert(gray: np.ndarray, scanner: Scanner) -> np.ndarray:
     return image
 
 
+def scan_convert_mask(mask: np.ndarray, scanner: Scanner) -> np.ndarray:
+    """A boolean mask on the A-lines, scan-converted (nearest sample) to the frame."""
+    padded = np.concatenate([mask, mask[:1]], axis=0).astype(np.uint8)
+    map1, map2 = scan_maps(scanner.image_size, scanner.pixel_spacing_mm, scanner.a_lines)
+    return cv2.remap(padded, map1, map2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
+
+
 def post_process(image: np.ndarray, scanner: Scanner) -> np.ndarray:
     """Console smoothing and sharpening, then uint8 (and a JPEG round trip where the case's export uses one)."""
     if scanner.smoothing_px > 0.2:
