@@ -42,9 +42,9 @@ _CLASS_TABLE = {
     A.PERICARDIUM: (0.0, 3.0, 2.0, 0.0),  # level from the blob
     A.GUIDEWIRE: (14.0, 0.0, 0.0, 24.0),
     A.CALCIUM_HIDDEN: (0.0, 12.0, 1.5, 0.0),
-    A.STRUT: (16.0, 0.0, 0.0, 16.0),
+    A.STRUT: (20.0, 0.0, 0.0, 16.0),
 }
-HIDDEN_BEHIND_DB = 8.0  # calcium behind more than this one-way loss at hard reflectors is not seen, not labelled
+HIDDEN_BEHIND_DB = 8.0  # calcium behind more than this one-way loss at other calcium is not seen, not labelled
 
 
 def _class_arrays(acoustics: dict, scanner: Scanner):
@@ -101,7 +101,7 @@ def tgc_db(scanner: Scanner, acoustics: dict, depth: np.ndarray) -> np.ndarray:
 
 def render_polar(anat: "A.FrameAnatomy", acoustics: dict, scanner: Scanner, grid, rng: np.random.Generator):
     """Echo (dB, after depth gain) on the A-line grid (a_lines x depth), and where calcium lies hidden in the shadow
-    of a hard reflector nearer the catheter (calcium, guidewire, strut: invisible, so nobody outlines it)."""
+    of other calcium nearer the catheter (invisible, so nobody outlines it)."""
     x, y, step, depth = grid
     cls, level_offset, shadow_db = A.classify(anat, x, y)
     level, attenuation, texture, exit_loss = _class_arrays(acoustics, scanner)
@@ -111,9 +111,9 @@ def render_polar(anat: "A.FrameAnatomy", acoustics: dict, scanner: Scanner, grid
     att_db = attenuation[cls] * np.float32(step)
     leaving = np.zeros_like(cls, dtype=bool)
     leaving[:, :-1] = cls[:, :-1] != cls[:, 1:]
-    exit_db = np.where(leaving, exit_loss[cls] + shadow_db, 0)
-    hidden = (cls == A.CALCIUM) & (np.cumsum(exit_db, axis=1) - exit_db > HIDDEN_BEHIND_DB)
-    att_db = att_db + exit_db
+    calcium_exit_db = np.where(leaving, shadow_db, 0)  # annotators bridge the small shadows of wires and struts
+    hidden = (cls == A.CALCIUM) & (np.cumsum(calcium_exit_db, axis=1) - calcium_exit_db > HIDDEN_BEHIND_DB)
+    att_db = att_db + np.where(leaving, exit_loss[cls], 0) + calcium_exit_db
     loss_db = 2 * (np.cumsum(att_db, axis=1) - att_db)
     amplitude = (10 ** ((echo_db - loss_db) / 20)).astype(np.float32)
     field = amplitude * _complex_noise(rng, cls.shape)
@@ -136,7 +136,7 @@ def _coherent_echoes(anat, cls, amplitude, x, y, depth, step, rng, sigma_axial, 
     rows = np.arange(lines)
     phase = np.exp(1j * np.cumsum(rng.normal(0, 0.25, lines)))
     for kind, edge_gain, bounce_db, bounces in ((A.CALCIUM, 2.0, 20.0, 2), (A.GUIDEWIRE, 3.0, 18.0, 2),
-                                                (A.STRUT, 2.0, 30.0, 1)):
+                                                (A.STRUT, 5.0, 36.0, 1)):
         first = _first_index(cls == kind)
         hit = first >= 0
         if not hit.any():
