@@ -53,7 +53,7 @@ class PhantomConfig:
     calcium_segment_length_mm: Knob = (3.0, 9.0)
     calcium_arc_deg: Knob = (10.0, 360.0)
     calcium_thickness_mm: Knob = (0.3, 1.0)
-    calcium_layer_mm: Knob = (0.1, 0.25)
+    calcium_layer_mm: Knob = (0.12, 0.3)
     calcium_db: Knob = (10.0, 14.0)
     calcium_shadow_db: Knob = (14.0, 30.0)
     reverberation_probability: float = 0.5

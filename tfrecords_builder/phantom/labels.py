@@ -54,11 +54,19 @@ class Drawn:
     calcium_thickness: np.ndarray | None
 
 
-def draw(anat: A.FrameAnatomy, annotator: Annotator | None, rng: np.random.Generator | None) -> Drawn:
-    """The contours the case's annotator draws on this frame (the exact anatomy when `annotator` is None)."""
+def draw(anat: A.FrameAnatomy, annotator: Annotator | None, rng: np.random.Generator | None,
+         blur_mm: float = 0.0) -> Drawn:
+    """The contours the case's annotator draws on this frame (the exact anatomy when `annotator` is None).
+
+    The calcium band is drawn as seen: the bright layer widened by the echo's axial blur `blur_mm` (the scanner's
+    axial resolution, FWHM), a little of it on the lumen side of the edge.
+    """
     calcium = anat.deposits.get(A.CALCIUM)
-    start = anat.r_lumen + calcium["offset"] if calcium is not None else None
-    layer = np.where(calcium["thickness"] > 0.02, calcium["layer"], 0) if calcium is not None else None
+    start, layer = None, None
+    if calcium is not None:
+        on = calcium["thickness"] > 0.02
+        start = anat.r_lumen + calcium["offset"] - np.where(on, 0.4 * blur_mm, 0)
+        layer = np.where(on, calcium["layer"] + 0.8 * blur_mm, 0)
     if annotator is None or annotator.jitter_mm <= 0:
         return Drawn(anat.r_lumen, anat.r_eem, start, layer)
     j = annotator.jitter_mm

@@ -61,7 +61,8 @@ def render_frame(pc: PhantomCase, frame_index: int):
     anat = anatomy.frame_anatomy(pc.case, pc.z_mm(frame_index), rng)
     echo_db, hidden = acoustics.render_polar(anat, pc.case.acoustics, pc.scanner, pc.grid, rng)
     image = display.render_image(echo_db, pc.scanner, pc.grid[3])
-    drawn = labels.draw(anat, pc.annotator, _stream((pc.seed, pc.index, frame_index), _ANNOTATION_STREAM))
+    drawn = labels.draw(anat, pc.annotator, _stream((pc.seed, pc.index, frame_index), _ANNOTATION_STREAM),
+                        blur_mm=2.355 * pc.scanner.axial_psf_sigma_mm)
     calcium, wall_lumen = labels.masks(anat, *pc.label_xy, drawn)
     if hidden.any():  # calcium in another calcification's shadow is invisible: nobody outlines it
         calcium &= ~display.scan_convert_mask(hidden, pc.scanner)
