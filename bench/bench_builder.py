@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["randomized", "shifted", "default"])
     args = parser.parse_args()
 
-    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.core.tf_import import import_tensorflow
     from tfrecords_builder.build import build_records
     from tfrecords_builder.phantom import generate_dataset
 

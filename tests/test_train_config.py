@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ivus_tf.errors import InputError
-from ivus_tf.training.config import ARCHS, PHANTOM_PRESETS, TrainConfig, load_config
-from ivus_tf.training.schemes import SCHEMES, phases_of
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import ARCHS, SCHEMES
+from ivus_tf.training.config import PHANTOM_PRESETS, TrainConfig, load_config
+from ivus_tf.training.schemes import SCHEME_PHASES, phases_of
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 TRAIN_CONFIGS = ("paper.yaml", "quickstart.yaml")
@@ -41,6 +42,7 @@ def test_choices_match_the_registries():
     assert set(ARCHS) == set(ARCHITECTURES) and set(PHANTOM_PRESETS) == set(TRAINING_PRESETS)
     assert set(TRAINING_PRESETS) | set(HELD_OUT_PRESETS) == set(PRESETS)
     assert not set(TRAINING_PRESETS) & set(HELD_OUT_PRESETS)
+    assert tuple(SCHEME_PHASES) == SCHEMES
 
 
 def test_yaml_typo_lists_valid_keys(tmp_path):

@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Tuple, Union
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 Range = Tuple[float, float]
 Knob = Union[float, Range]  # a fixed value, or a (low, high) range sampled per case
