@@ -349,9 +349,9 @@ def test_benchmark_preset_is_frozen():
     assert abs(float(image.mean()) - FROZEN_IMAGE_MEAN) < 0.5
 
 
-FROZEN_SCANNER = ("rotational", 0, 0.0)
-FROZEN_LABELS = ("", 0)
-FROZEN_IMAGE_MEAN = 0.0
+FROZEN_SCANNER = ("phased_array", 454, 0.022552)
+FROZEN_LABELS = ("cc34df6816e418f5", 3426)
+FROZEN_IMAGE_MEAN = 34.80
 
 
 def test_cli_bad_preset_is_one_line_error(tmp_path):
