@@ -46,9 +46,11 @@ def spoil(calcium, labels, rng):
     centre = rows.mean(), cols.mean()
     angle = np.degrees(np.arctan2(*(np.mgrid[:shape[0], :shape[1]] - np.array(centre)[:, None, None]))) % 360
     calcium = calcium.copy()
-    calcium_angles = angle[calcium]
-    start = calcium_angles.min() if np.ptp(calcium_angles) < 300 else 0
-    for cut in np.arange(start + 25, start + 250, 30):  # thin gaps every 30 degrees
+    angles = np.sort(np.unique(np.round(angle[calcium], 1)))
+    gaps = np.diff(np.concatenate([angles, angles[:1] + 360]))
+    start = angles[(np.argmax(gaps) + 1) % len(angles)]  # the arc begins after its largest empty sector
+    span = 360 - gaps.max()
+    for cut in np.arange(start + 25, start + span - 15, 30):  # thin gaps every 30 degrees along the arc
         calcium &= ~(((angle - cut) % 360) < 6)
     labels = labels.copy()
     image_centre = ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
