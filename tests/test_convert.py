@@ -18,7 +18,7 @@ import pytest
 
 from ivus_tf.convert.__main__ import describe, main
 from ivus_tf.convert.torchvision_deeplabv3 import build_keras_deeplabv3
-from ivus_tf.errors import InputError, run_cli
+from ivus_tf.core.errors import InputError, run_cli
 from ivus_tf.models import build_model
 from ivus_tf.models.layers import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, NaturalImageAdapter
 from ivus_tf.models.pretrained import load_pretrained, torchvision_decoder_layers, torchvision_encoder_layers
@@ -257,7 +257,10 @@ def test_build_model_starts_encoder_and_aspp_from_the_conversion(converted_file)
 
 @pytest.mark.slow
 def test_grid_rows_are_named_for_the_file_they_load(tmp_path, converted_file):
-    from ivus_tf.grid.config import check_backbone_files, expand_grid, load_grid_config
+    from ivus_tf.core.vocab import BACKBONES
+    from ivus_tf.grid.config import BACKBONE_WEIGHTS, check_backbone_files, expand_grid, load_grid_config
+
+    assert set(BACKBONE_WEIGHTS) == set(BACKBONES) - {"none"}
 
     resnet50 = tmp_path / "resnet50_imagenet.weights.h5"
     keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3)).save_weights(resnet50)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ivus_tf.errors import ArgumentParser, run_cli
+from ivus_tf.core.errors import ArgumentParser, run_cli
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -47,7 +47,7 @@ def describe(info: dict) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.core.tf_import import import_tensorflow
 
     import_tensorflow()
     from ivus_tf.convert.torchvision_deeplabv3 import convert_torchvision_deeplabv3

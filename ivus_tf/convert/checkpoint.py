@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 STATE_DICT_KEYS = ("model", "state_dict")
 TORCH_INSTALL = ("install the CPU builds: pip install torch torchvision --index-url "

@@ -22,7 +22,6 @@ above `TOLERANCE`), write to a temporary name, load that back in Keras' safe mod
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -30,7 +29,8 @@ import keras
 import numpy as np
 
 from ivus_tf.convert.checkpoint import read_state_dict
-from ivus_tf.errors import InputError
+from ivus_tf.core.atomic import atomic_file
+from ivus_tf.core.errors import InputError
 from ivus_tf.models import deeplabv3
 from ivus_tf.models.layers import ResizeToMatch
 from ivus_tf.models.pretrained import CONVERTED_DECODER_NAME, CONVERTED_ENCODER_NAME, TORCHVISION_MODEL_NAME
@@ -170,8 +170,7 @@ def convert_torchvision_deeplabv3(checkpoint, out, overwrite: bool = False, chec
         if info.get("max_abs_logit_difference", 0.0) > TOLERANCE:
             raise InputError(f"{checkpoint}: the Keras model's logits differ from torchvision's by up to "
                              f"{info['max_abs_logit_difference']:.3g} (limit {TOLERANCE:g}); nothing written")
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-    try:
+    with atomic_file(out) as tmp:
         model.save(tmp)
         reloaded = keras.saving.load_model(tmp, compile=False, safe_mode=True)
         info["reload_max_abs_difference"] = float(np.max(np.abs(reference.keras_logits(reloaded, x)
@@ -179,8 +178,5 @@ def convert_torchvision_deeplabv3(checkpoint, out, overwrite: bool = False, chec
         if info["reload_max_abs_difference"] > 1e-6:
             raise InputError(f"{out}: the written file does not give the converted model's logits back "
                              f"(max difference {info['reload_max_abs_difference']:.3g}); nothing written")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     info["size_mb"] = out.stat().st_size / 1e6
     return info

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import keras
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.models import pretrained
 from ivus_tf.models.layers import (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, AtrousConv2D, NaturalImageAdapter,
                                    SpatialBroadcast)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import keras
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.models import layers as _layers  # noqa: F401  (registers the custom layers a converted file holds)
 
 TORCHVISION_MODEL_NAME = "torchvision_deeplabv3_resnet50"
