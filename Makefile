@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 figures: $(STAMP)
-	$(PY) tools/render_phantom_figure.py --out docs/phantom_frames.png
+	$(PY) tools/render_phantom_figure.py --out docs/phantom_frames.png --shifted-out docs/phantom_shifted.png
 
 bench: $(STAMP)
 	$(PY) bench/bench_builder.py
