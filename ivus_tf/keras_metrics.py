@@ -41,7 +41,8 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from ivus_tf.losses import CALCIUM, TASKS, WALL_LUMEN, frame_weight_column, integer_labels
+from ivus_tf.core.vocab import CALCIFIED, CALCIUM, LUMEN, TASKS, VESSEL_WALL, WALL_LUMEN, check_tasks
+from ivus_tf.losses import frame_weight_column, integer_labels
 
 
 @keras.saving.register_keras_serializable(package="ivus_tf")
@@ -160,11 +161,9 @@ def task_dice_metrics(tasks: Sequence[str] = TASKS) -> dict:
     `calcium_dice`, `calcium_frame_dice`, `wall_lumen_dice`, `wall_lumen_lumen_dice`, `wall_lumen_vessel_wall_dice`,
     `wall_lumen_frame_dice` (prefixed `val_` on validation data)."""
     metrics = {
-        CALCIUM: lambda: [TaskDice((1,), name="dice"), FrameDice((1,), name="frame_dice")],
-        WALL_LUMEN: lambda: [TaskDice((1, 2), name="dice"), TaskDice((1,), name="lumen_dice"),
-                             TaskDice((2,), name="vessel_wall_dice"), FrameDice((1, 2), name="frame_dice")],
+        CALCIUM: lambda: [TaskDice((CALCIFIED,), name="dice"), FrameDice((CALCIFIED,), name="frame_dice")],
+        WALL_LUMEN: lambda: [TaskDice((LUMEN, VESSEL_WALL), name="dice"), TaskDice((LUMEN,), name="lumen_dice"),
+                             TaskDice((VESSEL_WALL,), name="vessel_wall_dice"),
+                             FrameDice((LUMEN, VESSEL_WALL), name="frame_dice")],
     }
-    unknown = [task for task in tasks if task not in metrics]
-    if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TASKS)}")
-    return {task: metrics[task]() for task in tasks}
+    return {task: metrics[task]() for task in check_tasks(tasks)}

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.models import build_model, transfer_weights
 from ivus_tf.models.build import ENCODER_NAME
 

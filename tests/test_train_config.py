@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ivus_tf.errors import InputError
-from ivus_tf.training.config import ARCHS, PHANTOM_PRESETS, PRETRAIN_TRANSFERS, SELECTION_METRICS, UNET_STAGES, \
-    TrainConfig, config_differences, load_config, load_run_config
-from ivus_tf.training.schemes import SCHEMES, phases_of
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import ARCHS, SCHEMES, UNET_STAGES
+from ivus_tf.training.config import PHANTOM_PRESETS, TrainConfig, config_differences, load_config, load_run_config
+from ivus_tf.training.schemes import SCHEME_PHASES, phases_of
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 TRAIN_CONFIGS = ("paper.yaml", "quickstart.yaml")
@@ -50,15 +50,15 @@ def test_defaults_follow_the_paper_where_it_is_explicit():
 
 def test_choices_match_the_registries():
     from ivus_tf.models.build import ARCHITECTURES
-    from tfrecords_builder.phantom import PRESETS
+    from tfrecords_builder.phantom import HELD_OUT_PRESETS, PRESETS, TRAINING_PRESETS
 
-    assert set(ARCHS) == set(ARCHITECTURES) and set(PHANTOM_PRESETS) == set(PRESETS)
-    from ivus_tf.models.build import TRANSFER_SCOPES
+    assert set(ARCHS) == set(ARCHITECTURES) and set(PHANTOM_PRESETS) == set(TRAINING_PRESETS)
+    assert set(TRAINING_PRESETS) | set(HELD_OUT_PRESETS) == set(PRESETS)
+    assert not set(TRAINING_PRESETS) & set(HELD_OUT_PRESETS)
+    assert tuple(SCHEME_PHASES) == SCHEMES
     from ivus_tf.models.unet_res import STAGE_DESIGNS
-    from ivus_tf.report import results
 
-    assert PRETRAIN_TRANSFERS == TRANSFER_SCOPES == results.PRETRAIN_TRANSFERS
-    assert set(UNET_STAGES) == set(STAGE_DESIGNS) and SELECTION_METRICS == results.SELECTION_METRICS
+    assert set(UNET_STAGES) == set(STAGE_DESIGNS)
 
 
 def test_yaml_typo_lists_valid_keys(tmp_path):
@@ -136,7 +136,7 @@ def test_a_run_config_saved_before_a_field_existed_reads_as_what_it_meant(tmp_pa
     new defaults must be refused, not mistaken for the same run."""
     import yaml
 
-    from ivus_tf.config import to_mapping
+    from ivus_tf.core.config import to_mapping
 
     values = to_mapping(TrainConfig(arch="unet_res", scheme="pretrain", loss_weighting="inverse_square"))
     for field in ("pretrain_transfer", "unet_stages", "selection_metric", "n_test_cases", "test_both_labels"):
@@ -235,7 +235,7 @@ def test_phantom_cache_key_follows_the_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("IVUS_TF_CACHE", str(tmp_path))
     config = TrainConfig(phantom_cases=4, phantom_frames_per_case=3)
     folder = phantom_folder(config)
-    assert folder.parent == tmp_path and folder.name.startswith("phantom-default-4x3-")
+    assert folder.parent == tmp_path and folder.name.startswith("phantom-randomized-4x3-")
     assert phantom_folder(dataclasses.replace(config, phantom_seed=1)) != folder
     knobs = tmp_path / "knobs.yaml"
     knobs.write_text("noise_db: [-40.0, -34.0]\n")

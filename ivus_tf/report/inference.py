@@ -35,12 +35,13 @@ __all__ = ["BATCH_SIZES", "inference_settings", "machine_description", "measure"
            "write_inference"]
 
 BATCH_SIZES = (1, 12)
-DEFAULTS = {"width": 1.0, "image_size": 256, "head": "linear", "aspp_rates": None}
+DEFAULTS = {"width": 1.0, "image_size": 256, "head": "linear", "aspp_rates": None, "unet_stages": "doubling"}
 
 
 def inference_settings(records: Sequence[Mapping], results_path) -> dict[str, dict]:
-    """{arch: {"width", "image_size", "head", "aspp_rates", "source"}} from the first readable config.yaml of each
-    architecture's runs (backbone "none" first); the package defaults (the paper's size) when none is readable."""
+    """{arch: {"width", "image_size", "head", "aspp_rates", "unet_stages", "source"}} from the first readable
+    config.yaml of each architecture's runs (backbone "none" first); the package defaults (the paper's size) when
+    none is readable. A config.yaml without `unet_stages` predates the field: its U-Net was "wide_bottom"."""
     import yaml
 
     settings = {}
@@ -55,6 +56,7 @@ def inference_settings(records: Sequence[Mapping], results_path) -> dict[str, di
             config = None
         if isinstance(config, Mapping):
             settings[arch] = {key: config.get(key, value) for key, value in DEFAULTS.items()}
+            settings[arch]["unet_stages"] = config.get("unet_stages", "wide_bottom")
             settings[arch]["source"] = f"config of run {record['run_id']}"
         else:
             settings.setdefault(arch, {**DEFAULTS, "source": "defaults"})
@@ -81,9 +83,9 @@ def _peak_rss_mib() -> float:
 
 
 def measure(arch: str, batch: int, width: float, image_size: int, head: str = "linear", aspp_rates=None,
-            warmup: int = 2, calls: int = 5, matmul_size: int = 2048) -> dict:
+            warmup: int = 2, calls: int = 5, matmul_size: int = 2048, unet_stages: str = "doubling") -> dict:
     """One measurement in THIS process (the worker): time, peak memory, FLOPs, matmul peak (module docstring)."""
-    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.core.tf_import import import_tensorflow
 
     tf = import_tensorflow()
     import keras
@@ -96,6 +98,8 @@ def measure(arch: str, batch: int, width: float, image_size: int, head: str = "l
     device = (tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU")
     rss_start = _peak_rss_mib()
     options = {"aspp_rates": tuple(aspp_rates)} if aspp_rates and arch == "deeplabv3" else {}
+    if arch == "unet_res":
+        options["stages"] = unet_stages
     keras.utils.set_random_seed(0)
     model = build_model(arch, ("calcium",), input_shape=(image_size, image_size, 1), width=width, head=head,
                         **options)
@@ -155,7 +159,7 @@ def measure_inference(settings: Mapping[str, Mapping], batch_sizes: Sequence[int
             spec = {"arch": arch, "batch": int(batch), "width": float(setting["width"]),
                     "image_size": int(setting["image_size"]), "head": setting["head"],
                     "aspp_rates": setting.get("aspp_rates"), "warmup": warmup, "calls": calls,
-                    "matmul_size": matmul_size}
+                    "matmul_size": matmul_size, "unet_stages": setting.get("unet_stages", "doubling")}
             rows.append({**_run_worker(spec, timeout_s), "source": setting.get("source", "")})
     return rows
 

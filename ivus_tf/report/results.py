@@ -21,8 +21,8 @@ Rules (each broken rule is an `InputError` naming the file and line):
   written before `pretrain_transfer` and `selection_metric` existed lack them: their runs transferred the encoder
   only and selected on pooled Dice); unknown fields are refused (they are typos or a newer schema);
 * `pretrain_transfer` is null unless scheme is "pretrain";
-* `lam` is a finite number >= 0 for scheme "multitask" and null otherwise; backbone "imagenet" needs arch
-  "deeplabv3";
+* `lam` is a finite number >= 0 for scheme "multitask" and null otherwise; backbone "imagenet" or "coco" needs
+  arch "deeplabv3";
 * `metrics` holds "calcium" and may hold the wall-lumen sections (`METRIC_SECTIONS`) of a run that evaluated a
   wall-lumen head; each section is {"dice": number in [0, 1] or null, "average_hausdorff_mm": number >= 0 or
   null}; null is a metric that could not be computed (e.g. no test frame carries the label) and is left out of
@@ -44,26 +44,23 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import ARCHS, BACKBONES, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS
 
-__all__ = ["ARCHS", "BACKBONES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME", "SCHEMES",
+__all__ = ["BACKBONES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME",
            "group_runs", "make_result_line", "metrics_from_run", "read_results", "resolve_run_dir", "run_key",
            "validate_result", "validation_calcium_dice"]
 
 RESULTS_NAME = "results.jsonl"
-ARCHS = ("unet_res", "deeplabv3")  # keys of ivus_tf.models.build.ARCHITECTURES (a test keeps them equal)
-BACKBONES = ("none", "imagenet")
-SCHEMES = ("calcium", "pretrain", "multitask")
-PRETRAIN_TRANSFERS = ("all_but_classifier", "encoder")  # ivus_tf.training.config's (a test keeps them equal)
-SELECTION_METRICS = ("per_frame_dice", "pooled_dice")  # ivus_tf.training.config's (a test keeps them equal)
 METRIC_SECTIONS = ("calcium", "lumen", "vessel_wall", "vessel", "wall_lumen_mean")
 METRIC_NAMES = ("dice", "average_hausdorff_mm")
 
 RESULT_FIELDS: dict[str, str] = {
     "run_id": "str, unique in the file: the grid's name of the run",
     "arch": f"str, one of {', '.join(ARCHS)} (ivus_tf.models.build_model)",
-    "backbone": "str, 'none' (trained from scratch) or 'imagenet' (natural-image pre-trained ResNet50 encoder, "
-                "deeplabv3 only: the paper's 'DeepLabV3 COCO' row)",
+    "backbone": "str, 'none' (trained from scratch), 'imagenet' (encoder from Keras' ImageNet ResNet50) or 'coco' "
+                "(encoder and ASPP from torchvision's COCO DeepLabV3, python -m ivus_tf.convert: the paper's "
+                "'DeepLabV3 COCO' row); deeplabv3 only",
     "scheme": f"str, one of {', '.join(SCHEMES)} (calcium-only, wall-lumen pre-training, multi-task)",
     "lam": "number >= 0 for scheme multitask (L = lam * L_calcium + L_wall_lumen), null otherwise",
     "repeat": "int >= 0, the cross-validation repeat",
@@ -264,7 +261,7 @@ def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam:
     `metrics` is the compact form (`metrics_from_run(metrics_json)`); `finished_utc` defaults to now (UTC),
     `package_version` to this package's version. Raises `InputError` for a record the report would refuse.
     """
-    from ivus_tf import __version__
+    from ivus_tf.core.version import __version__
 
     if finished_utc is None:
         finished_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

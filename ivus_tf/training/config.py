@@ -1,6 +1,6 @@
 """`TrainConfig`: every setting of a training run, flat and typed, loaded from YAML and overridden by CLI flags.
 
-Keys are the field names below (a YAML typo is an error that lists the valid keys, `ivus_tf.config`). Defaults are
+Keys are the field names below (a YAML typo is an error that lists the valid keys, `ivus_tf.core.config`). Defaults are
 the paper's settings (Bargsten et al., CDBME 2021): DeepLabV3 at width 1.0 (~40 M parameters), 256x256 frames,
 batch 12, Adam 2e-4, generalized Dice loss with class weights 1/area, flips + rotations, 10 repeats of 3-fold
 case-wise cross-validation (one run trains one `repeat` / `fold`), pre-training that transfers everything but the
@@ -48,6 +48,10 @@ Notes on a few fields:
 * `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs ~20 s on 2 CPU cores even
   for a tiny model). `jit_compile` (XLA) measured ~10x slower for training on this CPU, hence off.
 * `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
+* `postprocess`: how the test predictions are cleaned before they are scored (`ivus_tf.postprocess` presets:
+  `default`, nnU-Net-style connected-component cleaning, or `none`). metrics.json keeps both scores and says
+  which is the headline (the post-processed one unless `none`). It only changes the evaluation, so it is not
+  part of the run's hash and a run may be resumed with another value.
 * `strategy`: `none`, `mirrored` (all GPUs of this machine) or `multiworker` (the machines of `TF_CONFIG`); see
   `ivus_tf.training.distribute`. A step under a strategy equals the single-device step on the same global batch
   (`batch_size`, which the replicas must divide), so the field is not part of the run's hash and a run may be
@@ -65,23 +69,21 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from ivus_tf.config import load_yaml, to_mapping
-from ivus_tf.errors import InputError
+from ivus_tf.core.config import load_yaml, to_mapping
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import ARCHS, HEADS, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS, UNET_STAGES
+from ivus_tf.postprocess import PRESETS as _POSTPROCESS
 from ivus_tf.training.distribute import STRATEGIES
 
-SCHEMES = ("calcium", "pretrain", "multitask")
-ARCHS = ("deeplabv3", "unet_res")  # keys of ivus_tf.models.build.ARCHITECTURES (a test keeps them equal)
-HEADS = ("linear", "conv", "decoder")
 LOSS_WEIGHTINGS = ("inverse", "inverse_square")
-PRETRAIN_TRANSFERS = ("all_but_classifier", "encoder")  # ivus_tf.models.build.TRANSFER_SCOPES (tested)
-UNET_STAGES = ("doubling", "wide_bottom")  # keys of ivus_tf.models.unet_res.STAGE_DESIGNS (tested)
-SELECTION_METRICS = ("per_frame_dice", "pooled_dice")
-PHANTOM_PRESETS = ("default", "benchmark")  # keys of tfrecords_builder.phantom.PRESETS (tested)
+PHANTOM_PRESETS = ("randomized", "default", "benchmark")  # tfrecords_builder.phantom.TRAINING_PRESETS (tested);
+# the held-out `shifted` preset is not among them: no training run may use it
 PATH_FIELDS = ("data", "out", "splits", "phantom_config")
+POSTPROCESS_PRESETS = tuple(_POSTPROCESS)
 # Fields that do not change what is trained; they stay out of the default run name's hash.
-_NOT_HASHED = ("out", "strategy")
+_NOT_HASHED = ("out", "strategy", "postprocess")
 # Fields a run folder may be resumed with a different value of: how the run executes, not what it trains.
-_EXECUTION_ONLY = ("strategy",)
+_EXECUTION_ONLY = ("strategy", "postprocess")
 # What a run folder's config.yaml written before a field existed meant by leaving it out: the behaviour then.
 LEGACY_DEFAULTS = {"pretrain_transfer": "encoder", "unet_stages": "wide_bottom", "selection_metric": "pooled_dice"}
 
@@ -129,7 +131,7 @@ class TrainConfig:
     repeats: int = 10
     folds: int = 3
     # the embedded phantom (when `data` is empty)
-    phantom_preset: str = "default"
+    phantom_preset: str = "randomized"
     phantom_config: str = ""
     phantom_cases: int = 15
     phantom_frames_per_case: int = 20
@@ -138,6 +140,7 @@ class TrainConfig:
     tb_image_every_epochs: int = 5
     tb_image_frames: int = 4
     save_predictions: bool = False
+    postprocess: str = "default"
     # execution
     seed: int = 0
     deterministic: bool = True
@@ -152,8 +155,9 @@ class TrainConfig:
 
         for field, choices in (("scheme", SCHEMES), ("arch", ARCHS), ("head", HEADS),
                                ("loss_weighting", LOSS_WEIGHTINGS), ("phantom_preset", PHANTOM_PRESETS),
-                               ("strategy", STRATEGIES), ("pretrain_transfer", PRETRAIN_TRANSFERS),
-                               ("unet_stages", UNET_STAGES), ("selection_metric", SELECTION_METRICS)):
+                               ("strategy", STRATEGIES), ("postprocess", POSTPROCESS_PRESETS),
+                               ("pretrain_transfer", PRETRAIN_TRANSFERS), ("unet_stages", UNET_STAGES),
+                               ("selection_metric", SELECTION_METRICS)):
             value = getattr(self, field)
             if value not in choices:
                 fail(field, f"{value!r} is unknown; valid: {', '.join(choices)}")
@@ -222,7 +226,7 @@ class TrainConfig:
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
     """Defaults, then the YAML file at `path` (relative paths inside it resolved against its folder), then
     `overrides` ({field: value}, e.g. from CLI flags; checked like YAML values)."""
-    from ivus_tf.config import from_mapping
+    from ivus_tf.core.config import from_mapping
 
     config = TrainConfig()
     if path is not None:

@@ -19,15 +19,14 @@ build leaves nothing that looks complete.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 from pathlib import Path
 
-from ivus_tf import __version__
+from ivus_tf.core.atomic import atomic_write_json, file_lock
+from ivus_tf.core.version import __version__
 from ivus_tf.training.config import TrainConfig
 
 CACHE_ENV = "IVUS_TF_CACHE"
@@ -40,7 +39,7 @@ def cache_root() -> Path:
 
 def phantom_knobs(config: TrainConfig):
     """The `PhantomConfig` of `config`: its preset, updated by the `phantom_config` YAML if one is named."""
-    from ivus_tf.config import load_yaml
+    from ivus_tf.core.config import load_yaml
     from tfrecords_builder.phantom import PRESETS, PhantomConfig
 
     knobs = PRESETS[config.phantom_preset]
@@ -62,15 +61,9 @@ def phantom_folder(config: TrainConfig) -> Path:
     return cache_root() / f"phantom-{settings['preset']}-{settings['cases']}x{settings['frames_per_case']}-{key}"
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _span(knob) -> str:
+    """A knob as text: `256` or `256-512` (a range sampled per case)."""
+    return "-".join(f"{v:g}" for v in dict.fromkeys(knob)) if isinstance(knob, list) else f"{knob:g}"
 
 
 def ensure_phantom_records(config: TrainConfig, log=print) -> Path:
@@ -81,20 +74,20 @@ def ensure_phantom_records(config: TrainConfig, log=print) -> Path:
         log(f"data: embedded phantom, cached in {folder}")
         return records
     settings = phantom_settings(config)
-    with _locked(folder.parent / f".{folder.name}.lock"):
+    with file_lock(folder.parent / f".{folder.name}.lock"):
         if (records / "index.json").is_file():  # built by a concurrent run while we waited
             return records
         from tfrecords_builder.build import build_records
         from tfrecords_builder.phantom import generate_dataset
 
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "key.json").write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+        atomic_write_json(folder / "key.json", settings)
         knobs = settings["knobs"]
         phantom = folder / "phantom"
         if not (phantom / "manifest.csv").is_file():
             log(f"data: generating the embedded phantom ({settings['cases']} pullbacks x "
-                f"{settings['frames_per_case']} frames, {knobs['image_size']}x{knobs['image_size']} at "
-                f"{knobs['pixel_spacing_mm']} mm, preset {settings['preset']}) into {folder}")
+                f"{settings['frames_per_case']} frames of {_span(knobs['image_size'])} px at "
+                f"{_span(knobs['pixel_spacing_mm'])} mm, preset {settings['preset']}) into {folder}")
             generate_dataset(phantom, cases=settings["cases"], frames_per_case=settings["frames_per_case"],
                              seed=settings["seed"], preset=config.phantom_preset, config=phantom_knobs(config),
                              disjoint_tasks=True,
