@@ -263,7 +263,8 @@ def test_rule_baseline_is_fitted_on_training_cases_and_scored_like_a_model(recor
     assert rule["fitted_on"]["case_ids"] == ["a"] and rule["fitted_on"]["frames"] == 2
     assert [(f["case_id"], f["frame_id"]) for f in rule["frames"]] == [("b", "0"), ("b", "1")]
     params = RuleParams.from_dict(rule["params"])
-    for entry, frame in zip(rule["frames"], [f for f in iterate_frames(records, ["b"]) if f["calcium_mask"] is not None]):
+    test_frames = [f for f in iterate_frames(records, ["b"]) if f["calcium_mask"] is not None]
+    for entry, frame in zip(rule["frames"], test_frames):
         expected = M.evaluate_frame(predict_calcium(frame["image"], frame["pixel_spacing_mm"], params),
                                     frame["calcium_mask"], frame["pixel_spacing_mm"])
         assert {k: entry[k] for k in expected} == expected

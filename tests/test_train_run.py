@@ -140,7 +140,8 @@ def test_metrics_json_holds_the_rule_baseline_fitted_on_the_training_cases(calci
                          **M.evaluate_frame(prediction, frame["calcium_mask"], spacing)}
     assert rule["summary"] == M.summarize_frames(rule["frames"])
     assert set(rule["per_case"]) == set(test)
-    assert f"calcium rule (bright edge + shadow, fitted on {len(train)} training cases): Dice" in format_summary(metrics)
+    line = f"calcium rule (bright edge + shadow, fitted on {len(train)} training cases): Dice"
+    assert line in format_summary(metrics)
 
 
 def test_a_finished_run_is_not_retrained_and_a_changed_config_is_refused(calcium_run, records):
