@@ -18,7 +18,7 @@ from scipy import ndimage
 from ivus_tf import metrics as M
 from ivus_tf.baselines import RuleParams, fit_rule, predict_calcium, score_rule
 from ivus_tf.baselines.rule import drop_pieces, polar_grid, runs_to_mask
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 LUMEN, TISSUE, BRIGHT, SHADOW = 25.0, 90.0, 230.0, 12.0
 CALCIUM, FIBROUS, SHADOW_ONLY = (20, 100), (200, 280), (130, 170)  # sectors in degrees
@@ -187,3 +187,15 @@ def test_params_round_trip_through_json_and_bad_values_are_refused():
         fit_rule([np.zeros((32, 32), np.uint8)], [np.zeros((32, 32), bool)], [0.1], search={"thresh": (1,)})
     with pytest.raises(InputError, match="as many frames"):
         fit_rule([np.zeros((32, 32), np.uint8)], [], [0.1])
+
+
+def test_the_rule_imports_without_tensorflow():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, ivus_tf.baselines\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))[:3])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "[]"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_frame
-from ivus_tf.tf_import import import_tensorflow
+from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.training.config import TrainConfig
 from ivus_tf.training.run import run_training
 
@@ -145,7 +145,7 @@ def test_metrics_json_holds_the_rule_baseline_fitted_on_the_training_cases(calci
 
 
 def test_a_finished_run_is_not_retrained_and_a_changed_config_is_refused(calcium_run, records):
-    from ivus_tf.errors import InputError
+    from ivus_tf.core.errors import InputError
 
     run_dir = calcium_run["run_dir"]
     before = (run_dir / "model.keras").stat().st_mtime_ns

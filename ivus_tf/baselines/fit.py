@@ -24,7 +24,7 @@ import numpy as np
 
 from ivus_tf.baselines.rule import (INTENSITIES, RuleParams, drop_pieces, leading_runs, polar_grid, prepare_frame,
                                     run_pixels, shadow_means)
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.metrics import as_mask, validate_pixel_spacing_mm
 
 __all__ = ["SEARCH_SPACE", "START", "fit_rule", "score_rule"]

@@ -37,8 +37,8 @@ from typing import Mapping
 import cv2
 import numpy as np
 
-from ivus_tf.config import from_mapping, to_mapping
-from ivus_tf.errors import InputError
+from ivus_tf.core.config import from_mapping, to_mapping
+from ivus_tf.core.errors import InputError
 
 __all__ = ["INTENSITIES", "PolarGrid", "RuleParams", "drop_pieces", "leading_runs", "polar_grid", "predict_calcium",
            "prepare_frame", "run_pixels", "runs_to_mask", "shadow_means"]

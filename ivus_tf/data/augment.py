@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from ivus_tf.tf_import import import_tensorflow
+from ivus_tf.core.tf_import import import_tensorflow
 
 tf = import_tensorflow()
 

@@ -89,7 +89,7 @@ def rule_params_of_run(record: Mapping, results_path):
     import json
 
     from ivus_tf.baselines import RuleParams
-    from ivus_tf.errors import InputError
+    from ivus_tf.core.errors import InputError
 
     path = resolve_run_dir(record, results_path) / "metrics.json"
     try:

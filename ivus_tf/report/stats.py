@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 __all__ = ["BASELINE_LABELS", "MODELS", "RULE_MARGIN", "SCHEME_LABELS", "baseline_values", "describe", "metric_values",
            "model_label", "select_lambdas", "welch_p"]
