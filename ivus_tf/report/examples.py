@@ -175,7 +175,9 @@ def plot_examples(frames: Sequence[Mapping], pair: Mapping, path: str | Path) ->
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, len(frames), figsize=(3.2 * len(frames), 3.9), squeeze=False, constrained_layout=True)
+    width = 3.7 if any("rule" in f for f in frames) else 3.2  # room for the rule's Dice in the titles
+    fig, axes = plt.subplots(1, len(frames), figsize=(width * len(frames), width + 0.7), squeeze=False,
+                             constrained_layout=True)
     for ax, frame in zip(axes[0], frames):
         rows, cols = _crop(frame)
         ax.imshow(frame["image"][rows, cols], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
