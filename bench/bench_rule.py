@@ -1,7 +1,7 @@
 """The calcium rule baseline on the phantom of a grid config: fit time, test scores, intensity modes, a figure.
 
     python bench/bench_rule.py [--config configs/phantom_table1_small.yaml] [--repeat 0] [--fold 0]
-                               [--png rule_examples.png]
+                               [--png rule_examples.png] [--frames 8]
 
 Fits the rule (`ivus_tf.baselines`) on the calcium frames of the fold's TRAINING cases, and on all non-test cases
 (training + validation folds), and scores it on the test cases exactly as a training run scores its model
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=0)
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--png", help="draw test frames with the rule's contour into this PNG")
+    parser.add_argument("--frames", type=int, default=8, help="test frames in the PNG (default 8)")
     args = parser.parse_args()
 
     from ivus_tf.baselines import RuleParams, fit_rule, score_rule
@@ -116,7 +117,7 @@ def main() -> None:
           f"filter): test Dice {score_rule(*test_frames, issue).mean():.3f}")
     if args.png:
         first = next(iter(results.values()))
-        draw(records_dir, test, RuleParams.from_dict(first["params"]), args.png)
+        draw(records_dir, test, RuleParams.from_dict(first["params"]), args.png, args.frames)
         print(f"\nwrote {args.png}")
 
 

@@ -14,8 +14,8 @@ is no calcium. Per frame, at its original resolution and in millimetres (any siz
 4. per A-line keep only the leading (innermost) run of candidates, at most `max_thickness_mm` deep (0: no limit);
 5. drop connected pieces spanning fewer than `min_arc_deg` degrees of A-lines (a guidewire's echo is a spot with
    a narrow shadow, calcium an arc) or smaller than `min_area_mm2` (0: keep all), then map back to the Cartesian
-   frame: every pixel takes the value of its nearest polar sample (`PolarGrid.cartesian_index`), so the Cartesian Dice of the
-   mask can be computed exactly in polar form (`ivus_tf.baselines.fit`).
+   frame: every pixel takes the value of its nearest polar sample (`PolarGrid.cartesian_index`), so the Cartesian
+   Dice of the mask can be computed exactly in polar form (`ivus_tf.baselines.fit`).
 
 Intensity (`intensity`): "raw" thresholds the displayed grey levels (0-255); "normalised" divides each frame by
 the 95th percentile of its smoothed field of view first, so thresholds are fractions of the frame's bright tissue
