@@ -38,7 +38,7 @@ __all__ = ["BASELINE_LABELS", "MODELS", "RULE_MARGIN", "SCHEME_LABELS", "baselin
 
 # (arch, backbone) -> label, in the paper's order.
 MODELS = {("unet_res", "none"): "U-Net Res", ("deeplabv3", "none"): "DeepLabV3",
-          ("deeplabv3", "imagenet"): "DeepLabV3 ImageNet"}
+          ("deeplabv3", "imagenet"): "DeepLabV3 ImageNet", ("deeplabv3", "coco"): "DeepLabV3 COCO"}
 SCHEME_LABELS = {"calcium": "calcium only", "pretrain": "pre-training", "multitask": "multi-task"}
 BASELINE_LABELS = {"rule": "rule: bright edge + shadow", "predict_nothing": "predict nothing"}
 RULE_MARGIN = 0.05  # a model cell must beat the rule baseline's mean Dice by this much (5 percentage points)
