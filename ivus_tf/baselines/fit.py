@@ -8,9 +8,9 @@ Search: start from `START` of the intensity mode (a guidewire-proof arc filter o
 pick the best (bright, shadow) threshold pair on a coarse joint grid, then change one parameter at a time over its
 candidate values (`SEARCH_SPACE`), keeping any strict improvement, for up to `rounds` rounds or until a round
 changes nothing. Ties keep the earlier value, so the fit is deterministic. `min_area_mm2` is not searched by
-default (`search={"min_area_mm2": (...)}` adds it): in 3-fold cross-validation on the phantom's 26 non-test
-pullbacks (2 repeats, scored on the validation folds) the search without it generalised as well or better
-(mean validation Dice 0.795 vs 0.786 with it).
+default (`search={"min_area_mm2": (...)}` adds it): in 3-fold cross-validation on the benchmark phantom's 26
+non-test pullbacks (2 repeats, scored on the validation folds; the phantom before its randomised renderer) the
+search without it generalised as well or better (mean validation Dice 0.795 vs 0.786 with it).
 
 Speed: each frame is smoothed and resampled to polar once per smoothing sigma, and the shadow-window means once
 per (sigma, window); both are cached. The rule's mask is one run of samples per A-line mapped back by nearest
