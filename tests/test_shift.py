@@ -20,7 +20,7 @@ from ivus_tf.shift.predictors import ModelUnderTest, predict_nothing
 from ivus_tf.shift.report import JSON_NAME, MARKDOWN_NAME, ROWS
 from ivus_tf.shift.testset import check_seed, training_phantom
 
-TINY = dict(cases=2, frames_per_case=2, seed=1000, image_size=96)
+TINY = dict(cases=2, frames_per_case=2, seed=1000, image_size=96, postprocess="none")
 TOP_KEYS = {"format", "package_version", "created_utc", "model", "test_sets", "baselines", "results",
             "run_test_cases", "frames", "units", "definitions", "targets"}
 
@@ -92,6 +92,26 @@ def test_a_predictor_returning_the_truth_scores_perfectly(truth_result):
     assert sets["shifted"]["preset"] == "shifted" and sets["in_distribution"]["preset"] == "randomized"
     assert "assumed" in sets["in_distribution"]["source"]  # a stub says nothing about its training data
     assert result["baselines"]["rule"]["available"] is False and "rule" not in result["results"]["shifted"]
+    assert "model_raw" not in result["results"]["shifted"]  # nothing to compare without cleaning
+
+
+def test_the_model_is_scored_after_cleaning_and_before(truth_result, cache, tmp_path):
+    """A predictor returning the truth plus a calcium blob in the lumen: default cleaning removes the blob (calcium
+    lies outside the lumen), so the cleaned model scores perfectly and the raw one does not."""
+    def blob(frames):
+        out = truth(frames)
+        for answer in out:
+            lumen = np.argwhere(answer["wall_lumen"] == 1)
+            row, col = lumen.mean(axis=0).round().astype(int)
+            answer["calcium"][row - 2:row + 3, col - 2:col + 3] = 1
+        return out
+
+    result = score(stub(blob), tmp_path, postprocess="default")
+    assert result["model"]["postprocess"]["preset"] == "default"
+    for role in ("in_distribution", "shifted"):
+        cleaned, raw = result["results"][role]["model"], result["results"][role]["model_raw"]
+        assert cleaned["calcium"]["dice"]["mean"] == 1 and cleaned["lumen"]["dice"]["mean"] == 1
+        assert raw["calcium"]["dice"]["mean"] < 1
 
 
 def test_shift_md_holds_the_table(truth_result):
@@ -200,6 +220,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 def test_a_tiny_trained_run_end_to_end(cache, tmp_path):
     from conftest import synthetic_frame
     from ivus_tf.evaluation import evaluate_model
+    from ivus_tf.postprocess import PRESETS, postprocess_frame
     from ivus_tf.shift.__main__ import main
     from ivus_tf.shift.predictors import load_model_under_test
     from ivus_tf.training.config import TrainConfig
@@ -235,10 +256,14 @@ def test_a_tiny_trained_run_end_to_end(cache, tmp_path):
 
     keras_model = keras.models.load_model(run_dir / "model.keras", compile=False)
     evaluated = evaluate_model(keras_model, shifted, sorted({f["case_id"] for f in test_frames}),
-                               ("calcium", "wall_lumen"), 64, predictions_dir=tmp_path / "predictions")
-    assert evaluated["num_frames"] == 4
+                               ("calcium", "wall_lumen"), 64, predictions_dir=tmp_path / "predictions",
+                               postprocess=PRESETS["default"])  # the run's setting: cleaned maps are written
+    assert evaluated["num_frames"] == 4 and result["model"]["postprocess"]["preset"] == "default"
     import cv2
 
+    ours = [dict(zip(("calcium", "wall_lumen"), postprocess_frame(p["calcium"], p["wall_lumen"],
+                                                                  f["pixel_spacing_mm"], PRESETS["default"])))
+            for p, f in zip(ours, test_frames)]
     for frame, mine in zip(test_frames, ours):
         folder = tmp_path / "predictions" / frame["case_id"]
         theirs = cv2.imread(str(folder / f"{frame['frame_id']}_wall_lumen.png"), cv2.IMREAD_UNCHANGED)

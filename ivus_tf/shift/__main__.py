@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ivus_tf.core.errors import ArgumentParser, positive_int_arg, run_cli
+from ivus_tf.core.errors import ArgumentParser, non_negative_float_arg, positive_int_arg, run_cli
+from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG
 
 ENGINES = ("auto", "onnxruntime", "tensorflow")
 
@@ -35,6 +36,10 @@ def parse_args(argv: Sequence[str] | None = None):
                         help="fix the test frames' size in pixels (default: each preset's own sizes)")
     parser.add_argument("--batch-size", type=positive_int_arg, default=8, help="frames per model call (default 8)")
     parser.add_argument("--engine", choices=ENGINES, default="auto", help="for an export folder (default auto)")
+    parser.add_argument("--postprocess", help="mask cleaning: default, none or a YAML file (default: the run's "
+                                              "own setting, else default)")
+    parser.add_argument("--arc-gap-deg", type=non_negative_float_arg, default=DEFAULT_ARC_GAP_DEG,
+                        help=f"calcium arc gap bridging in degrees, 0 = off (default {DEFAULT_ARC_GAP_DEG:g})")
     parser.add_argument("--out", help="folder for shift.json and shift.md (default: the run folder)")
     return parser.parse_args(argv)
 
@@ -45,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     score_on_preset(args.model, args.preset, args.cases, args.frames_per_case, args.seed, args.out,
                     reference_preset=args.reference_preset, image_size=args.image_size, batch_size=args.batch_size,
-                    engine=args.engine, log=lambda text: print(text, flush=True))
+                    engine=args.engine, postprocess=args.postprocess, arc_gap_deg=args.arc_gap_deg,
+                    log=lambda text: print(text, flush=True))
     return 0
 
 

@@ -4,9 +4,11 @@ Pure numpy over original-resolution masks (no TensorFlow), with the package's de
 - calcium Dice and average Hausdorff distance in mm: `ivus_tf.metrics.evaluate_frame` with its empty-mask rules
   (both empty: Dice 1, distance 0; one empty: Dice 0, distance the image diagonal in mm);
 - lumen (label 1) and vessel (EEM, labels 1 | 2) Dice and distance: `ivus_tf.metrics.wall_lumen_metrics`;
-- calcium arc in degrees: `ivus_tf.measurements.frame_measurements`, the arc `predict` reports, seen from the
-  frame's own lumen (the predicted lumen for a prediction, the annotated one for the truth; the image centre, where
-  the catheter is, for a predictor without a wall-lumen output).
+- calcium arc in degrees: `ivus_tf.measurements.frame_measurements`, the arc `predict` reports (angular gaps
+  below `arc_gap_deg` between calcium at a similar depth bridged, so a calcification predicted in fragments
+  measures as one), seen from the frame's own lumen (the predicted lumen for a prediction, the annotated one for
+  the truth; the image centre, where the catheter is, for a predictor without a wall-lumen output). Prediction
+  and truth are measured by the same function with the same gap.
 
 Arc agreement (`arc_agreement`) compares predicted with true arcs over frames: Pearson r, mean absolute error and
 mean signed error (bias) in degrees. r is undefined (NaN, null in JSON) when either side is constant, e.g. a
@@ -21,18 +23,19 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ivus_tf import metrics as M
-from ivus_tf.measurements import frame_measurements
+from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG, frame_measurements
 
 __all__ = ["arc_agreement", "score_frame", "summarize_rows", "truth_arc_deg"]
 
 
-def truth_arc_deg(frame: Mapping) -> float:
+def truth_arc_deg(frame: Mapping, arc_gap_deg: float = DEFAULT_ARC_GAP_DEG) -> float:
     """The annotated calcium arc of `frame` (a records frame with both masks), seen from the annotated lumen."""
-    return float(frame_measurements(frame["calcium_mask"], frame["wall_lumen_mask"],
-                                     frame["pixel_spacing_mm"])["calcium_arc_deg"])
+    return float(frame_measurements(frame["calcium_mask"], frame["wall_lumen_mask"], frame["pixel_spacing_mm"],
+                                     arc_gap_deg=arc_gap_deg)["calcium_arc_deg"])
 
 
-def score_frame(prediction: Mapping, frame: Mapping, truth_arc: float) -> dict:
+def score_frame(prediction: Mapping, frame: Mapping, truth_arc: float,
+                arc_gap_deg: float = DEFAULT_ARC_GAP_DEG) -> dict:
     """One row: ids, calcium Dice / distance / empty case / arc (prediction and truth), lumen and vessel Dice and
     distance. `prediction` = {"calcium": 0/1 mask or None, "wall_lumen": 0/1/2 labels or None} at the frame's size;
     None (a model without that head) leaves that task's keys out of the row."""
@@ -42,7 +45,7 @@ def score_frame(prediction: Mapping, frame: Mapping, truth_arc: float) -> dict:
            "truth_has_calcium": bool(np.any(frame["calcium_mask"]))}
     if calcium is not None:
         result = M.evaluate_frame(calcium, frame["calcium_mask"], spacing)
-        measured = frame_measurements(calcium, labels, spacing)
+        measured = frame_measurements(calcium, labels, spacing, arc_gap_deg=arc_gap_deg)
         row.update(calcium_dice=result["dice"], calcium_average_hausdorff_mm=result["average_hausdorff_mm"],
                    calcium_empty_case=result["empty_case"], calcium_arc_deg=float(measured["calcium_arc_deg"]),
                    arc_center=measured["arc_center"])

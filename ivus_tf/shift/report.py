@@ -3,11 +3,12 @@
 shift.json (strict JSON, NaN as null):
 
     {"format": "ivus-tf shift test 1", "package_version", "created_utc",
-     "model": {"path", "kind": "run_folder" | "keras" | "export", "tasks", "training_data"},
+     "model": {"path", "kind": "run_folder" | "keras" | "export", "tasks", "training_data", "postprocess"},
+     "arc_gap_deg": the calcium arc's gap bridging (ivus_tf.measurements),
      "test_sets": {"in_distribution" | "shifted": {"preset", "source", "seed", "cases", "frames_per_case",
                                                    "image_size", "records", "knobs"}},
      "baselines": {"predict_nothing": {"available": true}, "rule": {"available", "reason" | fit details}},
-     "results": {SET: {"model" | "predict_nothing" | "rule": SUMMARY}},
+     "results": {SET: {"model" | "model_raw" | "predict_nothing" | "rule": SUMMARY}},  # model_raw: uncleaned
      "run_test_cases": {"source", "cases", "calcium" | "lumen" | "vessel": {"frames", "dice",
                         "average_hausdorff_mm"}} or null,        # the run's own metrics.json, for reference
      "frames": {SET: {PREDICTOR: [ivus_tf.shift.frames.score_frame rows]}},
@@ -37,13 +38,14 @@ UNITS = {"dice": "fraction 0-1", "average_hausdorff_mm": "mm", "calcium_arc_deg"
          "mean_absolute_error_deg": "degrees", "bias_deg": "degrees (predicted - truth)", "pearson_r": "-1 to 1"}
 DEFINITIONS = {
     "prediction": "the serving graph of ivus_tf.export (frames resized to the model input, probabilities resized "
-                  "back to the frame's original size, argmax), as predict and ivus_tf.evaluation run models",
+                  "back to the frame's original size, argmax), as predict and ivus_tf.evaluation run models, "
+                  "then cleaned by ivus_tf.postprocess (model.postprocess); model_raw: the same without cleaning",
     "calcium": "Dice and average Hausdorff distance (mm) per frame at original resolution, ivus_tf.metrics; empty "
                "masks: both empty Dice 1 / distance 0, one empty Dice 0 / the image diagonal in mm",
     "lumen, vessel": "Dice per frame of label 1 (lumen) and of labels 1|2 (inside the EEM)",
     "calcium_arc": "per frame, ivus_tf.measurements.frame_measurements' calcium_arc_deg of prediction and of truth "
-                   "(each seen from its own lumen centroid; the image centre for a predictor without a lumen, "
-                   "e.g. the rule); over frames: Pearson r, mean absolute error and bias in degrees, over all "
+                   "(gaps below arc_gap_deg bridged in both; each seen from its own lumen centroid; the image "
+                   "centre for a predictor without a lumen, e.g. the rule); over frames: Pearson r, mean absolute error and bias in degrees, over all "
                    "frames and over the frames with calcium in the truth",
     "predict_nothing": "all background: calcium Dice = share of calcium-free frames, arc 0 on every frame",
     "rule": "the calcium rule baseline (bright leading edge + acoustic shadow) fitted on the model's training "
