@@ -94,7 +94,7 @@ def load_model_under_test(path, engine: str = "auto") -> ModelUnderTest:
 
     model = load_model(path, engine)
     tasks = model_tasks(model, str(path))
-    return ModelUnderTest(_model_predictor(model, tasks), f"{model.path} (export, {model.description})", "export",
+    return ModelUnderTest(_model_predictor(model, tasks), f"{model.path} (export, {model.engine})", "export",
                           tasks, model.info.get("config"), None)
 
 

@@ -88,9 +88,9 @@ def _reference(model: ModelUnderTest, reference_preset: str | None):
     if reference_preset is not None:
         return reference_preset, None, "chosen with --reference-preset"
     if trained is not None:
-        return trained.preset, trained.knobs, "the phantom the model trained on (its knobs), another seed"
-    return (TRAINING_DEFAULT_PRESET, None, "assumed: the training default preset (the model did not train on the "
-            "embedded phantom, or does not say what it trained on)")
+        return trained.preset, trained.knobs, "the phantom the model trained on: its knobs, another seed"
+    return (TRAINING_DEFAULT_PRESET, None, "assumed: the training default preset; the model did not train on the "
+            "embedded phantom, or does not say what it trained on")
 
 
 def _run_test_cases(model: ModelUnderTest) -> dict | None:
