@@ -222,7 +222,7 @@ def test_a_tiny_trained_run_end_to_end(cache, tmp_path):
     from ivus_tf.evaluation import evaluate_model
     from ivus_tf.postprocess import PRESETS, postprocess_frame
     from ivus_tf.shift.__main__ import main
-    from ivus_tf.shift.predictors import load_model_under_test
+    from ivus_tf.shift.predictors import load_model_under_test, rule_baseline
     from ivus_tf.training.config import TrainConfig
     from ivus_tf.training.run import run_training
     from tfrecords_builder.writer import write_records
@@ -239,14 +239,28 @@ def test_a_tiny_trained_run_end_to_end(cache, tmp_path):
     result = json.loads((run_dir / JSON_NAME).read_text())
     assert TOP_KEYS <= set(result) and (run_dir / MARKDOWN_NAME).is_file()
     assert result["model"]["kind"] == "run_folder" and result["run_test_cases"]["calcium"]["frames"] >= 1
+    rule = result["baselines"]["rule"]
+    recorded = json.loads((run_dir / "metrics.json").read_text())["calcium"]["rule_baseline"]
+    assert rule["available"] and "fitted by the training run" in rule["source"] and rule["params"] == recorded["params"]
+    assert "Rule baseline: fitted by the training run" in (run_dir / MARKDOWN_NAME).read_text()
+    for role in ("in_distribution", "shifted"):
+        summary = result["results"][role]["rule"]
+        assert summary["frames"] == 4 and summary["lumen"] is None and summary["calcium"]["dice"]["n"] == 4
+        assert {row["arc_center"] for row in result["frames"][role]["rule"]} == {"image"}
     for role in ("in_distribution", "shifted"):
         for name in ("model", "predict_nothing"):
             summary = result["results"][role][name]
             assert summary["frames"] == 4 and set(summary["calcium_arc"]) == {"all_frames", "frames_with_calcium"}
             assert summary["lumen"]["dice"]["n"] == 4 and summary["vessel"]["dice"]["n"] == 4
 
-    # The model ran as ivus_tf.evaluation runs it: the same masks at original resolution.
+    # Without the run's metrics.json (an export records the config, not the fit) the rule is fitted again on the
+    # run's calcium training cases: the same fit.
     model = load_model_under_test(run_dir)
+    refit = rule_baseline(dataclasses.replace(model, run_dir=None), log=lambda text: None)[1]
+    assert "fitted now" in refit["source"] and refit["params"] == recorded["params"]
+    assert refit["fitted_on"]["case_ids"] == recorded["fitted_on"]["case_ids"]
+
+    # The model ran as ivus_tf.evaluation runs it: the same masks at original resolution.
     shifted = result["test_sets"]["shifted"]["records"]
     from ivus_tf.data.records import iterate_frames
 

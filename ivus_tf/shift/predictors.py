@@ -9,12 +9,14 @@ the graph an export runs in `predict` and the convention `ivus_tf.evaluation` sc
 folder, its `.keras` file and its export give the same masks (up to float rounding).
 
 The floors: `predict_nothing` (all background; its calcium Dice is the share of calcium-free frames) and the
-calcium rule baseline (`rule_baseline`, fitted on the model's training cases), when the package has it.
+calcium rule baseline (`rule_baseline`, fitted on the model's training cases; calcium only, so its arc is seen
+from the image centre, where the catheter is).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -104,11 +106,53 @@ def predict_nothing(frames: Sequence[Mapping]) -> list:
             for f in frames]
 
 
-def rule_baseline(model: ModelUnderTest, log=print) -> tuple[Predictor | None, dict]:
-    """(predictor or None, what the JSON records about it): the calcium rule fitted on the model's training cases.
+def _recorded_rule(model: ModelUnderTest) -> dict | None:
+    """The rule a training run fitted on its calcium training cases (metrics.json `calcium.rule_baseline`)."""
+    path = model.run_dir / METRICS_FILE if model.run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    rule = json.loads(path.read_text(encoding="utf-8")).get("calcium", {}).get("rule_baseline")
+    if not rule or "params" not in rule:
+        return None
+    return {"source": f"fitted by the training run on its calcium training cases ({path})",
+            "params": rule["params"], "fitted_on": rule.get("fitted_on")}
 
-    This package version has no rule baseline (`ivus_tf.baselines`), so it is reported as not available; when it
-    is added, this is the one function that fits it (or reads the fit a run recorded) and returns its predictor.
-    """
-    return None, {"available": False,
-                  "reason": "this package version has no calcium rule baseline (ivus_tf.baselines)"}
+
+def _fit_rule(model: ModelUnderTest, log) -> dict:
+    """Fit the rule now on the calcium training cases of the run's records and splits, or say why it cannot be."""
+    training = model.training or {}
+    data, splits = training.get("data"), training.get("splits")
+    if not data or not splits:
+        return {"reason": "the model does not record its training data (a bare .keras file?)"}
+    if not (Path(data) / "index.json").is_file() or not Path(splits).is_file():
+        return {"reason": f"the model's training records {data} or splits {splits} are not on this machine"}
+    from ivus_tf.evaluation import rule_baseline as fit_and_score
+    from ivus_tf.splits import fold_cases, read_splits
+
+    train = fold_cases(read_splits(splits), int(training.get("repeat") or 0), int(training.get("fold") or 0),
+                       "calcium")[0]
+    fitted = fit_and_score(data, train, [])
+    on = fitted["fitted_on"]
+    log(f"rule baseline: fitted on {on['frames']} calcium frames of {len(on['case_ids'])} training cases in "
+        f"{fitted['seconds']:.0f} s (training Dice {on['mean_dice']:.3f})")
+    return {"source": f"fitted now on the calcium training cases of {data}", "params": fitted["params"],
+            "fitted_on": on}
+
+
+def rule_baseline(model: ModelUnderTest, log=print) -> tuple[Predictor | None, dict]:
+    """(predictor or None, what shift.json records about it): the calcium rule (`ivus_tf.baselines`: bright
+    leading edge + acoustic shadow) with the thresholds fitted on the model's calcium training cases, as the run
+    recorded them in metrics.json, else fitted now on the records and splits its config names. Not available
+    (None, and the reason) without either, e.g. for a bare .keras file or when the training records are gone."""
+    from ivus_tf.baselines import RuleParams, predict_calcium
+
+    found = _recorded_rule(model) or _fit_rule(model, log)
+    if "params" not in found:
+        return None, {"available": False, **found}
+    params = RuleParams.from_dict(found["params"], found["source"])
+
+    def predict(frames: Sequence[Mapping]) -> list:
+        return [{"calcium": predict_calcium(f["image"], f["pixel_spacing_mm"], params).astype(np.uint8),
+                 "wall_lumen": None} for f in frames]
+
+    return predict, {"available": True, **found}
