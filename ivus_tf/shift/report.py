@@ -125,6 +125,18 @@ def format_markdown(result: Mapping) -> str:
     rule = result["baselines"]["rule"]
     if not rule.get("available"):
         lines.append(f"Rule baseline: not available ({rule.get('reason', 'unknown reason')}).")
+    else:
+        fitted = rule.get("fitted_on") or {}
+        size = (f" ({fitted['frames']} calcium frames of {len(fitted['case_ids'])} pullbacks)"
+                if "frames" in fitted and "case_ids" in fitted else "")
+        lines.append(f"Rule baseline: {rule['source']}{size}; calcium only, its arc seen from the image centre.")
+    inside_floors = [(name, results["in_distribution"].get(key)) for name, key in
+                     (("predict-nothing", "predict_nothing"), ("rule", "rule"))]
+    parts = [f"{name} calcium Dice {_cell(_get(s, ('calcium', 'dice', 'mean')), '.3f')}, arc r "
+             f"{_cell(_get(s, ('calcium_arc', 'frames_with_calcium', 'pearson_r')), '.2f')} and mean abs. error "
+             f"{_cell(_get(s, ('calcium_arc', 'frames_with_calcium', 'mean_absolute_error_deg')), '.1f')} deg "
+             "(frames with calcium)" for name, s in inside_floors if s is not None]
+    lines.append(f"The floors on the in-distribution set: {'; '.join(parts)}.")
     own = result.get("run_test_cases")
     if own:
         parts = [f"{name} Dice {_cell(own[name]['dice'], '.3f')}" for name in ("calcium", "lumen", "vessel")
