@@ -126,8 +126,9 @@ def score_on_preset(model, preset: str = "shifted", cases: int = 12, frames_per_
     for name, value in (("preset", preset), ("reference preset", reference_preset)):
         if value is not None and value not in PRESETS:
             raise InputError(f"unknown {name} {value!r}; valid presets: {', '.join(PRESETS)}")
-    if int(batch_size) < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    if int(batch_size) < 1 or int(cases) < 1 or int(frames_per_case) < 1:
+        raise InputError(f"cases, frames per case and batch size must be >= 1, got {cases}, {frames_per_case}, "
+                         f"{batch_size}")
     if not 0 <= arc_gap_deg < 180:
         raise InputError(f"arc gap must be in [0, 180) degrees, got {arc_gap_deg}")
     if not isinstance(model, ModelUnderTest):
