@@ -284,3 +284,17 @@ def test_a_tiny_trained_run_end_to_end(cache, tmp_path):
         assert np.mean(theirs == mine["wall_lumen"]) > 0.999
         theirs = cv2.imread(str(folder / f"{frame['frame_id']}_calcium.png"), cv2.IMREAD_UNCHANGED) > 0
         assert np.mean(theirs == (mine["calcium"] > 0)) > 0.999
+
+
+def test_a_test_set_never_shares_a_cache_folder_with_a_training_phantom(tmp_path, monkeypatch):
+    """Same preset, size and seed: the training phantom alternates labels, a test set has both on every frame."""
+    from ivus_tf.training.config import TrainConfig
+    from ivus_tf.training.phantom_cache import dataset_settings, phantom_folder, phantom_knobs, settings_folder
+
+    monkeypatch.setenv("IVUS_TF_CACHE", str(tmp_path))
+    config = TrainConfig(phantom_cases=4, phantom_frames_per_case=3, phantom_seed=5)
+    training = phantom_folder(config)
+    same = dataset_settings("randomized", phantom_knobs(config), 4, 3, 5, disjoint_tasks=True)
+    assert settings_folder(same) == training  # the training cache is the general cache with alternating labels
+    both = dataset_settings("randomized", phantom_knobs(config), 4, 3, 5, disjoint_tasks=False)
+    assert settings_folder(both) != training and settings_folder(both).parent == tmp_path
