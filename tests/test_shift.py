@@ -202,16 +202,18 @@ def test_the_seed_of_the_training_phantom_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["/no/such/run"], "/no/such/run: no such run folder, .keras file or export folder"),
-    (["README.md"], "README.md: not a .keras model file, training run folder or export folder"),
-    (["tests", "--out", "x"], "tests: neither a training run folder"),
-    (["/no/such/run", "--cases", "0"], "--cases"),
+    (["/no/such/run"], "error: /no/such/run: no such run folder, .keras file or export folder"),
+    (["README.md"], "error: README.md: not a .keras model file, training run folder or export folder"),
+    (["tests", "--out", "x"], "error: tests: neither a training run folder (no model.keras) nor an ivus-tf export"),
+    (["/no/such/run", "--cases", "0"], "error: python -m ivus_tf.shift: argument --cases: must be >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
-    done = subprocess.run([sys.executable, "-m", "ivus_tf.shift", *args], capture_output=True, text=True)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "ivus_tf.shift", *args], capture_output=True, text=True, cwd=root)
     assert done.returncode == 2, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith(("error:", "usage:")) or "error" in line]
-    assert message in done.stderr and len([e for e in errors if e.startswith("error:")]) <= 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+    assert not (root / "x").exists()
 
 
 # ----------------------------------------------------------------------------- a tiny trained run, slow
