@@ -12,8 +12,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import CLASS_NAMES, NUM_CLASSES
 
@@ -38,11 +36,13 @@ class ExportSource:
 
 
 def _read_config(path: Path) -> tuple[dict, str]:
+    from ivus_tf.core.config import parse_yaml
+
     try:
         text = path.read_text(encoding="utf-8")
-        config = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read the run config: {str(error).splitlines()[0]}") from error
+    config = parse_yaml(text, str(path))
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
     return config, text
