@@ -44,8 +44,8 @@ import cv2
 import numpy as np
 
 from ivus_tf.core.atomic import atomic_output_dir, check_output_dir, json_ready, json_text
-from ivus_tf.core.errors import (ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number,
-                                 run_cli)
+from ivus_tf.core.errors import (ArgumentParser, InputError, pixel_spacing_arg, positive_float_arg, positive_int_arg,
+                                 positive_number, run_cli)
 from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
 from ivus_tf.measurements import frame_measurements, pullback_summary
@@ -67,6 +67,7 @@ SUMMARY_NAME = "summary.json"
 # (about 210 instead of 320 KB at 500x500) for about the same encoding time
 OVERLAY_PNG_PARAMS = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_FILTERED)
 COLOURS_BGR = {"calcium": (0, 0, 255), "lumen": (0, 255, 255), "vessel": (255, 255, 0)}
+BYTES_PER_FRAME_PIXEL, BYTES_PER_MODEL_PIXEL, FULL_WIDTH_PARAMETERS = 72, 700, 41.5e6  # `frame_bytes`
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -94,26 +95,69 @@ def model_tasks(model, where: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------------- streaming
 
-def batches(frames: Iterable[Frame], batch_size: int) -> Iterator[list[Frame]]:
-    """Consecutive frames in lists of at most `batch_size`, cut where the frame size changes (one size a call)."""
+def batches(frames: Iterable[Frame], batch_size: int, limit=None) -> Iterator[list[Frame]]:
+    """Consecutive frames in lists of at most `batch_size` (or `limit(frame shape)`), cut where the frame size
+    changes (one size a call)."""
     batch: list[Frame] = []
+    size = batch_size
     for frame in frames:
         if batch and frame.image.shape != batch[0].image.shape:
             yield batch
             batch = []
+        if not batch:
+            size = limit(frame.image.shape) if limit is not None else batch_size
         batch.append(frame)
-        if len(batch) == batch_size:  # at once: the reader never runs more than one batch ahead of the model
+        if len(batch) == size:  # at once: the reader never runs more than one batch ahead of the model
             yield batch
             batch = []
     if batch:
         yield batch
 
 
-def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str],
-                   where: str = "model") -> Iterator[tuple[Frame, dict]]:
-    """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call."""
+def frame_bytes(shape: Sequence[int], model) -> int:
+    """Memory one frame of `shape` (H, W) needs through an export: ~72 bytes per pixel at the frame's own size
+    (float copies, each task's probabilities resized back, argmax, outputs) plus the model's activations at its
+    input size, ~700 bytes per input pixel for a full-width (~40 M parameter) model, scaled by the width (channels
+    grow with the width, parameters with its square). From the issue's peaks: one 6000x6000 frame 3.2 GB, three
+    8.5 GB (full-width U-Net, 256x256; ~0.9 GB of that is the process and the model)."""
+    info = getattr(model, "info", None) or {}
+    input_size = info.get("model_input_size") or (256, 256)
+    width = min(1.0, math.sqrt((info.get("parameters") or FULL_WIDTH_PARAMETERS) / FULL_WIDTH_PARAMETERS))
+    model_bytes = BYTES_PER_MODEL_PIXEL * width * math.prod(int(n) for n in input_size)
+    return int(BYTES_PER_FRAME_PIXEL * int(shape[0]) * int(shape[1]) + model_bytes)
+
+
+def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str], where: str = "model",
+                   memory_budget_bytes: int | None = None, memory_total_bytes: int | None = None,
+                   warnings: Warnings | None = None) -> Iterator[tuple[Frame, dict]]:
+    """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call.
+
+    The memory guard: a batch of large frames is cut to what fits in `memory_budget_bytes` (default half of
+    `memory_total_bytes`, default this machine's memory) by `frame_bytes`, with one warning per frame size; a frame
+    that alone needs more than the whole memory is refused."""
+    from ivus_tf.core.memory import gigabytes, memory_bytes
+
     names = [TASK_OUTPUTS[task] for task in tasks]
-    for batch in batches(frames, batch_size):
+    total = memory_total_bytes or memory_bytes() or 1 << 62
+    budget = memory_budget_bytes or total // 2
+    warnings = warnings or Warnings()
+    limits: dict[tuple, int] = {}
+
+    def limit(shape) -> int:
+        if shape not in limits:
+            need = frame_bytes(shape, model)
+            size = f"{shape[1]}x{shape[0]} (WxH)"
+            if need > total:
+                raise InputError(f"frames of {size} need about {gigabytes(need)} each through the model, more than "
+                                 f"this machine's {gigabytes(total)}; downsample the frames first")
+            limits[shape] = min(int(batch_size), max(1, budget // need))
+            if limits[shape] < batch_size:
+                warnings.once(f"memory:{shape}", f"frames of {size} need about {gigabytes(need)} each through the "
+                                                 f"model: --batch-size {batch_size} reduced to {limits[shape]} to "
+                                                 f"stay within {gigabytes(budget)} of memory")
+        return limits[shape]
+
+    for batch in batches(frames, batch_size, limit):
         stack = np.stack([frame.image for frame in batch])
         outputs = model.predict(stack, batch_size=len(batch))
         for name in names:
@@ -253,7 +297,8 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         with open(tmp / "measurements.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)
-            results = predict_frames(model, pullback, int(batch_size), tasks, where=str(model_path))
+            results = predict_frames(model, pullback, int(batch_size), tasks, where=str(model_path),
+                                     warnings=warnings)
             for frame, outputs in progress(results, total=len(pullback), desc="predict", unit="frames"):
                 calcium, labels = outputs.get("calcium_mask"), outputs.get("wall_lumen_labels")
                 values = _write_frame(tmp, frame, outputs, overlays)
@@ -358,10 +403,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--input", required=True,
                         help="folder of frames (PNG/TIFF/BMP/JPEG), multi-frame DICOM file, or manifest CSV")
     parser.add_argument("--out", required=True, help="output folder to create")
-    parser.add_argument("--pixel-spacing-mm", type=positive_float_arg, metavar="S",
+    parser.add_argument("--pixel-spacing-mm", type=pixel_spacing_arg, metavar="S",
                         help="mm per pixel; required for a folder of frames, overrides DICOM and manifest values")
     parser.add_argument("--batch-size", type=positive_int_arg, default=12, metavar="B",
-                        help="frames per model call (default 12)")
+                        help="frames per model call (default 12; fewer for frames too large for memory)")
     parser.add_argument("--pullback-speed-mm-s", type=positive_float_arg, metavar="V",
                         help="pullback speed in mm/s (default: the DICOM's IVUSPullbackRate); with the frame rate: "
                              "lengths in mm")

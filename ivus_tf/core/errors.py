@@ -117,8 +117,8 @@ def check_pixel_spacing_mm(value, what: str = "pixel_spacing_mm") -> float:
     with np.errstate(over="ignore"):
         stored = float(np.float32(number))
     if not (math.isfinite(stored) and low <= stored <= high):
-        raise InputError(f"{what} must be a number of mm per pixel between {low:g} and {high:g} mm, "
-                         f"got {_short(value)}")
+        raise InputError(f"{what} {_short(value)} must be a finite number of mm per pixel between {low:g} and "
+                         f"{high:g}")
     return number
 
 

@@ -150,7 +150,8 @@ def export_tensorrt(model_or_run_dir, out_dir: str | Path, version: int = 1, ove
         source = model_or_run_dir if isinstance(model_or_run_dir, (str, Path)) else "RUN_DIR"
         raise TensorRTUnavailable(
             f"--format tensorrt: {missing}; nothing written. Export ONNX here and build the engines on a GPU "
-            f"machine with trtexec (TensorRT 11 has no --fp16: run --format tensorrt there instead):",
+            "machine with trtexec as below (the --fp16 line needs TensorRT 10 or older; with TensorRT 11 run "
+            "--format tensorrt on that machine instead):",
             [f"python -m ivus_tf.export {source} --out {out_dir} --version {version} --format onnx"]
             + trtexec_commands(target, precisions, profile))
     import tensorrt as trt

@@ -17,6 +17,9 @@ Sources, first found wins (command-line flags override the file):
 - IVUSPullbackStartFrameNumber / StopFrameNumber (0018,3103/3104, 1-based): frames outside that range were
   acquired while the catheter stood still: their slabs have zero length and they all lie at the range's ends.
 
+A tag pydicom cannot read, or whose value lies outside `FRAME_RATE_RANGE_HZ` / `PULLBACK_SPEED_RANGE_MM_S`, is ignored
+with a note (one warning); flags outside those ranges are refused.
+
 Without a pullback speed and a frame rate (or a gated rate) there are no lengths: `positions_mm` is None and
 `require_lengths` refuses anything that needs them with one line naming the missing flags.
 """
@@ -32,6 +35,18 @@ import numpy as np
 from ivus_tf.core.errors import InputError, positive_number
 
 SPEED_FLAG, RATE_FLAG = "--pullback-speed-mm-s", "--frame-rate-hz"
+# Physical ranges: IVUS acquires at ~7.5-100 frames/s and pulls back at 0.5-1 mm/s, high-speed OCT at up to
+# ~200 frames/s and 40 mm/s; values outside these generous bounds are typos or corrupt tags.
+FRAME_RATE_RANGE_HZ = (0.1, 10000.0)
+PULLBACK_SPEED_RANGE_MM_S = (0.001, 100.0)
+
+
+def in_range(value, what: str, bounds: tuple[float, float], unit: str) -> float:
+    """`value` as a float, or `InputError` naming `what` unless it is a number within `bounds`."""
+    number = positive_number(value, what)
+    if not bounds[0] <= number <= bounds[1]:
+        raise InputError(f"{what} {number:g} must be between {bounds[0]:g} and {bounds[1]:g} {unit}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -48,17 +63,29 @@ class DicomTiming:
     notes: tuple = ()
 
 
-def _number(dataset, keyword: str, notes: list) -> float | None:
-    raw = getattr(dataset, keyword, None)
-    if raw in (None, ""):
+def _get(dataset, keyword: str):
+    """The tag's value, or None when absent; pydicom raises converting malformed values, which count as absent
+    after a note from the caller (`_number`)."""
+    try:
+        return getattr(dataset, keyword, None)
+    except Exception:  # noqa: BLE001 - e.g. ValueError for text in a decimal string
+        return "(unreadable)"
+
+
+def _number(dataset, keyword: str, notes: list, to_value=float, bounds=None, unit: str = "") -> float | None:
+    """The tag as a positive number converted by `to_value` (within `bounds` after it), or None with a note."""
+    raw = _get(dataset, keyword)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        notes.append(f"DICOM {keyword} {raw!r} is not a number; ignored")
+        value = to_value(float(raw))
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        notes.append(f"DICOM {keyword} {str(raw)[:40]!r} is not a number; ignored")
         return None
-    if not math.isfinite(value) or value <= 0:
-        notes.append(f"DICOM {keyword} {raw!r} is not a positive number; ignored")
+    if not math.isfinite(value) or value <= 0 or (bounds and not bounds[0] <= value <= bounds[1]):
+        what = f"gives {value:g} {unit}, outside {bounds[0]:g}-{bounds[1]:g} {unit}" if bounds and value > 0 \
+            and math.isfinite(value) else "is not a positive number"
+        notes.append(f"DICOM {keyword} {str(raw)[:40]!r} {what}; ignored")
         return None
     return value
 
@@ -67,7 +94,7 @@ def dicom_timing(dataset, frames: int) -> DicomTiming:
     """Read the frame timing and IVUS pullback tags (module docstring) from a pydicom dataset."""
     notes: list[str] = []
     rate = source = times = None
-    vector = getattr(dataset, "FrameTimeVector", None)
+    vector = _get(dataset, "FrameTimeVector")
     if vector not in (None, ""):
         try:
             increments = np.asarray([float(v) for v in (vector if isinstance(vector, Sequence) else [vector])])
@@ -84,17 +111,17 @@ def dicom_timing(dataset, frames: int) -> DicomTiming:
                 rate, source = 1000.0 / float(np.median(increments[1:])), "DICOM FrameTimeVector"
     for keyword, to_rate in (("FrameTime", lambda ms: 1000.0 / ms), ("CineRate", float),
                              ("RecommendedDisplayFrameRate", float)):
-        value = _number(dataset, keyword, notes)
+        value = _number(dataset, keyword, notes, to_rate, FRAME_RATE_RANGE_HZ, "frames/s")
         if rate is None and value is not None:
-            rate, source = to_rate(value), f"DICOM {keyword}"
+            rate, source = value, f"DICOM {keyword}"
             if keyword == "RecommendedDisplayFrameRate":
                 notes.append("frame rate taken from DICOM RecommendedDisplayFrameRate, a display setting; pass "
                              f"{RATE_FLAG} if the acquisition rate differs")
-    acquisition = str(getattr(dataset, "IVUSAcquisition", "") or "").strip().upper() or None
-    speed = _number(dataset, "IVUSPullbackRate", notes)
+    acquisition = str(_get(dataset, "IVUSAcquisition") or "").strip().upper() or None
+    speed = _number(dataset, "IVUSPullbackRate", notes, bounds=PULLBACK_SPEED_RANGE_MM_S, unit="mm/s")
     gated = _number(dataset, "IVUSGatedRate", notes) if acquisition == "GATED_PULLBACK" else None
     frame_range = None
-    start, stop = (getattr(dataset, k, None) for k in ("IVUSPullbackStartFrameNumber", "IVUSPullbackStopFrameNumber"))
+    start, stop = (_get(dataset, k) for k in ("IVUSPullbackStartFrameNumber", "IVUSPullbackStopFrameNumber"))
     if start not in (None, "") or stop not in (None, ""):
         try:
             first, last = int(start or 1) - 1, int(stop or frames) - 1
@@ -150,11 +177,11 @@ def resolve_geometry(frames: int, pullback_speed_mm_s: float | None = None, fram
     timing = timing or DicomTiming()
     speed = rate = speed_source = rate_source = times = None
     if pullback_speed_mm_s is not None:
-        speed, speed_source = positive_number(pullback_speed_mm_s, SPEED_FLAG), SPEED_FLAG
+        speed, speed_source = in_range(pullback_speed_mm_s, SPEED_FLAG, PULLBACK_SPEED_RANGE_MM_S, "mm/s"), SPEED_FLAG
     elif timing.pullback_speed_mm_s is not None:
         speed, speed_source = timing.pullback_speed_mm_s, "DICOM IVUSPullbackRate"
     if frame_rate_hz is not None:
-        rate, rate_source = positive_number(frame_rate_hz, RATE_FLAG), RATE_FLAG
+        rate, rate_source = in_range(frame_rate_hz, RATE_FLAG, FRAME_RATE_RANGE_HZ, "frames/s"), RATE_FLAG
     elif timing.frame_rate_hz is not None:
         rate, rate_source, times = timing.frame_rate_hz, timing.frame_rate_source, timing.frame_times_s
     common = dict(frames=frames, pullback_speed_mm_s=speed, pullback_speed_source=speed_source,
