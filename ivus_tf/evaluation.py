@@ -20,12 +20,13 @@ Only frames carrying a task's label count for that task (a calcium-only frame sa
      "num_frames": N,                        # frames carrying a label of at least one task
      "frames_per_task": {task: n},
      "metric_definitions": {name: text},
-     "calcium": SECTION,                     # calcium in tasks; plus "predict_nothing_baseline": summary
+     "calcium": SECTION,                     # calcium in tasks
      "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION}  # wall_lumen
 
     SECTION = {"frames": [{"case_id", "frame_id", "dice", "average_hausdorff_mm", "empty_case"}, ...],
                "summary": ivus_tf.metrics.summarize_frames(frames),
-               "per_case": {case_id: summarize_frames(that case's frames)}}
+               "per_case": {case_id: summarize_frames(that case's frames)},
+               "predict_nothing_baseline": summarize_frames of a model predicting background on the same frames}
 
 "vessel" is the area inside the external elastic membrane (labels 1 | 2); "wall_lumen_mean" is the mean of lumen
 and vessel wall per frame (the paper's Figure 4; its frames carry no "empty_case").
@@ -176,7 +177,7 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
     dataset = make_eval_dataset(records_dir, case_ids, config, with_metadata=True)
     originals = _labelled_frames(records_dir, case_ids, tasks)
     sections = {name: [] for task in tasks for name in SECTIONS[task]}
-    nothing = []
+    nothing = {name: [] for name in sections}
     frames_per_task = dict.fromkeys(tasks, 0)
     num_frames = 0
     writing = (atomic_output_dir(predictions_dir, overwrite=True) if predictions_dir is not None
@@ -205,9 +206,9 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
                     frames_per_task[task] += 1
                     for name, result in _frame_metrics(task, labels, truth, spacing, points, empty).items():
                         sections[name].append({**ids, **result})
-                    if task == "calcium":
-                        nothing.append(M.evaluate_frame(np.zeros_like(truth), truth, spacing, points=points,
-                                                        empty=empty))
+                    for name, result in _frame_metrics(task, np.zeros_like(truth), truth, spacing, points,
+                                                       empty).items():
+                        nothing[name].append(result)
         if next(originals, None) is not None:
             raise RuntimeError("records reader and eval pipeline disagree: the reader has more labelled frames")
     result = {"tasks": list(tasks), "case_ids": case_ids, "image_size": int(image_size), "points": points,
@@ -215,8 +216,7 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
               "metric_definitions": _definitions(points, empty, int(image_size))}
     for name, frames in sections.items():
         result[name] = _section(frames, case_ids)
-    if "calcium" in tasks:
-        result["calcium"]["predict_nothing_baseline"] = M.summarize_frames(nothing)
+        result[name]["predict_nothing_baseline"] = M.summarize_frames(nothing[name])
     return result
 
 

@@ -54,6 +54,7 @@ import cv2
 import numpy as np
 
 from ivus_tf.core.atomic import atomic_output_dir
+from ivus_tf.core.commands import python
 from ivus_tf.core.errors import InputError, check_pixel_spacing_mm
 from ivus_tf.core.progress import progress
 
@@ -261,6 +262,6 @@ def run(args: argparse.Namespace) -> int:
                                  tuple(args.labels_dir or DEFAULT_LABEL_DIRS), args.data_set)
     cases = summary["cases"]
     print(f"wrote {summary['frames']} frames of {len(cases)} cases ({', '.join(cases)}) to {args.out}")
-    print(f"manifest: {summary['manifest']}; next: python -m tfrecords_builder build --manifest {summary['manifest']}"
-          " --out RECORDS")
+    print(f"manifest: {summary['manifest']}; next: {python()} -m tfrecords_builder build --manifest "
+          f"{summary['manifest']} --out RECORDS")
     return 0
