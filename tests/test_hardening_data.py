@@ -155,3 +155,14 @@ def test_build_out_under_a_file_is_one_line(tmp_path, capsys):
     assert cli.main(["build", "--manifest", str(manifest), "--out", str(blocker / "records")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {blocker}") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------------- minor
+
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--pixel-spacing-mm", "1e-50")])
+def test_phantom_refuses_zero_workers_and_a_spacing_outside_the_range(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_status:  # argparse exits with 2 after its one line
+        cli.main(["phantom", "--out", str(tmp_path / "p"), "--cases", "1", "--frames-per-case", "1", flag, value])
+    err = capsys.readouterr().err
+    assert exit_status.value.code == 2 and err.startswith(f"error: python -m tfrecords_builder phantom: argument {flag}: ")
+    assert err.count("\n") == 1 and not (tmp_path / "p").exists()
