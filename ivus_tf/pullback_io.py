@@ -22,9 +22,11 @@ frames is never held in memory. Three inputs:
   (PhysicalUnitsX/YDirection = 3; PhysicalDeltaX/Y in cm, times 10). Row and column spacing must agree within 1%
   (a scan-converted IVUS frame has square pixels; anything else is refused rather than measured wrongly) and lie
   in the physical range (`ivus_tf.core.errors.PIXEL_SPACING_RANGE_MM`); `--pixel-spacing-mm` overrides the file,
-  whatever is wrong with its spacing (unreadable, one value, text, zero, not square), with one warning. Frame timing and the IVUS pullback tags (FrameTimeVector, FrameTime, CineRate,
-  IVUSPullbackRate, ...) are read by `ivus_tf.pullback.geometry.dicom_timing`; the header is kept (`dicom_header`,
-  pixel data left on disk) for outputs that reference the source, such as a DICOM Segmentation.
+  whatever is wrong with its spacing (unreadable, one value, text, zero, not square), with one warning. Frame
+  timing and the IVUS pullback tags (FrameTimeVector, FrameTime, CineRate, IVUSPullbackRate, ...) are read by
+  `ivus_tf.pullback.geometry.dicom_timing`; the header is kept (`dicom_header`, pixel data left on disk) for
+  outputs that reference the source, such as a DICOM Segmentation. A colour interpretation with one sample per
+  pixel (or the reverse) is refused: the header contradicts itself.
   `case_id` is the file name without its extension, `frame_id` the 0-based frame number, zero-padded.
 - a manifest CSV (`tfrecords_builder.manifest`, masks optional): frames in file order, spacing per row (overridden
   by `--pixel-spacing-mm`). Several cases (pullbacks) may share a manifest, each with its own frame size; within a

@@ -182,7 +182,8 @@ def test_outputs_respect_the_umask(tmp_path):
 def test_pixel_spacing_outside_the_physical_range_is_refused(value):
     from ivus_tf.core.errors import check_pixel_spacing_mm
 
-    with pytest.raises(InputError, match=r"where: pixel_spacing_mm .* must be a finite number of mm per pixel between 0.001 and 1$"):
+    with pytest.raises(InputError, match=r"where: pixel_spacing_mm .* must be a finite number of mm per pixel "
+                                         r"between 0.001 and 1$"):
         check_pixel_spacing_mm(value, "where: pixel_spacing_mm")
 
 

@@ -133,8 +133,8 @@ def test_manifest_pixel_spacing_outside_the_physical_range(tmp_path, spacing):
     cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))
     path = write_manifest(tmp_path / "m.csv", [{"case_id": "c", "frame_id": "1", "image": "a.png",
                                                 "calcium_mask": "a.png", "pixel_spacing_mm": spacing}])
-    with pytest.raises(InputError, match=rf"{path} row 2: pixel_spacing_mm '{spacing}' must be a finite number of mm per "
-                                         "pixel between 0.001 and 1"):
+    with pytest.raises(InputError, match=rf"{path} row 2: pixel_spacing_mm '{spacing}' must be a finite number of "
+                                         "mm per pixel between 0.001 and 1"):
         read_manifest(path)
 
 
@@ -164,5 +164,6 @@ def test_phantom_refuses_zero_workers_and_a_spacing_outside_the_range(tmp_path, 
     with pytest.raises(SystemExit) as exit_status:  # argparse exits with 2 after its one line
         cli.main(["phantom", "--out", str(tmp_path / "p"), "--cases", "1", "--frames-per-case", "1", flag, value])
     err = capsys.readouterr().err
-    assert exit_status.value.code == 2 and err.startswith(f"error: python -m tfrecords_builder phantom: argument {flag}: ")
+    assert exit_status.value.code == 2
+    assert err.startswith(f"error: python -m tfrecords_builder phantom: argument {flag}: ")
     assert err.count("\n") == 1 and not (tmp_path / "p").exists()
