@@ -280,7 +280,7 @@ def format_summary(metrics: Mapping) -> str:
             continue
         lines.append(_summary_line(label, what, metrics[name]["summary"]))
         baseline = metrics[name].get("predict_nothing_baseline")
-        if baseline is not None and baseline["frames"]:
+        if baseline is not None and baseline["frames"] and name != WALL_LUMEN_MEAN:
             lines.append(f"  predicting no {what}: Dice {_number(baseline['dice']['mean'])}, average Hausdorff "
                          f"{_number(baseline['average_hausdorff_mm']['mean'])} mm")
     return "\n".join(lines)

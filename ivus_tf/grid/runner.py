@@ -117,9 +117,10 @@ def _check_run(run: GridRun, plan, record: dict | None, grid_dir: Path) -> bool:
         wanted.pop("records_fingerprint")
     diffs = settings_differences(saved, wanted)
     if diffs:
-        where = "is recorded in results.jsonl" if record is not None else f"was started in {run_dir}"
-        raise InputError(f"{grid_dir}: run {run.run_id} {where} with other settings ({'; '.join(diffs)}); one grid "
-                         "folder holds one grid: restore the grid config, or use another --out")
+        where = f"{grid_dir}: run {run.run_id} is recorded in results.jsonl" if record is not None else \
+            f"{run_dir}: run {run.run_id} was started"
+        raise InputError(f"{where} with other settings ({'; '.join(diffs)}); one grid folder holds one grid: "
+                         "restore the grid config, or use another --out")
     return True
 
 

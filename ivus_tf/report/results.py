@@ -259,9 +259,8 @@ def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam:
               "lam": None if lam is None else float(lam) if _is_number(lam) else lam,
               "repeat": repeat, "fold": fold, "seed": seed, "metrics": {k: dict(v) for k, v in metrics.items()},
               "val_calcium_dice": val_calcium_dice, "run_dir": str(run_dir), "wall_time_s": wall_time_s,
-              "finished_utc": finished_utc, "package_version": package_version or __version__}
-    if settings is not None:
-        record["settings"] = dict(settings)
+              "finished_utc": finished_utc, "package_version": package_version or __version__,
+              "settings": None if settings is None else dict(settings)}
     validate_result(record, f"result of run {run_id!r}")
     return json.dumps(record, allow_nan=False) + "\n"
 
