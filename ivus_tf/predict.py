@@ -80,6 +80,7 @@ SUMMARY_NAME = "summary.json"
 OVERLAY_PNG_PARAMS = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_FILTERED)
 COLOURS_BGR = {"calcium": (0, 0, 255), "lumen": (0, 255, 255), "vessel": (255, 255, 0)}
 BYTES_PER_FRAME_PIXEL, BYTES_PER_MODEL_PIXEL, FULL_WIDTH_PARAMETERS = 72, 700, 41.5e6  # `frame_bytes`
+BYTES_PER_ENSEMBLE_PIXEL = 160
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -131,12 +132,16 @@ def frame_bytes(shape: Sequence[int], model) -> int:
     (float copies, each task's probabilities resized back, argmax, outputs) plus the model's activations at its
     input size, ~700 bytes per input pixel for a full-width (~40 M parameter) model, scaled by the width (channels
     grow with the width, parameters with its square). From the issue's peaks: one 6000x6000 frame 3.2 GB, three
-    8.5 GB (full-width U-Net, 256x256; ~0.9 GB of that is the process and the model)."""
+    8.5 GB (full-width U-Net, 256x256; ~0.9 GB of that is the process and the model). An ensemble or --tta adds
+    ~160 bytes per pixel: float64 sums and squares of every pass's probabilities, the uncertainty maps."""
     info = getattr(model, "info", None) or {}
-    input_size = info.get("model_input_size") or (256, 256)
+    if info.get("members"):  # an ensemble (`ivus_tf.ensemble`): its members are trained alike
+        info = info["members"][0] or {}
+    input_size = info.get("model_input_size") or getattr(model, "model_input_size", None) or (256, 256)
     width = min(1.0, math.sqrt((info.get("parameters") or FULL_WIDTH_PARAMETERS) / FULL_WIDTH_PARAMETERS))
     model_bytes = BYTES_PER_MODEL_PIXEL * width * math.prod(int(n) for n in input_size)
-    return int(BYTES_PER_FRAME_PIXEL * int(shape[0]) * int(shape[1]) + model_bytes)
+    per_pixel = BYTES_PER_FRAME_PIXEL + (BYTES_PER_ENSEMBLE_PIXEL if getattr(model, "passes", 1) > 1 else 0)
+    return int(per_pixel * int(shape[0]) * int(shape[1]) + model_bytes)
 
 
 def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str], where: str = "model",

@@ -14,14 +14,20 @@ import sys
 from pathlib import Path
 
 
+def shown(path: str | os.PathLike) -> str:
+    """`path` relative to the working folder when inside it (shorter to read and to type), else absolute."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _spelled(path: Path, name: str) -> str:
     found = shutil.which(name)  # compared unresolved: a venv's python is a symlink to the system's
     if found and os.path.abspath(found) == os.path.abspath(path):
         return name
-    try:
-        return str(path.absolute().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path.absolute())
+    return shown(path)
 
 
 def tool(name: str) -> str:

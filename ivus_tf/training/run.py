@@ -322,9 +322,10 @@ def _print_result(plan: RunPlan, metrics: dict, log: Callable[[str], None]) -> N
     log(f"test set ({len(plan.test_cases)} cases, metrics at original resolution; {plan.run_dir / METRICS_NAME}):")
     for line in format_summary(metrics).splitlines():
         log(f"  {line}")
-    from ivus_tf.core.commands import python, tool
+    from ivus_tf.core.commands import python, shown, tool
 
-    log(f"TensorBoard: {tool('tensorboard')} --logdir {plan.run_dir / 'tb'}")
-    name = plan.run_dir.name
-    log(f"next: {python()} -m ivus_tf.export {plan.run_dir} --out saved_models/{name}   (then: {python()} -m "
-        f"ivus_tf.predict --model saved_models/{name} --input PULLBACK --out predictions/{name})")
+    run_dir, name = shown(plan.run_dir), plan.run_dir.name
+    log(f"TensorBoard: {tool('tensorboard')} --logdir {run_dir}/tb")
+    log(f"export:      {python()} -m ivus_tf.export {run_dir} --out saved_models/{name}")
+    log(f"predict:     {python()} -m ivus_tf.predict --model saved_models/{name} --input PULLBACK "
+        f"--out predictions/{name}   (PULLBACK: a DICOM, a folder of frames or a manifest)")
