@@ -60,6 +60,7 @@ from ivus_tf.ensemble import Ensemble, add_ensemble_arguments, ensemble_summary_
 from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG, frame_measurements, pullback_summary
 from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_postprocess, postprocess_frame
 from ivus_tf.pullback.assemble import ReportSettings, add_report_arguments, report_summary_lines
+from ivus_tf.pullback.batching import BatchLimit, batches
 from ivus_tf.pullback.collect import FRAME_COLUMNS, PullbackCollector
 from ivus_tf.pullback.geometry import require_lengths, resolve_geometry
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
@@ -79,8 +80,6 @@ SUMMARY_NAME = "summary.json"
 # (about 210 instead of 320 KB at 500x500) for about the same encoding time
 OVERLAY_PNG_PARAMS = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_FILTERED)
 COLOURS_BGR = {"calcium": (0, 0, 255), "lumen": (0, 255, 255), "vessel": (255, 255, 0)}
-BYTES_PER_FRAME_PIXEL, BYTES_PER_MODEL_PIXEL, FULL_WIDTH_PARAMETERS = 72, 700, 41.5e6  # `frame_bytes`
-BYTES_PER_ENSEMBLE_PIXEL = 160
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -108,72 +107,17 @@ def model_tasks(model, where: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------------- streaming
 
-def batches(frames: Iterable[Frame], batch_size: int, limit=None) -> Iterator[list[Frame]]:
-    """Consecutive frames in lists of at most `batch_size` (or `limit(frame shape)`), cut where the frame size
-    changes (one size a call)."""
-    batch: list[Frame] = []
-    size = batch_size
-    for frame in frames:
-        if batch and frame.image.shape != batch[0].image.shape:
-            yield batch
-            batch = []
-        if not batch:
-            size = limit(frame.image.shape) if limit is not None else batch_size
-        batch.append(frame)
-        if len(batch) == size:  # at once: the reader never runs more than one batch ahead of the model
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def frame_bytes(shape: Sequence[int], model) -> int:
-    """Memory one frame of `shape` (H, W) needs through an export: ~72 bytes per pixel at the frame's own size
-    (float copies, each task's probabilities resized back, argmax, outputs) plus the model's activations at its
-    input size, ~700 bytes per input pixel for a full-width (~40 M parameter) model, scaled by the width (channels
-    grow with the width, parameters with its square). From the issue's peaks: one 6000x6000 frame 3.2 GB, three
-    8.5 GB (full-width U-Net, 256x256; ~0.9 GB of that is the process and the model). An ensemble or --tta adds
-    ~160 bytes per pixel: float64 sums and squares of every pass's probabilities, the uncertainty maps."""
-    info = getattr(model, "info", None) or {}
-    if info.get("members"):  # an ensemble (`ivus_tf.ensemble`): its members are trained alike
-        info = info["members"][0] or {}
-    input_size = info.get("model_input_size") or getattr(model, "model_input_size", None) or (256, 256)
-    width = min(1.0, math.sqrt((info.get("parameters") or FULL_WIDTH_PARAMETERS) / FULL_WIDTH_PARAMETERS))
-    model_bytes = BYTES_PER_MODEL_PIXEL * width * math.prod(int(n) for n in input_size)
-    per_pixel = BYTES_PER_FRAME_PIXEL + (BYTES_PER_ENSEMBLE_PIXEL if getattr(model, "passes", 1) > 1 else 0)
-    return int(per_pixel * int(shape[0]) * int(shape[1]) + model_bytes)
-
-
 def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str], where: str = "model",
                    memory_budget_bytes: int | None = None, memory_total_bytes: int | None = None,
                    warnings: Warnings | None = None) -> Iterator[tuple[Frame, dict]]:
     """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call.
 
-    The memory guard: a batch of large frames is cut to what fits in `memory_budget_bytes` (default half of
-    `memory_total_bytes`, default this machine's memory) by `frame_bytes`, with one warning per frame size; a frame
-    that alone needs more than the whole memory is refused."""
-    from ivus_tf.core.memory import gigabytes, memory_bytes
-
+    The memory guard (`ivus_tf.pullback.batching.BatchLimit`): a batch of large frames is cut to what fits in
+    `memory_budget_bytes` (default half of `memory_total_bytes`, default this machine's memory), with one warning
+    per frame size; a frame that alone needs more than the whole memory is refused."""
     names = [TASK_OUTPUTS[task] for task in tasks]
-    total = memory_total_bytes or memory_bytes() or 1 << 62
-    budget = memory_budget_bytes or total // 2
     warnings = warnings or Warnings()
-    limits: dict[tuple, int] = {}
-
-    def limit(shape) -> int:
-        if shape not in limits:
-            need = frame_bytes(shape, model)
-            size = f"{shape[1]}x{shape[0]} (WxH)"
-            if need > total:
-                raise InputError(f"frames of {size} need about {gigabytes(need)} each through the model, more than "
-                                 f"this machine's {gigabytes(total)}; downsample the frames first")
-            limits[shape] = min(int(batch_size), max(1, budget // need))
-            if limits[shape] < batch_size:
-                warnings.once(f"memory:{shape}", f"frames of {size} need about {gigabytes(need)} each through the "
-                                                 f"model: --batch-size {batch_size} reduced to {limits[shape]} to "
-                                                 f"stay within {gigabytes(budget)} of memory")
-        return limits[shape]
-
+    limit = BatchLimit(model, batch_size, warnings.once, memory_budget_bytes, memory_total_bytes)
     for batch in batches(frames, batch_size, limit):
         stack = np.stack([frame.image for frame in batch])
         outputs = model.predict(stack, batch_size=len(batch))

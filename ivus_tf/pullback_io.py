@@ -37,7 +37,6 @@ Warnings (a colour frame converted, a spacing overridden) are printed once per r
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -48,11 +47,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ivus_tf.core.errors import InputError, check_pixel_spacing_mm
+from ivus_tf.pullback.geometry import SPACING_TOLERANCE
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 MANIFEST_SUFFIXES = (".csv",)
-SPACING_TOLERANCE = 0.01
-DICOM_UNITS_CM = 3
 DICOM_PHOTOMETRIC = ("MONOCHROME2", "MONOCHROME1", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR")
 
 
@@ -265,85 +263,6 @@ def _read_dicom_header(path: Path):
     return dataset
 
 
-def _raw(dataset, keyword: str) -> str:
-    """The stored text of `keyword` (for messages about values pydicom cannot convert), at most 40 characters."""
-    try:
-        from pydicom.datadict import tag_for_keyword
-
-        value = dataset.get_item(tag_for_keyword(keyword)).value
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    except Exception:  # noqa: BLE001 - only for a message
-        text = "?"
-    return repr(text if len(text) <= 40 else text[:37] + "...")
-
-
-def _spacing_pair(dataset, keyword: str) -> tuple[float, float] | str:
-    """(row, column) mm from PixelSpacing, or what is wrong with it."""
-    try:
-        value = getattr(dataset, keyword)
-        pair = tuple(float(v) for v in value) if not isinstance(value, (str, bytes)) else ()
-    except Exception:  # pydicom raises converting a decimal string that holds text; float() on odd values
-        pair = ()
-    if len(pair) != 2:
-        return f"DICOM {keyword} {_raw(dataset, keyword)} is not two numbers (row and column spacing in mm)"
-    return pair
-
-
-def _region_pair(region) -> tuple[float, float] | str | None:
-    """(row, column) mm of an ultrasound region measured in cm, None for a region in other units, or a problem."""
-    try:
-        units = (getattr(region, "PhysicalUnitsXDirection", None), getattr(region, "PhysicalUnitsYDirection", None))
-        if units != (DICOM_UNITS_CM, DICOM_UNITS_CM) or "PhysicalDeltaX" not in region or \
-                "PhysicalDeltaY" not in region:
-            return None
-        return 10.0 * abs(float(region.PhysicalDeltaY)), 10.0 * abs(float(region.PhysicalDeltaX))
-    except Exception:  # noqa: BLE001 - text or several values where one number belongs
-        return "DICOM SequenceOfUltrasoundRegions PhysicalDeltaX/Y are not numbers"
-
-
-def dicom_spacing(dataset, warnings: Warnings, path: Path) -> tuple[float | None, str, str | None]:
-    """(spacing in mm or None, where it came from, what is wrong with it or None) from PixelSpacing, else the
-    first SequenceOfUltrasoundRegions item in cm. A problem (unreadable, not square, outside the physical range)
-    is returned, not raised: `--pixel-spacing-mm` overrides it."""
-    candidates = []
-    if "PixelSpacing" in dataset:
-        found = _spacing_pair(dataset, "PixelSpacing")
-        if isinstance(found, str):
-            return None, "PixelSpacing", found
-        candidates.append(("PixelSpacing", *found))
-    try:
-        regions = list(getattr(dataset, "SequenceOfUltrasoundRegions", None) or [])
-    except Exception:  # noqa: BLE001
-        regions = []
-    for region in regions:
-        found = _region_pair(region)
-        if isinstance(found, str):
-            if not candidates:
-                return None, "SequenceOfUltrasoundRegions", found
-            break
-        if found is not None:
-            candidates.append(("SequenceOfUltrasoundRegions PhysicalDeltaX/Y (cm)", *found))
-            break
-    if not candidates:
-        return None, "none", None
-    source, rows_mm, cols_mm = candidates[0]
-    for value in (rows_mm, cols_mm):
-        try:
-            check_pixel_spacing_mm(value)
-        except InputError:
-            return None, source, f"DICOM {source} gives pixel spacing {rows_mm!r} x {cols_mm!r} mm"
-    if abs(rows_mm - cols_mm) > SPACING_TOLERANCE * max(rows_mm, cols_mm):
-        return None, source, (f"DICOM {source} gives non-square pixels ({rows_mm:g} mm per row, {cols_mm:g} mm per "
-                              "column); IVUS frames have square pixels")
-    mean = (rows_mm + cols_mm) / 2.0
-    if len(candidates) > 1:
-        other = (candidates[1][1] + candidates[1][2]) / 2.0
-        if abs(other - mean) > SPACING_TOLERANCE * mean:
-            warnings.once("dicom-spacing", f"{path}: PixelSpacing ({mean:g} mm) and the ultrasound region "
-                                           f"({other:g} mm) disagree; using PixelSpacing")
-    return mean, source, None
-
-
 def _check_decoder(dataset, path: Path) -> None:
     from pydicom.pixels import get_decoder
 
@@ -379,7 +298,9 @@ def _header_int(dataset, keyword: str, default: int, path: Path) -> int:
     try:
         return int(dataset.get(keyword, default) or default)
     except Exception:  # noqa: BLE001 - pydicom or int() on a malformed value
-        raise InputError(f"{path}: DICOM {keyword} {_raw(dataset, keyword)} is not a whole number") from None
+        from ivus_tf.pullback.geometry import dicom_raw
+
+        raise InputError(f"{path}: DICOM {keyword} {dicom_raw(dataset, keyword)} is not a whole number") from None
 
 
 def _open_dicom(path: Path, spacing: float | None, warnings: Warnings) -> Pullback:
@@ -403,6 +324,8 @@ def _open_dicom(path: Path, spacing: float | None, warnings: Warnings) -> Pullba
         raise InputError(f"{path}: signed pixel data is not supported (IVUS B-mode frames are unsigned)")
     _check_decoder(dataset, path)
     _check_native_length(dataset, path, frames, rows * columns, photometric)
+    from ivus_tf.pullback.geometry import dicom_spacing
+
     found, source, problem = dicom_spacing(dataset, warnings, path)
     if spacing is None:
         if problem is not None:

@@ -4,7 +4,6 @@ serving signature's rank error, garbage .keras files, TensorRT's advice. Each te
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +98,8 @@ def frames_of(size, count):
 
 
 def test_predict_batch_shrinks_for_large_frames_with_one_warning():
-    from ivus_tf.predict import frame_bytes, predict_frames
+    from ivus_tf.pullback.batching import frame_bytes
+    from ivus_tf.predict import predict_frames
 
     model = FakeModel()
     model.info = {"model_input_size": [64, 64], "parameters": 100_000}  # a tiny export
@@ -125,7 +125,7 @@ def test_predict_refuses_a_frame_larger_than_memory():
 
 
 def test_frame_bytes_matches_the_measured_peak_of_a_6000_pixel_frame():
-    from ivus_tf.predict import frame_bytes
+    from ivus_tf.pullback.batching import frame_bytes
 
     class Export:  # the measurement: a full-width U-Net at 256x256, one 6000x6000 frame: 3.2 GB peak
         info = {"model_input_size": [256, 256], "parameters": 41_500_000}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_frame
-from ivus_tf.core.errors import InputError, run_cli
+from ivus_tf.core.errors import InputError
 from ivus_tf.training.config import TrainConfig
 from test_hardening_data import unwritable_parent
 
@@ -207,7 +207,7 @@ def test_epoch_line_is_short_and_keeps_the_headline_metrics():
 def test_tensorboard_callback_writes_no_duplicate_evaluation_tags(tmp_path):
     from ivus_tf.core.tf_import import import_tensorflow
 
-    tf = import_tensorflow()
+    import_tensorflow()  # quietly, before Keras imports it
     import keras
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

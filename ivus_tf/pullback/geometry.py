@@ -1,4 +1,8 @@
-"""Where each frame lies along the pullback, in mm, and where that number came from.
+"""Where each frame lies along the pullback, in mm, how large its pixels are, and where those numbers came from.
+
+Pixel spacing of a DICOM input (`dicom_spacing`): PixelSpacing, else the first SequenceOfUltrasoundRegions item
+in cm; unreadable, non-square or out-of-range values are reported as a problem that `--pixel-spacing-mm`
+overrides (`ivus_tf.pullback_io`).
 
 A motorised pullback moves the catheter at a constant speed v (mm/s) while frames are acquired at a rate f (Hz),
 so frame i is acquired at time t_i and lies at `z_i = v * t_i` from the first frame (t_i = i / f for a constant
@@ -32,9 +36,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ivus_tf.core.errors import InputError, positive_number
+from ivus_tf.core.errors import InputError, check_pixel_spacing_mm, positive_number
 
 SPEED_FLAG, RATE_FLAG = "--pullback-speed-mm-s", "--frame-rate-hz"
+SPACING_TOLERANCE = 0.01  # row and column spacing must agree within 1 %: scan-converted IVUS pixels are square
+DICOM_UNITS_CM = 3
 # Physical ranges: IVUS acquires at ~7.5-100 frames/s and pulls back at 0.5-1 mm/s, high-speed OCT at up to
 # ~200 frames/s and 40 mm/s; values outside these generous bounds are typos or corrupt tags.
 FRAME_RATE_RANGE_HZ = (0.1, 10000.0)
@@ -132,6 +138,87 @@ def dicom_timing(dataset, frames: int) -> DicomTiming:
         else:
             notes.append(f"DICOM IVUSPullbackStart/StopFrameNumber ({start}, {stop}) outside 1..{frames}; ignored")
     return DicomTiming(rate, source, times, speed, gated, acquisition, frame_range, tuple(notes))
+
+
+# ------------------------------------------------------------------------------------- pixel spacing
+
+def dicom_raw(dataset, keyword: str) -> str:
+    """The stored text of `keyword` (for messages about values pydicom cannot convert), at most 40 characters."""
+    try:
+        from pydicom.datadict import tag_for_keyword
+
+        value = dataset.get_item(tag_for_keyword(keyword)).value
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    except Exception:  # noqa: BLE001 - only for a message
+        text = "?"
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _spacing_pair(dataset, keyword: str) -> tuple[float, float] | str:
+    """(row, column) mm from PixelSpacing, or what is wrong with it."""
+    try:
+        value = getattr(dataset, keyword)
+        pair = tuple(float(v) for v in value) if not isinstance(value, (str, bytes)) else ()
+    except Exception:  # pydicom raises converting a decimal string that holds text; float() on odd values
+        pair = ()
+    if len(pair) != 2:
+        return f"DICOM {keyword} {dicom_raw(dataset, keyword)} is not two numbers (row and column spacing in mm)"
+    return pair
+
+
+def _region_pair(region) -> tuple[float, float] | str | None:
+    """(row, column) mm of an ultrasound region measured in cm, None for a region in other units, or a problem."""
+    try:
+        units = (getattr(region, "PhysicalUnitsXDirection", None), getattr(region, "PhysicalUnitsYDirection", None))
+        if units != (DICOM_UNITS_CM, DICOM_UNITS_CM) or "PhysicalDeltaX" not in region or \
+                "PhysicalDeltaY" not in region:
+            return None
+        return 10.0 * abs(float(region.PhysicalDeltaY)), 10.0 * abs(float(region.PhysicalDeltaX))
+    except Exception:  # noqa: BLE001 - text or several values where one number belongs
+        return "DICOM SequenceOfUltrasoundRegions PhysicalDeltaX/Y are not numbers"
+
+
+def dicom_spacing(dataset, warnings, path) -> tuple[float | None, str, str | None]:
+    """(spacing in mm or None, where it came from, what is wrong with it or None) from PixelSpacing, else the
+    first SequenceOfUltrasoundRegions item in cm. A problem (unreadable, not square, outside the physical range)
+    is returned, not raised: `--pixel-spacing-mm` overrides it."""
+    candidates = []
+    if "PixelSpacing" in dataset:
+        found = _spacing_pair(dataset, "PixelSpacing")
+        if isinstance(found, str):
+            return None, "PixelSpacing", found
+        candidates.append(("PixelSpacing", *found))
+    try:
+        regions = list(getattr(dataset, "SequenceOfUltrasoundRegions", None) or [])
+    except Exception:  # noqa: BLE001
+        regions = []
+    for region in regions:
+        found = _region_pair(region)
+        if isinstance(found, str):
+            if not candidates:
+                return None, "SequenceOfUltrasoundRegions", found
+            break
+        if found is not None:
+            candidates.append(("SequenceOfUltrasoundRegions PhysicalDeltaX/Y (cm)", *found))
+            break
+    if not candidates:
+        return None, "none", None
+    source, rows_mm, cols_mm = candidates[0]
+    for value in (rows_mm, cols_mm):
+        try:
+            check_pixel_spacing_mm(value)
+        except InputError:
+            return None, source, f"DICOM {source} gives pixel spacing {rows_mm!r} x {cols_mm!r} mm"
+    if abs(rows_mm - cols_mm) > SPACING_TOLERANCE * max(rows_mm, cols_mm):
+        return None, source, (f"DICOM {source} gives non-square pixels ({rows_mm:g} mm per row, {cols_mm:g} mm per "
+                              "column); IVUS frames have square pixels")
+    mean = (rows_mm + cols_mm) / 2.0
+    if len(candidates) > 1:
+        other = (candidates[1][1] + candidates[1][2]) / 2.0
+        if abs(other - mean) > SPACING_TOLERANCE * mean:
+            warnings.once("dicom-spacing", f"{path}: PixelSpacing ({mean:g} mm) and the ultrasound region "
+                                           f"({other:g} mm) disagree; using PixelSpacing")
+    return mean, source, None
 
 
 @dataclass(frozen=True)
