@@ -54,6 +54,15 @@ def test_batch_larger_than_the_training_frames_is_refused_before_the_run_folder(
     assert not (tmp_path / "run").exists()
 
 
+def test_training_memory_estimate_matches_the_measured_peaks():
+    from ivus_tf.training.run import train_bytes
+
+    measured = {("unet_res", 2): 2.7e9, ("unet_res", 12): 8.1e9, ("deeplabv3", 2): 2.4e9, ("deeplabv3", 12): 5.7e9}
+    for (arch, batch), peak in measured.items():  # BENCHMARKS.md, bench/bench_models.py: peak RSS on CPU
+        estimate = train_bytes(TrainConfig(arch=arch, batch_size=batch, width=1.0, image_size=256))
+        assert abs(estimate - peak) < 0.2e9, (arch, batch, estimate)
+
+
 def test_batch_that_cannot_fit_in_memory_is_refused(tmp_path, cache, monkeypatch):
     from ivus_tf.core import memory
     from ivus_tf.training.run import plan_run

@@ -55,11 +55,12 @@ from tfrecords_builder.index import records_fingerprint
 
 CONFIG_NAME, METRICS_NAME, DONE_NAME, MODEL_NAME = "config.yaml", "metrics.json", "done.json", "model.keras"
 RECORDS_NAME = "records.json"
-# Training memory per frame at 256x256 and width 1.0, and per parameter (weights, gradients, Adam's two moments),
-# from the peak RSS of bench/bench_models.py (BENCHMARKS.md: batch 2 and 12 on CPU); activations scale with the
-# width and the pixels, parameters with the width squared.
+# Training memory per frame at 256x256 and width 1.0, per parameter (weights, gradients, Adam's two moments) and
+# of the process (TensorFlow, the data), from the peak RSS of bench/bench_models.py (BENCHMARKS.md: batch 2 and 12
+# on CPU, 2.4-8.1 GB, matched within 0.1 GB); activations scale with the width and the pixels, parameters with the
+# width squared.
 TRAIN_BYTES_PER_FRAME = {"unet_res": 0.54e9, "deeplabv3": 0.33e9}
-TRAIN_BYTES_PER_PARAMETER, FULL_WIDTH_PARAMETERS = 16, 41.5e6
+TRAIN_BYTES_PER_PARAMETER, FULL_WIDTH_PARAMETERS, TRAIN_BASE_BYTES = 16, 41.5e6, 1e9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +160,8 @@ def train_bytes(config: TrainConfig) -> float:
     the pixels) times the batch, plus weights, gradients and Adam's moments."""
     width = min(config.width, 4.0)
     per_frame = TRAIN_BYTES_PER_FRAME[config.arch] * width * (config.image_size / 256) ** 2
-    return config.batch_size * per_frame + TRAIN_BYTES_PER_PARAMETER * FULL_WIDTH_PARAMETERS * width ** 2
+    return (config.batch_size * per_frame + TRAIN_BYTES_PER_PARAMETER * FULL_WIDTH_PARAMETERS * width ** 2
+            + TRAIN_BASE_BYTES)
 
 
 def check_same_records(run_dir: Path, records_dir: Path, fingerprint: str) -> None:
