@@ -167,8 +167,8 @@ def test_garbage_keras_file_is_not_a_valid_keras_file(tmp_path):
 
     garbage = tmp_path / "model.keras"
     garbage.write_bytes(b"this is not a zip archive" * 10)
-    with pytest.raises(InputError, match=rf"^{garbage}: not a valid Keras model file \(a .keras file is a zip "
-                                         "archive"):
+    with pytest.raises(InputError, match=rf"^{garbage}: cannot load the Keras model: not a valid .keras file "
+                                         r"\(a .keras file is a zip archive"):
         load_source(garbage)
 
 

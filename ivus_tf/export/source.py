@@ -56,8 +56,8 @@ def _load_keras(path: Path):
     import zipfile
 
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
-        raise InputError(f"{path}: not a valid Keras model file (a .keras file is a zip archive; this one is not: "
-                         "damaged, or another format renamed)")
+        raise InputError(f"{path}: cannot load the Keras model: not a valid .keras file (a .keras file is a zip "
+                         "archive; this one is not: damaged, or another format renamed)")
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # a corrupt zip, a missing layer class, ...: one line naming the file
