@@ -1,47 +1,11 @@
 """Clinical IVUS measurements of one frame and of a pullback, from predicted (or annotated) masks.
 
-Pure numpy functions over 2-D masks plus the frame's pixel spacing (mm per pixel: a number, or a (row, column)
-pair), like `ivus_tf.metrics`; nothing here imports TensorFlow. Wall-lumen label maps use 0 background, 1 lumen,
-2 vessel wall (inside the EEM minus the lumen), as everywhere in the package.
-
-Areas count pixels: `area = pixels * row_spacing * column_spacing`.
-- calcium area: calcium pixels (predicted calcium is measured as is, also where it lies outside the EEM);
-- lumen area: label 1; vessel (EEM) area: labels 1 | 2; plaque burden = (EEM - lumen) / EEM * 100 %, which is
-  plaque + media area over EEM area, the IVUS convention (Mintz et al., ACC/ESC consensus); NaN without a vessel.
-
-Calcium arc (degrees): the angular extent of the calcium seen from a viewpoint inside the lumen, what a reader
-measures with a protractor centred on the lumen. Precisely: every calcium pixel is a square (its full footprint,
-not just its centre); seen from the viewpoint it covers an interval of angles (the range of its four corners'
-angles); the arc is the length of the union of these intervals on the circle, computed exactly (sorted intervals,
-running maximum of their ends), with wrap-around at 0/360 degrees. So
-- two separate calcium deposits give the sum of their extents; deposits that overlap in angle count once;
-- a thin, one-pixel, 8-connected arc is not fragmented: diagonal neighbours share a corner, so their intervals
-  touch;
-- a closed ring around the viewpoint gives 360, and so does a calcium pixel that contains the viewpoint;
-- no calcium gives 0.
-Because whole pixels count, a rasterised sector measures a little more than its continuous angle: at most
-`2 * atan(0.71 px / d)` more, d being the distance from the viewpoint to the nearest calcium pixel (under 1.7 degrees
-for calcium 1 mm from the centre at 0.02 mm per pixel; the tests pin this bound).
-Angles are measured in millimetres (row and column spacing applied), so non-square pixels give true angles.
-
-The viewpoint (`arc_center`) is, in order of preference:
-1. "lumen": the centroid of the largest 8-connected lumen region (so a stray lumen blob or a side-branch lumen
-   does not pull it away);
-2. "vessel": when no lumen was found, the centroid of the largest vessel (labels 1 | 2) region;
-3. "image": when neither was found (or no wall-lumen labels exist, e.g. a calcium-only model), the image centre,
-   where the catheter is in a scan-converted IVUS frame.
-Which one was used is reported with each frame, so frames measured from a fallback can be reviewed or excluded.
-The calcium depth (superficial or deep, which the IVUS calcium score asks for) is not assessed here.
-
-Pullback summary (`pullback_summary`): frames are taken in pullback order, one frame interval
-`dz = pullback speed / frame rate` apart, and each frame stands for the slab of vessel of length dz it was
-acquired in, so a run of k consecutive calcium frames is `k * dz` long and the calcium length is the total length
-of all runs (= frames with calcium * dz). The longest run, and the longest run of frames whose arc exceeds 270
-degrees (the calcium-score criterion "> 270 degrees for >= 5 mm" of Zhang et al., JACC Cardiovasc Interv 2021,
-which also scores 360-degree rings, calcified nodules and a vessel diameter < 3.5 mm), are reported in mm too. Runs are strictly consecutive: a single frame without
-calcium ends a run. Lengths need both the pullback speed and the frame rate and are None otherwise. In a
-non-gated pullback neighbouring frames also differ by cardiac motion, so lengths are good to about one heartbeat's
-worth of frames.
+Pure numpy functions over 2-D masks plus the pixel spacing (a number or a (row, column) pair), like
+`ivus_tf.metrics`. Per frame: calcium, lumen and vessel (EEM) areas, plaque burden, and the calcium arc, the exact
+angular extent of the calcium pixels' footprints seen from the lumen centroid (falling back to the vessel centroid,
+then the image centre, as `arc_center` reports). Per pullback (`pullback_summary`): calcium length and the longest
+runs, including the calcium score's "> 270 degrees for >= 5 mm" (Zhang et al., JACC Cardiovasc Interv 2021).
+Definitions: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -122,7 +86,7 @@ def _largest_region_centroid(mask: np.ndarray) -> tuple[float, float] | None:
 
 
 def arc_center(shape: Sequence[int], lumen_mask=None, vessel_mask=None) -> tuple[float, float, str]:
-    """(row, column, source) of the arc's viewpoint; source is "lumen", "vessel" or "image" (module docstring)."""
+    """(row, column, source) of the arc's viewpoint; source is "lumen", "vessel" or "image" (docs/metrics.md)."""
     for source, mask in (("lumen", lumen_mask), ("vessel", vessel_mask)):
         if mask is None:
             continue
@@ -175,7 +139,7 @@ def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
 def calcium_arc_deg(calcium_mask, lumen_mask=None, vessel_mask=None, pixel_spacing_mm=1.0) -> float:
     """Calcium arc in degrees seen from the lumen centroid (fallbacks: vessel centroid, image centre).
 
-    See the module docstring for the exact definition; `arc_center` says which viewpoint a frame gets.
+    See docs/metrics.md for the exact definition; `arc_center` says which viewpoint a frame gets.
     """
     calcium = as_mask(calcium_mask, "calcium_mask")
     row, col, _ = arc_center(calcium.shape, lumen_mask, vessel_mask)

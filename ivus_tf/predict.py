@@ -40,7 +40,9 @@ from ivus_tf.core.errors import (ArgumentParser, InputError, positive_float_arg,
                                  run_cli)
 from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
+from ivus_tf.core.vocab import CALCIUM, LUMEN, WALL_LUMEN
 from ivus_tf.measurements import frame_measurements, pullback_summary
+from ivus_tf.overlay import render_overlay
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
 
 CSV_COLUMNS = ("case_id", "frame_id", "calcium_area_mm2", "calcium_arc_deg", "lumen_area_mm2", "vessel_area_mm2",
@@ -53,7 +55,6 @@ SUMMARY_NAME = "summary.json"
 # zlib's "filtered" strategy: overlays of speckled frames come out a third smaller than with OpenCV's default
 # (about 210 instead of 320 KB at 500x500) for about the same encoding time
 OVERLAY_PNG_PARAMS = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_FILTERED)
-COLOURS_BGR = {"calcium": (0, 0, 255), "lumen": (0, 255, 255), "vessel": (255, 255, 0)}
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -115,41 +116,6 @@ def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Seque
 
 
 # ---------------------------------------------------------------------------------------------------- output
-
-def render_overlay(image: np.ndarray, calcium: np.ndarray | None, labels: np.ndarray | None,
-                   center_rc: tuple[float, float] | None = None, text: str = "") -> np.ndarray:
-    """The gray frame as BGR with contours: calcium red, lumen yellow, vessel (EEM) cyan; the arc's viewpoint as a
-    white cross; `text` top left and a colour legend bottom left (frames of at least 200 pixels)."""
-    overlay = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    scale = min(image.shape) / 500.0
-    thickness = max(1, round(2 * scale))
-    line = cv2.LINE_AA if thickness > 1 else cv2.LINE_8  # a 1-pixel antialiased line has no pixel of its colour
-    regions = []
-    if labels is not None:
-        regions += [("vessel", labels != 0), ("lumen", labels == 1)]
-    if calcium is not None:
-        regions.append(("calcium", calcium != 0))
-    for region, mask in regions:
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(overlay, contours, -1, COLOURS_BGR[region], thickness, line)
-    if center_rc is not None:
-        arm = max(2, round(6 * scale))
-        cv2.drawMarker(overlay, (round(center_rc[1]), round(center_rc[0])), (255, 255, 255), cv2.MARKER_CROSS,
-                       2 * arm, max(1, thickness // 2), line)
-    if min(image.shape) >= 200:
-        font_scale, pad = max(0.4, 0.45 * scale), round(8 * scale)
-        labelled = [(text, (255, 255, 255), (pad, round(20 * scale)))] if text else []
-        x = pad
-        for region in ("calcium", "lumen", "vessel"):
-            if any(name == region for name, _ in regions):
-                labelled.append((region, COLOURS_BGR[region], (x, image.shape[0] - pad)))
-                x += round((len(region) + 2) * 20 * font_scale)
-        for words, colour, (x, y) in labelled:  # on a black box: readable over bright tissue
-            (width, height), baseline = cv2.getTextSize(words, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-            cv2.rectangle(overlay, (x - 2, y - height - 2), (x + width + 2, y + baseline), (0, 0, 0), cv2.FILLED)
-            cv2.putText(overlay, words, (x, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, 1, cv2.LINE_AA)
-    return overlay
-
 
 def _overlay_text(frame: Frame, values: dict) -> str:
     parts = [frame.frame_id]
@@ -267,11 +233,12 @@ def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool) -> dict
 
         center = None
         if calcium is not None and np.any(calcium):
-            lumen = None if labels is None else labels == 1
+            lumen = None if labels is None else labels == LUMEN
             vessel = None if labels is None else labels != 0
             center = arc_center(frame.image.shape, lumen, vessel)[:2]
-        _write_png(tmp / "overlays" / f"{frame.name}.png",
-                   render_overlay(frame.image, calcium, labels, center, _overlay_text(frame, values)),
+        overlay = render_overlay(frame.image, {CALCIUM: calcium, WALL_LUMEN: labels}, center_rc=center,
+                                 text=_overlay_text(frame, values), legend=True)
+        _write_png(tmp / "overlays" / f"{frame.name}.png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR),
                    OVERLAY_PNG_PARAMS)
     return values
 

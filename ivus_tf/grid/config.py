@@ -40,6 +40,7 @@ from ivus_tf.training.config import PATH_FIELDS, TrainConfig, load_config
 from ivus_tf.training.distribute import STRATEGIES
 
 # TrainConfig fields the grid sets for each run; a train_overrides entry for one would be silently replaced.
+RUNS_DIR = "runs"  # GRID_DIR/runs/<run_id>: the run folders
 PER_RUN_FIELDS = ("scheme", "arch", "lam", "repeat", "fold", "out", "backbone_weights", "strategy")
 
 
@@ -161,7 +162,7 @@ def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: st
     models = [(arch, "none") for arch in grid.archs]
     if grid.imagenet_backbone_weights is not None:
         models.append(("deeplabv3", "imagenet"))
-    runs_dir = Path(out) / "runs"
+    runs_dir = Path(out) / RUNS_DIR
     runs = []
     for repeat in repeats:
         for fold in folds:

@@ -1,6 +1,6 @@
 """GRID_DIR/results.jsonl as a ledger many processes share: read it, claim a run, append one line atomically.
 
-    GRID_DIR/results.jsonl      one line per finished run (schema: `ivus_tf.report.results`, the single source)
+    GRID_DIR/results.jsonl      one line per finished run (schema: `ivus_tf.grid.results`, the single source)
     GRID_DIR/results.lock       flock'ed while a line is appended
     GRID_DIR/locks/<run_id>.lock  flock'ed while a process trains that run
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ivus_tf.core.atomic import atomic_write_bytes, file_lock
-from ivus_tf.report.results import RESULTS_NAME, read_results, run_key, validate_result
+from ivus_tf.grid.results import RESULTS_NAME, read_results, run_key, validate_result
 
 LOCK_NAME = "results.lock"
 LOCKS_DIR = "locks"
@@ -41,7 +41,7 @@ def results_path(grid_dir: str | Path) -> Path:
 
 def read_ledger(grid_dir: str | Path) -> list[dict]:
     """The validated records of GRID_DIR/results.jsonl; [] when it does not exist or holds only blank lines.
-    A corrupt line is an `InputError` naming the file and line number (`ivus_tf.report.results.read_results`)."""
+    A corrupt line is an `InputError` naming the file and line number (`ivus_tf.grid.results.read_results`)."""
     path = results_path(grid_dir)
     if not path.is_file() or not path.read_text(encoding="utf-8").strip():
         return []

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import os
 import sys
 import time
@@ -33,9 +32,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.grid.config import GridRun, expand_grid, load_grid_config, shard_runs
+from ivus_tf.grid.config import RUNS_DIR, GridRun, expand_grid, load_grid_config, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
-from ivus_tf.report.results import make_result_line, metrics_from_run, validation_calcium_dice
+from ivus_tf.grid.results import make_result_line, metrics_from_run, validation_calcium_dice
+from ivus_tf.run_folder import RunFolder
 from ivus_tf.training.distribute import is_chief, worker_run_dir
 
 LOGS_DIR = "logs"
@@ -58,16 +58,14 @@ def _clock(seconds: float) -> str:
 def _check_run_folder(run: GridRun, resolved) -> None:
     """A run folder started by an earlier grid must hold this grid's settings (else run_training would refuse it
     mid-grid); checked for every run before any trains."""
-    from ivus_tf.core.config import load_yaml
-    from ivus_tf.training.config import TrainConfig, config_differences
-    from ivus_tf.training.run import CONFIG_NAME
+    from ivus_tf.training.config import config_differences
 
-    saved_path = Path(resolved.out) / CONFIG_NAME
-    if not saved_path.is_file():
+    folder = RunFolder(resolved.out)
+    if not folder.has_config():
         return
-    diffs = config_differences(load_yaml(TrainConfig, saved_path), resolved)
+    diffs = config_differences(folder.load_config(), resolved)
     if diffs:
-        raise InputError(f"{saved_path.parent}: run {run.run_id} was started with other settings "
+        raise InputError(f"{folder.path}: run {run.run_id} was started with other settings "
                          f"({'; '.join(diffs)}); restore the grid config, or use another --out")
 
 
@@ -97,13 +95,11 @@ def prepare_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int
 
 def _result_line(run: GridRun, run_dir: Path) -> str:
     """The run's results.jsonl line, from its metrics.json and done.json."""
-    from ivus_tf.training.run import DONE_NAME, METRICS_NAME
-
-    metrics_json = json.loads((run_dir / METRICS_NAME).read_text(encoding="utf-8"))
-    done = json.loads((run_dir / DONE_NAME).read_text(encoding="utf-8"))
+    folder = RunFolder(run_dir)
+    metrics_json, done = folder.read_metrics(), folder.read_done()
     return make_result_line(run_id=run.run_id, arch=run.arch, backbone=run.backbone, scheme=run.scheme, lam=run.lam,
                             repeat=run.repeat, fold=run.fold, seed=run.config.seed,
-                            metrics=metrics_from_run(metrics_json), run_dir=f"runs/{run.run_id}",
+                            metrics=metrics_from_run(metrics_json), run_dir=f"{RUNS_DIR}/{run.run_id}",
                             wall_time_s=done["wall_time_s"], finished_utc=done["finished_utc"],
                             package_version=done["package_version"],
                             val_calcium_dice=validation_calcium_dice(metrics_json))
