@@ -24,7 +24,10 @@ setup(
         "numpy>=1.26",
         "scipy>=1.11",
         "opencv-python-headless>=4.8",
-        "pydicom>=2.4",
+        "pydicom>=3.0.1",
+        # predict --dicom-seg (DICOM Segmentation objects); pulls numpy, pillow, pyjpegls (CharLS wheels),
+        # typing-extensions and packaging
+        "highdicom>=0.25",
         "matplotlib>=3.8",
         "pyyaml>=6",
         "tqdm>=4.66",

@@ -4,8 +4,8 @@ Pure numpy functions over 2-D masks plus the pixel spacing (a number or a (row, 
 `ivus_tf.metrics`. Per frame: calcium, lumen and vessel (EEM) areas, plaque burden, and the calcium arc, the exact
 angular extent of the calcium pixels' footprints seen from the lumen centroid (falling back to the vessel centroid,
 then the image centre, as `arc_center` reports). Per pullback (`pullback_summary`): calcium length and the longest
-runs, including the calcium score's "> 270 degrees for >= 5 mm" (Zhang et al., JACC Cardiovasc Interv 2021).
-Definitions: docs/metrics.md.
+runs, including the calcium score's "> 270 degrees for >= 5 mm" (Zhang et al., Circ Cardiovasc Interv 2021).
+Calcium depth is assessed by `ivus_tf.pullback.calcium_score` from the same viewpoint. Definitions: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -149,14 +149,16 @@ def calcium_arc_deg(calcium_mask, lumen_mask=None, vessel_mask=None, pixel_spaci
 # -------------------------------------------------------------------------------------------------- a frame
 
 def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dict:
-    """All measurements of one frame: the `MEASUREMENT_COLUMNS` dict.
+    """All measurements of one frame: the `MEASUREMENT_COLUMNS` dict, plus "arc_center_rc", the (row, column) of the
+    arc's viewpoint (None without a calcium mask), for overlays and later measurements from the same viewpoint.
 
     Either input may be None (a model without that head): its measurements are NaN; without wall-lumen labels the
     arc is seen from the image centre (arc_center "image"). Both given: they must have the same shape.
     """
     pixel_area = _pixel_area_mm2(pixel_spacing_mm)
     result = {"calcium_area_mm2": math.nan, "calcium_arc_deg": math.nan, "arc_center": "",
-              "lumen_area_mm2": math.nan, "vessel_area_mm2": math.nan, "plaque_burden_percent": math.nan}
+              "lumen_area_mm2": math.nan, "vessel_area_mm2": math.nan, "plaque_burden_percent": math.nan,
+              "arc_center_rc": None}
     lumen = vessel = None
     if wall_lumen_labels is not None:
         labels = check_wall_lumen_labels(wall_lumen_labels)
@@ -172,7 +174,7 @@ def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dic
         row, col, source = arc_center(calcium.shape, lumen, vessel)
         result.update(calcium_area_mm2=int(np.count_nonzero(calcium)) * pixel_area,
                       calcium_arc_deg=angular_extent_deg(calcium, (row, col), pixel_spacing_mm),
-                      arc_center=source)
+                      arc_center=source, arc_center_rc=(row, col))
     return result
 
 

@@ -2,7 +2,8 @@
 
 Predicted regions are solid lines (calcium red, lumen yellow, vessel i.e. the external elastic membrane around
 labels 1 | 2 cyan); true regions, when given, are dashed green on top, so both stay visible where they meet. The
-predict command's overlays and TensorBoard's validation images both come from `render_overlay`.
+predict command's overlays and TensorBoard's validation images come from `render_overlay`; the pullback report's
+figures and legend use the same table (`COLOURS_HEX`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import numpy as np
 
 from ivus_tf.core.vocab import CALCIUM, LUMEN, WALL_LUMEN, check_task
 
-COLOURS = {"truth": (0, 255, 0), "calcium": (255, 0, 0), "lumen": (255, 255, 0), "vessel": (0, 255, 255)}  # RGB
+COLOURS = {"truth": (0, 255, 0), "calcium": (255, 0, 0), "lumen": (255, 255, 0), "vessel": (0, 255, 255),
+           "superficial": (255, 152, 0)}  # RGB; superficial calcium and lesions in the pullback report
+COLOURS_HEX = {region: "#{:02x}{:02x}{:02x}".format(*rgb) for region, rgb in COLOURS.items()}  # for matplotlib, HTML
 DASH_PX = (3, 2)  # pixels on, pixels off along a true contour
 LEGEND = {CALCIUM: "green dashed: true calcium; red: predicted calcium",
           WALL_LUMEN: "green dashed: true lumen and vessel (EEM); yellow: predicted lumen; cyan: predicted vessel"}
