@@ -51,7 +51,7 @@ class GridConfig:
     train_config: str = ""
     train_overrides: Optional[dict] = None
     archs: tuple[str, ...] = ("unet_res", "deeplabv3")
-    schemes: tuple[str, ...] = ("calcium", "pretrain", "multitask")
+    schemes: tuple[str, ...] = SCHEMES
     lams: tuple[float, ...] = (1.0,)
     repeats: Optional[Union[int, tuple[int, ...]]] = None
     folds: Optional[Union[int, tuple[int, ...]]] = None

@@ -10,6 +10,7 @@ import base64
 import html
 from typing import Mapping
 
+from ivus_tf.core.vocab import TASKS
 from ivus_tf.overlay import COLOURS_HEX
 from ivus_tf.pullback.calcium_score import ITEM_TITLES, NOT_ASSESSED
 
@@ -210,7 +211,7 @@ def render_html(report: Mapping, figures: Mapping[str, Mapping[str, bytes]]) -> 
             _meta(report)]
     if warnings:
         body.append(f"<div class='notice'><b>Warnings</b><ul>{warnings}</ul></div>")
-    tasks = report.get("tasks", ("calcium", "wall_lumen"))
+    tasks = report.get("tasks", TASKS)
     body += [_pullback(entry, figures.get(entry["case_id"], {}), tasks) for entry in report["pullbacks"]]
     body.append(f"<h2>Definitions</h2><dl class='definitions'>{definitions}</dl>")
     body.append(f"<footer>ivus-tf {_e(report['package_version'])} &middot; report schema "
