@@ -6,12 +6,21 @@ each task's softmax probabilities are resized back to the frame's H x W with the
 contours smooth), argmax gives the label map, and `ivus_tf.metrics` scores it against the original-resolution
 ground truth. Only frames carrying a task's label count for that task. Definitions: docs/metrics.md.
 
+4. with `postprocess` (a `PostprocessConfig`; training runs pass their `postprocess` preset, "default" unless
+   the config says "none"), the label maps of all tasks of a frame are also cleaned (`ivus_tf.postprocess`:
+   one lumen around the catheter, one vessel enclosing it, calcium outside the lumen and near the vessel, small
+   islands removed) and scored again. The post-processed scores are then the HEADLINE (the top-level sections,
+   which reports and the grid read) and the raw argmax scores are kept under "raw", so the effect of the
+   cleaning is measured on every run; "postprocess" records the steps and says which is the headline.
+
 `evaluate_model` returns the content of metrics.json (`write_metrics_json` writes it atomically, NaN as null):
 
     {"tasks": [...], "case_ids": [...], "image_size": S, "points": "all", "empty": "diagonal",
      "num_frames": N, "frames_per_task": {task: n}, "metric_definitions": {name: text},
      "calcium": SECTION,                     # calcium in tasks; plus "predict_nothing_baseline": summary
-     "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION}  # wall_lumen
+     "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION,  # wall_lumen
+     "postprocess": {"headline": "postprocessed" | "raw", "preset", "enabled", <PostprocessConfig fields>},
+     "raw": {"calcium": SECTION, ...}}       # with post-processing only: the same sections without it
 
     SECTION = {"frames": [{"case_id", "frame_id", "dice", "average_hausdorff_mm", "empty_case"}, ...],
                "summary": ivus_tf.metrics.summarize_frames(frames),
@@ -35,6 +44,7 @@ from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.core.vocab import check_tasks
 from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset
 from ivus_tf.data.records import iterate_frames
+from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, postprocess_frame
 from ivus_tf.run_folder import PREDICTION_SCALE, prediction_path
 
 tf = import_tensorflow()
@@ -120,6 +130,13 @@ def _write_prediction(folder: Path, case_id: str, frame_id: str, task: str, labe
         raise OSError(f"{path}: could not write the prediction PNG")
 
 
+def _clean(labels: dict, spacing: float, postprocess: PostprocessConfig) -> dict:
+    """{task: label map} of one frame after `postprocess_frame` (calcium 0/1, wall-lumen 0/1/2, both uint8)."""
+    calcium, wall_lumen = postprocess_frame(labels.get("calcium"), labels.get("wall_lumen"), spacing, postprocess)
+    cleaned = {"calcium": calcium, "wall_lumen": wall_lumen}
+    return {task: cleaned[task] for task in labels}
+
+
 def _definitions(points: str, empty: str, image_size: int) -> dict:
     point_text = ("every foreground pixel" if points == "all"
                   else "contour pixels (foreground with a 4-neighbour in the background)")
@@ -138,13 +155,15 @@ def _definitions(points: str, empty: str, image_size: int) -> dict:
         "frames": "only frames carrying a task's label count for that task",
         "sections": "calcium; lumen (label 1), vessel_wall (label 2), vessel (inside the EEM, labels 1|2), "
                     "wall_lumen_mean (per-frame mean of lumen and vessel wall, Bargsten et al. Fig. 4)",
+        "postprocess": "with post-processing (ivus_tf.postprocess) the top-level sections score the cleaned maps "
+                       "(the headline) and 'raw' the argmax maps; 'postprocess' names the steps",
         "summary": "mean, sample std (ddof=1) and median over frames; n_nan values left out; per_case: the same "
                    "over each case's frames",
     }
 
 
 def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=12, predictions_dir=None,
-                   points="all", empty="diagonal") -> dict:
+                   points="all", empty="diagonal", postprocess: PostprocessConfig | None = None) -> dict:
     """Run `model` on the frames of `case_ids` and return the metrics.json content (layout: module docstring).
 
     `model` is a Keras model (or any object with `predict_on_batch` or `__call__`) whose outputs are
@@ -154,6 +173,8 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
     With `predictions_dir`, the argmax maps of every evaluated frame and task are written at original resolution as
     `<predictions_dir>/<case_id>/<frame_id>_calcium.png` (0/255) and `_wall_lumen.png` (0/1/2), the manifest's mask
     formats; the folder is built under a temporary name and renamed at the end, replacing an existing one.
+    With `postprocess` (and any of its steps on), the maps are also cleaned: the cleaned scores are the headline,
+    the raw ones go under "raw", and `predictions_dir` holds the cleaned maps.
     """
     tasks = _check_options(tasks, points, empty)
     case_ids = _check_cases(case_ids)
@@ -161,7 +182,9 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
                             rotate=False, shuffle_buffer=0, cache=False)
     dataset = make_eval_dataset(records_dir, case_ids, config, with_metadata=True)
     originals = _labelled_frames(records_dir, case_ids, tasks)
+    cleaning = postprocess is not None and postprocess.enabled
     sections = {name: [] for task in tasks for name in SECTIONS[task]}
+    raw_sections = {name: [] for name in sections}
     nothing = []
     frames_per_task = dict.fromkeys(tasks, 0)
     num_frames = 0
@@ -179,18 +202,21 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
                 height, width = frame["image"].shape
                 spacing = frame["pixel_spacing_mm"]
                 ids = {"case_id": key[0], "frame_id": key[1]}
+                wanted = [t for t in tasks if cleaning or folder is not None or frame[f"{t}_mask"] is not None]
+                raw = {task: predicted_labels(probabilities[task][i], height, width) for task in wanted}
+                labels = _clean(raw, spacing, postprocess) if cleaning else raw
                 for task in tasks:
                     truth = frame[f"{task}_mask"]
-                    if truth is None and folder is None:
-                        continue
-                    labels = predicted_labels(probabilities[task][i], height, width)
                     if folder is not None:
-                        _write_prediction(folder, key[0], key[1], task, labels)
+                        _write_prediction(folder, key[0], key[1], task, labels[task])
                     if truth is None:
                         continue
                     frames_per_task[task] += 1
-                    for name, result in _frame_metrics(task, labels, truth, spacing, points, empty).items():
+                    for name, result in _frame_metrics(task, labels[task], truth, spacing, points, empty).items():
                         sections[name].append({**ids, **result})
+                    if cleaning:
+                        for name, result in _frame_metrics(task, raw[task], truth, spacing, points, empty).items():
+                            raw_sections[name].append({**ids, **result})
                     if task == "calcium":
                         nothing.append(M.evaluate_frame(np.zeros_like(truth), truth, spacing, points=points,
                                                         empty=empty))
@@ -203,6 +229,9 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
         result[name] = _section(frames, case_ids)
     if "calcium" in tasks:
         result["calcium"]["predict_nothing_baseline"] = M.summarize_frames(nothing)
+    result["postprocess"] = {"headline": "postprocessed" if cleaning else "raw", **describe_postprocess(postprocess)}
+    if cleaning:
+        result["raw"] = {name: _section(frames, case_ids) for name, frames in raw_sections.items()}
     return result
 
 
@@ -269,4 +298,8 @@ def format_summary(metrics: Mapping) -> str:
         if baseline is not None and baseline["frames"]:
             lines.append(f"  predicting no {what}: Dice {_number(baseline['dice']['mean'])}, average Hausdorff "
                          f"{_number(baseline['average_hausdorff_mm']['mean'])} mm")
+        raw = (metrics.get("raw") or {}).get(name)
+        if raw is not None:
+            lines.append(f"  without post-processing: Dice {_number(raw['summary']['dice']['mean'])}, average "
+                         f"Hausdorff {_number(raw['summary']['average_hausdorff_mm']['mean'])} mm")
     return "\n".join(lines)

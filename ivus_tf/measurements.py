@@ -3,9 +3,11 @@
 Pure numpy functions over 2-D masks plus the pixel spacing (a number or a (row, column) pair), like
 `ivus_tf.metrics`. Per frame: calcium, lumen and vessel (EEM) areas, plaque burden, and the calcium arc, the exact
 angular extent of the calcium pixels' footprints seen from the lumen centroid (falling back to the vessel centroid,
-then the image centre, as `arc_center` reports). Per pullback (`pullback_summary`): calcium length and the longest
-runs, including the calcium score's "> 270 degrees for >= 5 mm" (Zhang et al., Circ Cardiovasc Interv 2021).
-Calcium depth is assessed by `ivus_tf.pullback.calcium_score` from the same viewpoint. Definitions: docs/metrics.md.
+then the image centre, as `arc_center` reports), with thin angular gaps between pieces at a similar depth bridged
+(`gap_deg`; `frame_measurements` also reports the exact union). Per pullback (`pullback_summary`): calcium length
+and the longest runs, including the calcium score's "> 270 degrees for >= 5 mm" (Zhang et al., Circ Cardiovasc
+Interv 2021). Calcium depth is assessed by `ivus_tf.pullback.calcium_score` from the same viewpoint. Definitions:
+docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from ivus_tf.core.vocab import LUMEN, VESSEL_WALL, check_wall_lumen_labels
 from ivus_tf.metrics import as_mask, validate_pixel_spacing_mm
 
 __all__ = [
-    "ARC_CENTERS", "MEASUREMENT_COLUMNS", "angular_extent_deg", "arc_center", "calcium_area_mm2",
+    "ARC_CENTERS", "DEFAULT_ARC_GAP_DEG", "DEFAULT_ARC_GAP_DEPTH_MM", "MEASUREMENT_COLUMNS", "angular_extent_deg",
+    "arc_center", "calcium_area_mm2",
     "calcium_arc_deg", "frame_measurements", "lumen_area_mm2", "plaque_burden_percent", "pullback_summary",
     "vessel_area_mm2",
 ]
 
 ARC_CENTERS = ("lumen", "vessel", "image")
 MEASUREMENT_COLUMNS = ("calcium_area_mm2", "calcium_arc_deg", "arc_center", "lumen_area_mm2", "vessel_area_mm2",
-                       "plaque_burden_percent")
+                       "plaque_burden_percent", "calcium_arc_unbridged_deg")
+DEFAULT_ARC_GAP_DEG = 20.0
+DEFAULT_ARC_GAP_DEPTH_MM = 0.5
 CALCIUM_SCORE_ARC_DEG = 270.0
 CALCIUM_SCORE_LENGTH_MM = 5.0
 
@@ -99,11 +104,17 @@ def arc_center(shape: Sequence[int], lumen_mask=None, vessel_mask=None) -> tuple
     return (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0, "image"
 
 
-def angular_extent_deg(mask, center_rc: Sequence[float], pixel_spacing_mm=1.0) -> float:
+def angular_extent_deg(mask, center_rc: Sequence[float], pixel_spacing_mm=1.0, gap_deg: float = 0.0,
+                       gap_depth_mm: float = DEFAULT_ARC_GAP_DEPTH_MM) -> float:
     """Length in degrees of the union of the angular intervals that the pixel squares of `mask` cover, seen from
-    `center_rc` = (row, column) in pixel coordinates (pixel centres at integers). 360 when a pixel contains it."""
+    `center_rc` = (row, column) in pixel coordinates (pixel centres at integers). 360 when a pixel contains it.
+    With `gap_deg` > 0, gaps narrower than that between calcium at depths at most `gap_depth_mm` apart count as
+    covered (docs/metrics.md)."""
     mask = as_mask(mask)
     dy, dx = validate_pixel_spacing_mm(pixel_spacing_mm)
+    if not (math.isfinite(gap_deg) and gap_deg >= 0) or not (math.isfinite(gap_depth_mm) and gap_depth_mm >= 0):
+        raise InputError(f"arc gap bridging needs finite gap_deg >= 0 and gap_depth_mm >= 0, got {gap_deg}, "
+                         f"{gap_depth_mm}")
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return 0.0
@@ -122,9 +133,54 @@ def angular_extent_deg(mask, center_rc: Sequence[float], pixel_spacing_mm=1.0) -
     shift = np.floor(starts / _TWO_PI) * _TWO_PI
     starts, ends = starts - shift, ends - shift  # starts in [0, 2 pi), ends < starts + pi
     wrapped = ends > _TWO_PI
-    starts = np.concatenate([starts, np.zeros(int(wrapped.sum()))])
-    ends = np.concatenate([np.minimum(ends, _TWO_PI), ends[wrapped] - _TWO_PI])
-    return math.degrees(_union_length(starts, ends))
+    covered = _union_length(np.concatenate([starts, np.zeros(int(wrapped.sum()))]),
+                            np.concatenate([np.minimum(ends, _TWO_PI), ends[wrapped] - _TWO_PI]))
+    if gap_deg > 0:
+        depth_mm = np.hypot(rel_rows * dy, rel_cols * dx)
+        covered += _bridged_gaps(starts, ends, depth_mm, math.radians(gap_deg), gap_depth_mm)
+    return min(math.degrees(covered), 360.0)
+
+
+def _circle_segments(starts: np.ndarray, ends: np.ndarray) -> list[list[float]]:
+    """The union of intervals [start, end] (starts in [0, 2 pi)) as disjoint arcs [a, b] on the circle, sorted by
+    a, b possibly beyond 2 pi for the arc crossing 0; one arc of length >= 2 pi when they cover the circle."""
+    order = np.argsort(starts, kind="stable")
+    segments: list[list[float]] = []
+    for start, end in zip(starts[order].tolist(), ends[order].tolist()):
+        if segments and start <= segments[-1][1]:
+            segments[-1][1] = max(segments[-1][1], end)
+        else:
+            segments.append([start, end])
+    while len(segments) > 1 and segments[-1][1] - _TWO_PI >= segments[0][0]:  # the last arc runs past 0
+        first = segments.pop(0)
+        segments[-1][1] = max(segments[-1][1], first[1] + _TWO_PI)
+    return segments
+
+
+def _bridged_gaps(starts: np.ndarray, ends: np.ndarray, depth_mm: np.ndarray, gap: float,
+                  gap_depth_mm: float) -> float:
+    """Total angle (radians) of the gaps of the union narrower than `gap` whose two sides' calcium lies at depths
+    at most `gap_depth_mm` apart (docs/metrics.md)."""
+    segments = _circle_segments(starts, ends)
+    if len(segments) == 1 and segments[0][1] - segments[0][0] >= _TWO_PI:
+        return 0.0
+    widths = ends - starts
+    bridged = 0.0
+    for k, (_, left_edge) in enumerate(segments):
+        right_edge = segments[(k + 1) % len(segments)][0] + (_TWO_PI if k + 1 == len(segments) else 0.0)
+        width = right_edge - left_edge
+        if not 0 < width < gap:
+            continue
+        end_rel = (ends - left_edge + math.pi) % _TWO_PI - math.pi  # pixel ends relative to the gap's left edge
+        left = (end_rel >= -gap) & (end_rel - widths <= 0)
+        start_rel = (starts - right_edge + math.pi) % _TWO_PI - math.pi
+        right = (start_rel <= gap) & (start_rel + widths >= 0)
+        if not (left.any() and right.any()):
+            continue
+        apart = max(depth_mm[right].min() - depth_mm[left].max(), depth_mm[left].min() - depth_mm[right].max(), 0.0)
+        if apart <= gap_depth_mm + 1e-9:
+            bridged += width
+    return bridged
 
 
 def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
@@ -136,29 +192,34 @@ def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
     return float(reach[-1] - starts[0] - gaps.sum())
 
 
-def calcium_arc_deg(calcium_mask, lumen_mask=None, vessel_mask=None, pixel_spacing_mm=1.0) -> float:
+def calcium_arc_deg(calcium_mask, lumen_mask=None, vessel_mask=None, pixel_spacing_mm=1.0, gap_deg: float = 0.0,
+                    gap_depth_mm: float = DEFAULT_ARC_GAP_DEPTH_MM) -> float:
     """Calcium arc in degrees seen from the lumen centroid (fallbacks: vessel centroid, image centre).
 
-    See docs/metrics.md for the exact definition; `arc_center` says which viewpoint a frame gets.
+    See docs/metrics.md for the exact definition and gap bridging (off unless `gap_deg` > 0);
+    `arc_center` says which viewpoint a frame gets.
     """
     calcium = as_mask(calcium_mask, "calcium_mask")
     row, col, _ = arc_center(calcium.shape, lumen_mask, vessel_mask)
-    return angular_extent_deg(calcium, (row, col), pixel_spacing_mm)
+    return angular_extent_deg(calcium, (row, col), pixel_spacing_mm, gap_deg, gap_depth_mm)
 
 
 # -------------------------------------------------------------------------------------------------- a frame
 
-def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dict:
+def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm, arc_gap_deg: float = DEFAULT_ARC_GAP_DEG,
+                       arc_gap_depth_mm: float = DEFAULT_ARC_GAP_DEPTH_MM) -> dict:
     """All measurements of one frame: the `MEASUREMENT_COLUMNS` dict, plus "arc_center_rc", the (row, column) of the
     arc's viewpoint (None without a calcium mask), for overlays and later measurements from the same viewpoint.
 
     Either input may be None (a model without that head): its measurements are NaN; without wall-lumen labels the
     arc is seen from the image centre (arc_center "image"). Both given: they must have the same shape.
+    `calcium_arc_deg` bridges gaps below `arc_gap_deg` (0: no bridging); `calcium_arc_unbridged_deg` is the exact
+    union of the pixel footprints.
     """
     pixel_area = _pixel_area_mm2(pixel_spacing_mm)
     result = {"calcium_area_mm2": math.nan, "calcium_arc_deg": math.nan, "arc_center": "",
               "lumen_area_mm2": math.nan, "vessel_area_mm2": math.nan, "plaque_burden_percent": math.nan,
-              "arc_center_rc": None}
+              "calcium_arc_unbridged_deg": math.nan, "arc_center_rc": None}
     lumen = vessel = None
     if wall_lumen_labels is not None:
         labels = check_wall_lumen_labels(wall_lumen_labels)
@@ -172,9 +233,11 @@ def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dic
         if lumen is not None and calcium.shape != lumen.shape:
             raise InputError(f"calcium_mask {calcium.shape} and wall_lumen_labels {lumen.shape} shapes differ")
         row, col, source = arc_center(calcium.shape, lumen, vessel)
-        result.update(calcium_area_mm2=int(np.count_nonzero(calcium)) * pixel_area,
-                      calcium_arc_deg=angular_extent_deg(calcium, (row, col), pixel_spacing_mm),
-                      arc_center=source, arc_center_rc=(row, col))
+        unbridged = angular_extent_deg(calcium, (row, col), pixel_spacing_mm)
+        bridged = (angular_extent_deg(calcium, (row, col), pixel_spacing_mm, arc_gap_deg, arc_gap_depth_mm)
+                   if arc_gap_deg > 0 and 0 < unbridged < 360 else unbridged)
+        result.update(calcium_area_mm2=int(np.count_nonzero(calcium)) * pixel_area, calcium_arc_deg=bridged,
+                      calcium_arc_unbridged_deg=unbridged, arc_center=source, arc_center_rc=(row, col))
     return result
 
 

@@ -26,6 +26,10 @@ Notes on a few fields:
 * `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs ~20 s on 2 CPU cores even
   for a tiny model). `jit_compile` (XLA) measured ~10x slower for training on this CPU, hence off.
 * `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
+* `postprocess`: how the test predictions are cleaned before they are scored (`ivus_tf.postprocess` presets:
+  `default`, nnU-Net-style connected-component cleaning, or `none`). metrics.json keeps both scores and says
+  which is the headline (the post-processed one unless `none`). It only changes the evaluation, so it is not
+  part of the run's hash and a run may be resumed with another value.
 * `strategy`: `none`, `mirrored` (all GPUs of this machine) or `multiworker` (the machines of `TF_CONFIG`); see
   `ivus_tf.training.distribute`. A step under a strategy equals the single-device step on the same global batch
   (`batch_size`, which the replicas must divide), so the field is not part of the run's hash and a run may be
@@ -46,15 +50,18 @@ from typing import Optional
 from ivus_tf.core.config import load_yaml, to_mapping
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import ARCHS, HEADS, SCHEMES
+from ivus_tf.postprocess import PRESETS as _POSTPROCESS
 from ivus_tf.training.distribute import STRATEGIES
 
 LOSS_WEIGHTINGS = ("inverse_square", "inverse")
-PHANTOM_PRESETS = ("default", "benchmark")  # keys of tfrecords_builder.phantom.PRESETS (tested)
+PHANTOM_PRESETS = ("randomized", "default", "benchmark")  # tfrecords_builder.phantom.TRAINING_PRESETS (tested);
+# the held-out `shifted` preset is not among them: no training run may use it
 PATH_FIELDS = ("data", "out", "splits", "phantom_config")
+POSTPROCESS_PRESETS = tuple(_POSTPROCESS)
 # Fields that do not change what is trained; they stay out of the default run name's hash.
-_NOT_HASHED = ("out", "strategy")
+_NOT_HASHED = ("out", "strategy", "postprocess")
 # Fields a run folder may be resumed with a different value of: how the run executes, not what it trains.
-_EXECUTION_ONLY = ("strategy",)
+_EXECUTION_ONLY = ("strategy", "postprocess")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +102,7 @@ class TrainConfig:
     repeats: int = 10
     folds: int = 3
     # the embedded phantom (when `data` is empty)
-    phantom_preset: str = "default"
+    phantom_preset: str = "randomized"
     phantom_config: str = ""
     phantom_cases: int = 15
     phantom_frames_per_case: int = 20
@@ -104,6 +111,7 @@ class TrainConfig:
     tb_image_every_epochs: int = 5
     tb_image_frames: int = 4
     save_predictions: bool = False
+    postprocess: str = "default"
     # execution
     seed: int = 0
     deterministic: bool = True
@@ -118,7 +126,7 @@ class TrainConfig:
 
         for field, choices in (("scheme", SCHEMES), ("arch", ARCHS), ("head", HEADS),
                                ("loss_weighting", LOSS_WEIGHTINGS), ("phantom_preset", PHANTOM_PRESETS),
-                               ("strategy", STRATEGIES)):
+                               ("strategy", STRATEGIES), ("postprocess", POSTPROCESS_PRESETS)):
             value = getattr(self, field)
             if value not in choices:
                 fail(field, f"{value!r} is unknown; valid: {', '.join(choices)}")

@@ -175,6 +175,7 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
 
     from ivus_tf.core.tf_import import import_tensorflow
     from ivus_tf.evaluation import evaluate_model, write_metrics_json
+    from ivus_tf.postprocess import PRESETS as POSTPROCESS_PRESETS
     from ivus_tf.tensorboard_logging import write_hparams
     from ivus_tf.training.phase import load_selected, train_phase
 
@@ -194,7 +195,8 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
         f"{len(plan.test_cases)} test cases at original resolution")
     predictions = run.predictions_dir if config.save_predictions else None
     metrics = evaluate_model(model, plan.records_dir, plan.test_cases, plan.test_tasks, config.image_size,
-                             batch_size=config.batch_size, predictions_dir=predictions)
+                             batch_size=config.batch_size, predictions_dir=predictions,
+                             postprocess=POSTPROCESS_PRESETS[config.postprocess])
     metrics["selection"] = {
         phase.name: {"monitor": phase.monitor, "value": states[phase.name].best,
                      "epoch": states[phase.name].best_epoch + 1, "epochs_run": states[phase.name].epoch,
