@@ -23,8 +23,8 @@ Notes on a few fields:
   vs 0.93 with batch statistics); validation selects the model, so this matters.
 * `steps_per_epoch`: 0 = one pass over the phase's training frames.
 * `patience`: epochs without a better validation Dice before a phase stops early (0: never stop early).
-* `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs ~20 s on 2 CPU cores even
-  for a tiny model). `jit_compile` (XLA) measured ~10x slower for training on this CPU, hence off.
+* `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs more than a tiny model's
+  whole run). `jit_compile` (XLA) is off: it made training much slower on CPU (DEVELOPERS.md, "The machine").
 * `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
 * `postprocess`: how the test predictions are cleaned before they are scored (`ivus_tf.postprocess` presets:
   `default`, nnU-Net-style connected-component cleaning, or `none`). metrics.json keeps both scores and says
