@@ -17,7 +17,8 @@ ground truth. Only frames carrying a task's label count for that task. Definitio
 
     {"tasks": [...], "case_ids": [...], "image_size": S, "points": "all", "empty": "diagonal",
      "num_frames": N, "frames_per_task": {task: n}, "metric_definitions": {name: text},
-     "calcium": SECTION,                     # calcium in tasks; plus "predict_nothing_baseline": summary
+     "calcium": SECTION,                     # calcium in tasks; plus "predict_nothing_baseline": summary and,
+                                             # from `rule_baseline` (training runs), "rule_baseline": RULE
      "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION,  # wall_lumen
      "postprocess": {"headline": "postprocessed" | "raw", "preset", "enabled", <PostprocessConfig fields>},
      "raw": {"calcium": SECTION, ...}}       # with post-processing only: the same sections without it
@@ -25,6 +26,9 @@ ground truth. Only frames carrying a task's label count for that task. Definitio
     SECTION = {"frames": [{"case_id", "frame_id", "dice", "average_hausdorff_mm", "empty_case"}, ...],
                "summary": ivus_tf.metrics.summarize_frames(frames),
                "per_case": {case_id: summarize_frames(that case's frames)}}
+
+    RULE = {"params": RuleParams dict, "fitted_on": {"case_ids", "frames", "mean_dice"}, "seconds": fit time,
+            "frames": [...], "summary": ..., "per_case": ...}   # the calcium rule, scored like SECTION
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from ivus_tf.run_folder import PREDICTION_SCALE, prediction_path
 tf = import_tensorflow()
 
 __all__ = ["SECTIONS", "evaluate_model", "format_summary", "predict_nothing_baseline", "predicted_labels",
-           "resize_probabilities", "write_metrics_json"]
+           "resize_probabilities", "rule_baseline", "write_metrics_json"]
 
 WALL_LUMEN_REGIONS = ("lumen", "vessel_wall", "vessel")
 WALL_LUMEN_MEAN = "wall_lumen_mean"
@@ -255,6 +259,50 @@ def predict_nothing_baseline(records_dir, case_ids, task="calcium", *, points="a
     return M.summarize_frames(results) if task == "calcium" else M.summarize_wall_lumen(results)
 
 
+def _calcium_frames(records_dir, case_ids: Sequence[str]) -> list[dict]:
+    return [f for f in iterate_frames(records_dir, case_ids) if f["calcium_mask"] is not None]
+
+
+def rule_baseline(records_dir, train_cases, test_cases, *, points="all", empty="diagonal", log=None) -> dict:
+    """Fit the calcium rule (`ivus_tf.baselines`: bright leading edge + shadow behind) on the calcium frames of
+    `train_cases` and score it on those of `test_cases` exactly as `evaluate_model` scores a model (original
+    resolution, the same metrics and empty-mask rules); returns the RULE layout of the module docstring.
+
+    Only training cases may be passed as `train_cases`: the fit must not see the test set. Without a calcium
+    training frame the rule cannot be fitted and `InputError` says so.
+    """
+    import time
+
+    from ivus_tf.baselines import fit_rule, predict_calcium, score_rule
+
+    _check_options(("calcium",), points, empty)
+    train_cases, test_cases = _check_cases(train_cases), _check_cases(test_cases)
+    leaked = sorted(set(train_cases) & set(test_cases))
+    if leaked:
+        raise InputError(f"rule baseline: case(s) {', '.join(leaked)} are both training and test cases")
+    train = _calcium_frames(records_dir, train_cases)
+    if not train:
+        raise InputError(f"{records_dir}: the training cases carry no calcium frame to fit the rule baseline on")
+    started = time.perf_counter()
+    images, masks, spacings = ([f[key] for f in train] for key in ("image", "calcium_mask", "pixel_spacing_mm"))
+    params = fit_rule(images, masks, spacings)
+    seconds = time.perf_counter() - started
+    fitted_on = {"case_ids": sorted({f["case_id"] for f in train}), "frames": len(train),
+                 "mean_dice": float(score_rule(images, masks, spacings, params).mean())}
+    frames = []
+    for frame in _calcium_frames(records_dir, test_cases):
+        prediction = predict_calcium(frame["image"], frame["pixel_spacing_mm"], params)
+        frames.append({"case_id": frame["case_id"], "frame_id": frame["frame_id"],
+                       **M.evaluate_frame(prediction, frame["calcium_mask"], frame["pixel_spacing_mm"],
+                                          points=points, empty=empty)})
+    if log:
+        cases = len(fitted_on["case_ids"])
+        log(f"rule baseline: fitted on {len(train)} calcium frames of {cases} training case{'s' * (cases != 1)} "
+            f"in {seconds:.0f} s (training Dice {fitted_on['mean_dice']:.3f}); scored on {len(frames)} test frames")
+    return {"params": params.to_dict(), "fitted_on": fitted_on, "seconds": round(seconds, 1),
+            **_section(frames, test_cases)}
+
+
 # ------------------------------------------------------------------------------------------------ output
 
 def write_metrics_json(path, metrics: Mapping) -> Path:
@@ -298,6 +346,12 @@ def format_summary(metrics: Mapping) -> str:
         if baseline is not None and baseline["frames"]:
             lines.append(f"  predicting no {what}: Dice {_number(baseline['dice']['mean'])}, average Hausdorff "
                          f"{_number(baseline['average_hausdorff_mm']['mean'])} mm")
+        rule = metrics[name].get("rule_baseline")
+        if rule is not None and rule["summary"]["frames"]:
+            summary = rule["summary"]
+            lines.append(f"  calcium rule (bright edge + shadow, fitted on {len(rule['fitted_on']['case_ids'])} "
+                         f"training cases): Dice {_number(summary['dice']['mean'])}, average Hausdorff "
+                         f"{_number(summary['average_hausdorff_mm']['mean'])} mm")
         raw = (metrics.get("raw") or {}).get(name)
         if raw is not None:
             lines.append(f"  without post-processing: Dice {_number(raw['summary']['dice']['mean'])}, average "

@@ -58,6 +58,7 @@ from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
 from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 from ivus_tf.ensemble import Ensemble, add_ensemble_arguments, ensemble_summary_lines, model_text, uncertainty_png
+from ivus_tf.export.layout import MASK_OUTPUTS
 from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG, frame_measurements, pullback_summary
 from ivus_tf.overlay import render_overlay
 from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_postprocess, postprocess_frame
@@ -74,7 +75,6 @@ CSV_DECIMALS = {"calcium_area_mm2": 4, "calcium_arc_deg": 2, "lumen_area_mm2": 4
                 "lumen_diameter_mm": 4, "vessel_diameter_mm": 4, "calcium_arc_unbridged_deg": 2,
                 "calcium_uncertainty_mean": 5, "wall_lumen_uncertainty_mean": 5}
 SEG_NAME = "segmentation.dcm"
-TASK_OUTPUTS = {"calcium": "calcium_mask", "wall_lumen": "wall_lumen_labels"}
 ENGINES = ("auto", "onnxruntime", "tensorflow")
 SUMMARY_NAME = "summary.json"
 # zlib's "filtered" strategy: overlays of speckled frames come out a third smaller than with OpenCV's default
@@ -99,7 +99,7 @@ def load_model(path: str | os.PathLike, engine: str = "auto"):
 
 
 def model_tasks(model, where: str) -> tuple[str, ...]:
-    tasks = tuple(task for task in TASK_OUTPUTS if task in tuple(model.tasks))
+    tasks = tuple(task for task in MASK_OUTPUTS if task in tuple(model.tasks))
     if not tasks:
         raise InputError(f"{where}: the model has neither a calcium nor a wall_lumen output (tasks {model.tasks})")
     return tasks
@@ -125,7 +125,7 @@ def batches(frames: Iterable[Frame], batch_size: int) -> Iterator[list[Frame]]:
 def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str],
                    where: str = "model") -> Iterator[tuple[Frame, dict]]:
     """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call."""
-    names = [TASK_OUTPUTS[task] for task in tasks]
+    names = [MASK_OUTPUTS[task] for task in tasks]
     for batch in batches(frames, batch_size):
         stack = np.stack([frame.image for frame in batch])
         outputs = model.predict(stack, batch_size=len(batch))
@@ -316,7 +316,7 @@ def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool, calcium
     measurements."""
     values = frame_measurements(calcium, labels, frame.pixel_spacing_mm, arc_gap_deg=arc_gap_deg)
     values.update(case_id=frame.case_id, frame_id=frame.frame_id, pixel_spacing_mm=frame.pixel_spacing_mm)
-    for task in TASK_OUTPUTS:
+    for task in MASK_OUTPUTS:
         values[f"{task}_uncertainty_mean"] = float(outputs.get(f"{task}_uncertainty_mean", math.nan))
         if f"{task}_uncertainty" in outputs:
             _write_png(tmp / "masks" / f"{frame.name}_{task}_uncertainty.png",

@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 from ivus_tf.core.errors import InputError
 from ivus_tf.grid.config import RUNS_DIR, GridRun, check_backbone_files, expand_grid, load_grid_config, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
-from ivus_tf.grid.results import make_result_line, metrics_from_run, validation_calcium_dice
+from ivus_tf.grid.results import baselines_from_run, make_result_line, metrics_from_run, validation_calcium_dice
 from ivus_tf.run_folder import RunFolder
 from ivus_tf.training.distribute import is_chief, worker_run_dir
 
@@ -104,7 +104,8 @@ def _result_line(run: GridRun, run_dir: Path) -> str:
                             metrics=metrics_from_run(metrics_json), run_dir=f"{RUNS_DIR}/{run.run_id}",
                             wall_time_s=done["wall_time_s"], finished_utc=done["finished_utc"],
                             package_version=done["package_version"],
-                            val_calcium_dice=validation_calcium_dice(metrics_json))
+                            val_calcium_dice=validation_calcium_dice(metrics_json),
+                            baselines=baselines_from_run(metrics_json))
 
 
 class _Tee:
@@ -208,6 +209,8 @@ def run_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int, in
         eta = _clock(left * sum(durations) / len(durations) / parallel) if durations else "unknown"
         dice = metrics_from_run(result["metrics"])["calcium"]["dice"]
         score = f"test calcium Dice {dice:.3f}" if dice is not None else "no test calcium Dice"
+        rule = ((baselines_from_run(result["metrics"]) or {}).get("rule") or {}).get("dice")
+        score += f", rule baseline {rule:.3f}" if rule is not None else ""
         log(f"{tag} ... {what} ({score}); {done} done, {left} left, elapsed "
             f"{_clock(time.perf_counter() - started)}, ETA {eta}")
     failed = summary["failed"]

@@ -4,7 +4,8 @@
               -> run folder (config.yaml; an existing folder must hold the same config)      [nothing trained yet]
     train:    each phase in order (`ivus_tf.training.phase`), skipping finished ones, resuming an interrupted one
     select:   the last phase's best validation epoch -> RUN_DIR/model.keras
-    evaluate: the independent test cases at original resolution (`ivus_tf.evaluation.evaluate_model`)
+    evaluate: the independent test cases at original resolution (`ivus_tf.evaluation.evaluate_model`), next to
+              the calcium rule fitted on the training cases (`rule_baseline`, unless switched off)
               -> metrics.json, TensorBoard HParams, done.json
 
 The run folder's layout is `ivus_tf.run_folder.RunFolder`; a finished one (done.json) is reported, not retrained.
@@ -174,7 +175,7 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     import keras
 
     from ivus_tf.core.tf_import import import_tensorflow
-    from ivus_tf.evaluation import evaluate_model, write_metrics_json
+    from ivus_tf.evaluation import evaluate_model, rule_baseline, write_metrics_json
     from ivus_tf.postprocess import PRESETS as POSTPROCESS_PRESETS
     from ivus_tf.tensorboard_logging import write_hparams
     from ivus_tf.training.phase import load_selected, train_phase
@@ -197,6 +198,9 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     metrics = evaluate_model(model, plan.records_dir, plan.test_cases, plan.test_tasks, config.image_size,
                              batch_size=config.batch_size, predictions_dir=predictions,
                              postprocess=POSTPROCESS_PRESETS[config.postprocess])
+    if config.rule_baseline and "calcium" in plan.test_tasks:
+        metrics["calcium"]["rule_baseline"] = rule_baseline(plan.records_dir, plan.cases[final.name].train,
+                                                            plan.test_cases, log=log)
     metrics["selection"] = {
         phase.name: {"monitor": phase.monitor, "value": states[phase.name].best,
                      "epoch": states[phase.name].best_epoch + 1, "epochs_run": states[phase.name].epoch,
