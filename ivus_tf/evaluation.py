@@ -17,15 +17,16 @@ ground truth. Only frames carrying a task's label count for that task. Definitio
 
     {"tasks": [...], "case_ids": [...], "image_size": S, "points": "all", "empty": "diagonal",
      "num_frames": N, "frames_per_task": {task: n}, "metric_definitions": {name: text},
-     "calcium": SECTION,                     # calcium in tasks; plus "predict_nothing_baseline": summary and,
-                                             # from `rule_baseline` (training runs), "rule_baseline": RULE
+     "calcium": SECTION,                     # calcium in tasks; from `rule_baseline` (training runs) also
+                                             # "rule_baseline": RULE
      "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION,  # wall_lumen
      "postprocess": {"headline": "postprocessed" | "raw", "preset", "enabled", <PostprocessConfig fields>},
      "raw": {"calcium": SECTION, ...}}       # with post-processing only: the same sections without it
 
     SECTION = {"frames": [{"case_id", "frame_id", "dice", "average_hausdorff_mm", "empty_case"}, ...],
                "summary": ivus_tf.metrics.summarize_frames(frames),
-               "per_case": {case_id: summarize_frames(that case's frames)}}
+               "per_case": {case_id: summarize_frames(that case's frames)},
+               "predict_nothing_baseline": summarize_frames of a model predicting background on the same frames}
 
     RULE = {"params": RuleParams dict, "fitted_on": {"case_ids", "frames", "mean_dice"}, "seconds": fit time,
             "frames": [...], "summary": ..., "per_case": ...}   # the calcium rule, scored like SECTION
@@ -189,7 +190,7 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
     cleaning = postprocess is not None and postprocess.enabled
     sections = {name: [] for task in tasks for name in SECTIONS[task]}
     raw_sections = {name: [] for name in sections}
-    nothing = []
+    nothing = {name: [] for name in sections}
     frames_per_task = dict.fromkeys(tasks, 0)
     num_frames = 0
     writing = (atomic_output_dir(predictions_dir, overwrite=True) if predictions_dir is not None
@@ -221,9 +222,9 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
                     if cleaning:
                         for name, result in _frame_metrics(task, raw[task], truth, spacing, points, empty).items():
                             raw_sections[name].append({**ids, **result})
-                    if task == "calcium":
-                        nothing.append(M.evaluate_frame(np.zeros_like(truth), truth, spacing, points=points,
-                                                        empty=empty))
+                    for name, result in _frame_metrics(task, np.zeros_like(truth), truth, spacing, points,
+                                                       empty).items():
+                        nothing[name].append(result)
         if next(originals, None) is not None:
             raise RuntimeError("records reader and eval pipeline disagree: the reader has more labelled frames")
     result = {"tasks": list(tasks), "case_ids": case_ids, "image_size": int(image_size), "points": points,
@@ -231,8 +232,7 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
               "metric_definitions": _definitions(points, empty, int(image_size))}
     for name, frames in sections.items():
         result[name] = _section(frames, case_ids)
-    if "calcium" in tasks:
-        result["calcium"]["predict_nothing_baseline"] = M.summarize_frames(nothing)
+        result[name]["predict_nothing_baseline"] = M.summarize_frames(nothing[name])
     result["postprocess"] = {"headline": "postprocessed" if cleaning else "raw", **describe_postprocess(postprocess)}
     if cleaning:
         result["raw"] = {name: _section(frames, case_ids) for name, frames in raw_sections.items()}
@@ -343,7 +343,7 @@ def format_summary(metrics: Mapping) -> str:
             continue
         lines.append(_summary_line(label, what, metrics[name]["summary"]))
         baseline = metrics[name].get("predict_nothing_baseline")
-        if baseline is not None and baseline["frames"]:
+        if baseline is not None and baseline["frames"] and name != WALL_LUMEN_MEAN:
             lines.append(f"  predicting no {what}: Dice {_number(baseline['dice']['mean'])}, average Hausdorff "
                          f"{_number(baseline['average_hausdorff_mm']['mean'])} mm")
         rule = metrics[name].get("rule_baseline")

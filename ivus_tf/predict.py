@@ -52,8 +52,8 @@ import cv2
 import numpy as np
 
 from ivus_tf.core.atomic import atomic_output_dir, check_output_dir, json_ready, json_text
-from ivus_tf.core.errors import (ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number,
-                                 run_cli)
+from ivus_tf.core.errors import (ArgumentParser, InputError, pixel_spacing_arg, positive_float_arg, positive_int_arg,
+                                 positive_number, run_cli)
 from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
 from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
@@ -63,6 +63,7 @@ from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG, frame_measurements, pullba
 from ivus_tf.overlay import render_overlay
 from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_postprocess, postprocess_frame
 from ivus_tf.pullback.assemble import ReportSettings, add_report_arguments, report_summary_lines
+from ivus_tf.pullback.batching import BatchLimit, batches
 from ivus_tf.pullback.collect import FRAME_COLUMNS, PullbackCollector
 from ivus_tf.pullback.geometry import require_lengths, resolve_geometry
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
@@ -107,26 +108,18 @@ def model_tasks(model, where: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------------- streaming
 
-def batches(frames: Iterable[Frame], batch_size: int) -> Iterator[list[Frame]]:
-    """Consecutive frames in lists of at most `batch_size`, cut where the frame size changes (one size a call)."""
-    batch: list[Frame] = []
-    for frame in frames:
-        if batch and frame.image.shape != batch[0].image.shape:
-            yield batch
-            batch = []
-        batch.append(frame)
-        if len(batch) == batch_size:  # at once: the reader never runs more than one batch ahead of the model
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str], where: str = "model",
+                   memory_budget_bytes: int | None = None, memory_total_bytes: int | None = None,
+                   warnings: Warnings | None = None) -> Iterator[tuple[Frame, dict]]:
+    """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call.
 
-
-def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str],
-                   where: str = "model") -> Iterator[tuple[Frame, dict]]:
-    """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call."""
+    The memory guard (`ivus_tf.pullback.batching.BatchLimit`): a batch of large frames is cut to what fits in
+    `memory_budget_bytes` (default half of `memory_total_bytes`, default this machine's memory), with one warning
+    per frame size; a frame that alone needs more than the whole memory is refused."""
     names = [MASK_OUTPUTS[task] for task in tasks]
-    for batch in batches(frames, batch_size):
+    warnings = warnings or Warnings()
+    limit = BatchLimit(model, batch_size, warnings.once, memory_budget_bytes, memory_total_bytes)
+    for batch in batches(frames, batch_size, limit):
         stack = np.stack([frame.image for frame in batch])
         outputs = model.predict(stack, batch_size=len(batch))
         for name in names:
@@ -247,7 +240,8 @@ def run_predict(model_path, input_path: str | os.PathLike, out_dir: str | os.Pat
         with open(tmp / "measurements.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)
-            results = predict_frames(model, pullback, int(batch_size), tasks, where=str(model_path))
+            results = predict_frames(model, pullback, int(batch_size), tasks, where=str(model_path),
+                                     warnings=warnings)
             for frame, outputs in progress(results, total=len(pullback), desc="predict", unit="frames"):
                 calcium, labels = postprocess_frame(outputs.get("calcium_mask"), outputs.get("wall_lumen_labels"),
                                                     frame.pixel_spacing_mm, postprocess)
@@ -372,10 +366,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--input", required=True,
                         help="folder of frames (PNG/TIFF/BMP/JPEG), multi-frame DICOM file, or manifest CSV")
     parser.add_argument("--out", required=True, help="output folder to create")
-    parser.add_argument("--pixel-spacing-mm", type=positive_float_arg, metavar="S",
+    parser.add_argument("--pixel-spacing-mm", type=pixel_spacing_arg, metavar="S",
                         help="mm per pixel; required for a folder of frames, overrides DICOM and manifest values")
     parser.add_argument("--batch-size", type=positive_int_arg, default=12, metavar="B",
-                        help="frames per model call (default 12)")
+                        help="frames per model call (default 12; fewer for frames too large for memory)")
     parser.add_argument("--pullback-speed-mm-s", type=positive_float_arg, metavar="V",
                         help="pullback speed in mm/s (default: the DICOM's IVUSPullbackRate); with the frame rate: "
                              "lengths in mm")

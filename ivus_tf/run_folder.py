@@ -2,6 +2,8 @@
 
     RUN_DIR/config.yaml                    the fully resolved `TrainConfig` (loadable with --config); it names the
                                            records folder (`data`) and the splits file (`splits`) the run used
+    RUN_DIR/records.json                   that records folder and the fingerprint of its index.json, so a resume
+                                           on rebuilt records is refused
     RUN_DIR/checkpoints/<phase>/           state.json, last.weights.h5 (weights and optimizer), best.keras
     RUN_DIR/tb/<phase>/, RUN_DIR/tb/       TensorBoard logs of each phase; the run's HParams summary
     RUN_DIR/model.keras                    the selected model of the last phase
@@ -66,6 +68,10 @@ class RunFolder:
         return self.path / "config.yaml"
 
     @property
+    def records_json(self) -> Path:
+        return self.path / "records.json"
+
+    @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.json"
 
@@ -118,6 +124,13 @@ class RunFolder:
         if not config.splits:
             raise InputError(f"{self.config_path}: names no splits file (key splits)")
         return Path(config.splits).expanduser()
+
+    def read_records_json(self) -> dict | None:
+        """{"records": folder, "fingerprint": of its index.json} the run started on; None for a run folder of an
+        older version, which has no records.json."""
+        if not self.records_json.is_file():
+            return None
+        return _read_json(self.records_json, "records record")
 
     def read_metrics(self) -> dict:
         return _read_json(self.metrics_path, "metrics")

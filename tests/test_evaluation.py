@@ -271,7 +271,9 @@ def test_format_summary_lines(oracle_metrics):
                                f"{summary['average_hausdorff_mm']['mean']:.3f} +- ")
     assert "mm" in lines[0] and "over 4 frames" in lines[0]
     assert lines[1].startswith("  predicting no calcium: Dice ")
-    assert [line.split(":")[0] for line in lines[2:]] == ["lumen", "vessel wall", "vessel (EEM)", "wall-lumen mean"]
+    assert [line.split(":")[0] for line in lines[2:]] == [
+        "lumen", "  predicting no lumen", "vessel wall", "  predicting no vessel wall", "vessel (EEM)",
+        "  predicting no vessel", "wall-lumen mean"]
 
 
 def test_predict_nothing_baseline(records, oracle_metrics):

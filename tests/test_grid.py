@@ -352,7 +352,7 @@ def test_a_run_finished_but_not_recorded_is_recorded_once_without_retraining(kil
 
 
 def test_changed_grid_settings_are_refused_before_any_run(killed_grid, tmp_path, capsys):
-    """A recorded-but-changed run is simply skipped; an unrecorded run folder with other settings stops the grid."""
+    """An unrecorded run folder with other settings stops the grid (a recorded run too: test_hardening_grid)."""
     f = killed_grid
     path = f["path"].with_name("changed.yaml")
     path.write_text(f["path"].read_text() + "train_overrides: {learning_rate: 0.5}\n")

@@ -42,7 +42,7 @@ def _read_config(folder: RunFolder) -> tuple[dict, str]:
     try:
         return config, folder.config_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{folder.config_path}: cannot read the run config: {error}") from error
+        raise InputError(f"{folder.config_path}: cannot read the run config: {str(error).splitlines()[0]}") from error
 
 
 def _load_keras(path: Path):
@@ -50,6 +50,11 @@ def _load_keras(path: Path):
 
     import ivus_tf.models  # noqa: F401 - registers the custom layers for safe-mode loading
 
+    import zipfile
+
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise InputError(f"{path}: cannot load the Keras model: not a valid .keras file (a .keras file is a zip "
+                         "archive; this one is not: damaged, or another format renamed)")
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # a corrupt zip, a missing layer class, ...: one line naming the file

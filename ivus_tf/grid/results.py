@@ -86,8 +86,11 @@ RESULT_FIELDS: dict[str, str] = {
     "wall_time_s": "number >= 0, the run's wall-clock time in seconds",
     "finished_utc": "str, ISO 8601 time the run finished",
     "package_version": "str, ivus_tf.__version__ of the run",
+    "settings": "object or null, optional: every TrainConfig field of the run but its paths and strategy, plus "
+                "records_fingerprint (the records' index, tfrecords_builder.index.records_fingerprint); the grid "
+                "refuses to add runs of other settings to a grid folder",
 }
-OPTIONAL_FIELDS = ("val_calcium_dice", "baselines")
+OPTIONAL_FIELDS = ("val_calcium_dice", "baselines", "settings")
 
 
 def _fail(where: str, problem: str):
@@ -147,6 +150,10 @@ def validate_result(record: Any, where: str = "result") -> dict:
     record = {**record}
     record.setdefault("val_calcium_dice", None)
     record.setdefault("baselines", None)
+    record.setdefault("settings", None)
+    if record["settings"] is not None and not isinstance(record["settings"], Mapping):
+        _fail(where, "settings must be an object of TrainConfig fields or null, got "
+                     f"{type(record['settings']).__name__}")
     for field in ("run_id", "run_dir", "package_version", "finished_utc"):
         if not isinstance(record[field], str) or not record[field].strip():
             _fail(where, f"{field} must be a non-empty string, got {record[field]!r}")
@@ -272,11 +279,12 @@ def validation_calcium_dice(metrics_json: Mapping) -> float | None:
 def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam: float | None, repeat: int,
                      fold: int, seed: int, metrics: Mapping, run_dir: str | Path, wall_time_s: float,
                      finished_utc: str | None = None, package_version: str | None = None,
-                     val_calcium_dice: float | None = None, baselines: Mapping | None = None) -> str:
+                     val_calcium_dice: float | None = None, baselines: Mapping | None = None,
+                     settings: Mapping | None = None) -> str:
     """One results.jsonl line (ending in a newline) for a finished run, validated like the reader validates it.
 
     `metrics` is the compact form (`metrics_from_run(metrics_json)`), `baselines` likewise (`baselines_from_run`);
-    `finished_utc` defaults to now (UTC),
+    `settings` the run's `ivus_tf.grid.runner.run_settings`; `finished_utc` defaults to now (UTC),
     `package_version` to this package's version. Raises `InputError` for a record the report would refuse.
     """
     from ivus_tf.core.version import __version__
@@ -289,7 +297,8 @@ def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam:
               "val_calcium_dice": val_calcium_dice,
               "baselines": None if baselines is None else {k: dict(v) for k, v in baselines.items()},
               "run_dir": str(run_dir), "wall_time_s": wall_time_s,
-              "finished_utc": finished_utc, "package_version": package_version or __version__}
+              "finished_utc": finished_utc, "package_version": package_version or __version__,
+              "settings": None if settings is None else dict(settings)}
     validate_result(record, f"result of run {run_id!r}")
     return json.dumps(record, allow_nan=False) + "\n"
 

@@ -1,14 +1,17 @@
 """`run_training(config)`: one training run from data to metrics.json, resumable, every input checked first.
 
-    plan:     records (or the cached phantom) -> splits file -> the scheme's phases -> labels and folds checked
-              -> run folder (config.yaml; an existing folder must hold the same config)      [nothing trained yet]
+    plan:     records (or the cached phantom), their files checked against index.json (sizes always, sha256 once
+              per change) -> splits file -> the scheme's phases -> labels and folds checked -> the batch checked
+              against the training frames and this machine's memory -> run folder (config.yaml and records.json;
+              an existing folder must hold the same config and have started on the same records) [nothing trained]
     train:    each phase in order (`ivus_tf.training.phase`), skipping finished ones, resuming an interrupted one
     select:   the last phase's best validation epoch -> RUN_DIR/model.keras
     evaluate: the independent test cases at original resolution (`ivus_tf.evaluation.evaluate_model`), next to
               the calcium rule fitted on the training cases (`rule_baseline`, unless switched off)
               -> metrics.json, TensorBoard HParams, done.json
 
-The run folder's layout is `ivus_tf.run_folder.RunFolder`; a finished one (done.json) is reported, not retrained.
+The run folder's layout is `ivus_tf.run_folder.RunFolder` (records.json keys it to its records: a resume on
+rebuilt records is refused); a finished one (done.json) is reported, not retrained.
 
 Resume: the first phase not done resumes from its checkpoint (`ivus_tf.training.state`, `phase`): weights with
 batch-norm statistics, Adam's state and step, the epoch, the selection and early-stopping state (best value, its
@@ -39,12 +42,21 @@ from ivus_tf.core.atomic import atomic_file, atomic_write_json, atomic_write_tex
 from ivus_tf.core.config import to_mapping
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.version import __version__
+from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 from ivus_tf.run_folder import RunFolder
 from ivus_tf.splits import case_tasks_from_index, fold_cases, load_or_create_splits
 from ivus_tf.training.config import TrainConfig, config_differences
 from ivus_tf.training.distribute import (check_workers_agree, describe_strategy, make_strategy, replicas,
                                          worker_run_dir)
 from ivus_tf.training.schemes import Phase, PhaseCases, check_data, phases_of
+from tfrecords_builder.index import records_fingerprint
+
+# Training memory per frame at 256x256 and width 1.0, per parameter (weights, gradients, Adam's two moments) and
+# of the process (TensorFlow, the data), from the peak RSS of bench/bench_models.py (BENCHMARKS.md: batch 2 and 12
+# on CPU, 2.4-8.1 GB, matched within 0.1 GB); activations scale with the width and the pixels, parameters with the
+# width squared.
+TRAIN_BYTES_PER_FRAME = {"unet_res": 0.54e9, "deeplabv3": 0.33e9}
+TRAIN_BYTES_PER_PARAMETER, FULL_WIDTH_PARAMETERS, TRAIN_BASE_BYTES = 16, 41.5e6, 1e9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +71,7 @@ class RunPlan:
     cases: dict[str, PhaseCases]
     test_cases: list[str]
     test_tasks: tuple[str, ...]
+    records_fingerprint: str = ""
 
     @property
     def run(self) -> RunFolder:
@@ -81,37 +94,117 @@ def plan_run(config: TrainConfig, log: Callable[[str], None] = print) -> RunPlan
 
         records = ensure_phantom_records(config, log)
     index = read_index(records)
+    from ivus_tf.training.phantom_cache import cache_root
+    from tfrecords_builder.index import verify_records
+
+    verify_records(records, index, cache_root() / "verified-records", log)
     splits_path = Path(config.splits).expanduser() if config.splits else records.parent / f"{records.name}-splits.json"
-    splits = load_or_create_splits(splits_path, case_tasks_from_index(index), test_fraction=config.test_fraction,
-                                   repeats=config.repeats, folds=config.folds, seed=config.split_seed)
+    try:
+        splits = load_or_create_splits(splits_path, case_tasks_from_index(index), test_fraction=config.test_fraction,
+                                       repeats=config.repeats, folds=config.folds, seed=config.split_seed)
+    except OSError as error:
+        where = "" if config.splits else " beside the records"
+        raise InputError(f"{splits_path}: cannot write the splits file{where} ({error.strerror or error}); pass "
+                         "--set splits=PATH to keep it elsewhere") from error
     config = dataclasses.replace(config, data=str(records), splits=str(splits_path.resolve()))
     cases, _ = check_data(config, phases, splits, records, splits_path)
+    check_batch_size(config, phases, cases, index, records)
     test_cases = fold_cases(splits, config.repeat, config.fold)[2]
     test_tasks = tuple(t for t in phases[-1].tasks if fold_cases(splits, config.repeat, config.fold, t)[2])
     run_dir = Path(config.out).expanduser() if config.out else Path("runs") / config.default_run_name()
     run_dir = Path(worker_run_dir(str(run_dir.resolve()), config.strategy))  # a multi-worker non-chief: its copy
     config = dataclasses.replace(config, out=str(run_dir))
-    return RunPlan(config, records, run_dir.resolve(), splits_path.resolve(), phases, cases, test_cases, test_tasks)
+    return RunPlan(config, records, run_dir.resolve(), splits_path.resolve(), phases, cases, test_cases, test_tasks,
+                   records_fingerprint(index))
+
+
+def check_batch_size(config: TrainConfig, phases: Sequence[Phase], cases: dict[str, PhaseCases], index: dict,
+                     records: Path) -> None:
+    """Refuse a batch larger than a phase's training frames of a task (the pipeline would repeat frames within
+    one batch) or one that clearly cannot fit in this machine's memory (`train_bytes`)."""
+    from ivus_tf.data.pipeline import PipelineConfig
+
+    def shares(batch: int, phase: Phase) -> dict[str, int]:
+        if len(phase.tasks) == 1:
+            return {phase.tasks[0]: batch}
+        calcium = PipelineConfig(batch_size=batch, calcium_fraction=config.calcium_fraction).calcium_frames_per_batch()
+        return {CALCIUM: calcium, WALL_LUMEN: batch - calcium}
+
+    for phase in phases:
+        frames = {task: sum(index["cases"][case]["task_frames"].get(task, 0) for case in cases[phase.name].train)
+                  for task in phase.tasks}
+        too_many = {task: n for task, n in shares(config.batch_size, phase).items() if n > frames[task]}
+        if too_many:
+            fits = next((b for b in range(min(config.batch_size, sum(frames.values())), 0, -1)
+                         if all(n <= frames[t] for t, n in shares(b, phase).items())), 1)
+            task, share = next(iter(too_many.items()))
+            raise InputError(f"{records}: batch_size {config.batch_size} takes {share} {task}-labelled frames per "
+                             f"batch, but the training cases of phase {phase.name} (repeat {config.repeat} fold "
+                             f"{config.fold}) hold only {frames[task]}; use --batch-size {fits} or less")
+    if config.strategy != "none":  # the global batch is spread over devices whose memory is not known here
+        return
+    from ivus_tf.core.memory import gigabytes, memory_bytes
+
+    need, total = train_bytes(config), memory_bytes()
+    if total and need > total:
+        fits = max(0, int((total - train_bytes(dataclasses.replace(config, batch_size=0))) //
+                          (train_bytes(dataclasses.replace(config, batch_size=1)) -
+                           train_bytes(dataclasses.replace(config, batch_size=0)))))
+        raise InputError(f"batch_size {config.batch_size} of {config.image_size}x{config.image_size} frames needs "
+                         f"about {gigabytes(need)} to train {config.arch} at width {config.width:g}, more than this "
+                         f"machine's {gigabytes(total)}; use --batch-size {fits} or less, or a smaller --image-size")
+
+
+def train_bytes(config: TrainConfig) -> float:
+    """Rough training memory of `config`: activations per frame (`TRAIN_BYTES_PER_FRAME`, scaled by the width and
+    the pixels) times the batch, plus weights, gradients and Adam's moments."""
+    width = min(config.width, 4.0)
+    per_frame = TRAIN_BYTES_PER_FRAME[config.arch] * width * (config.image_size / 256) ** 2
+    return (config.batch_size * per_frame + TRAIN_BYTES_PER_PARAMETER * FULL_WIDTH_PARAMETERS * width ** 2
+            + TRAIN_BASE_BYTES)
+
+
+def check_same_records(run: RunFolder, records_dir: Path, fingerprint: str) -> None:
+    """Refuse to resume `run` on records other than those it started on (records.json)."""
+    try:
+        saved = run.read_records_json()
+    except InputError as error:
+        raise InputError(f"{error}; delete the run folder to start over") from None
+    if saved is not None and saved.get("fingerprint") != fingerprint:
+        raise InputError(f"{run.path}: the run started on other records than {records_dir} holds now (rebuilt or "
+                         f"changed since: its index.json differs from the one in {run.records_json.name}); delete "
+                         "the run folder to train on these records, or pass another --out")
 
 
 def _claim_run_dir(plan: RunPlan) -> bool:
-    """Write config.yaml into a new run folder, or check an existing one holds this config. True if finished."""
+    """Write config.yaml into a new run folder, or check an existing one holds this config and started on these
+    records. True if finished."""
     run, run_dir = plan.run, plan.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir}: exists and is not a folder; pass another --out")
     if run.has_config():
         diffs = config_differences(run.load_config(), plan.config)
         if diffs:
             raise InputError(f"{run_dir}: holds a run with other settings ({'; '.join(diffs)}); pass another --out "
                              "or delete the folder to start over")
+        check_same_records(run, plan.records_dir, plan.records_fingerprint)
+        if not run.records_json.is_file():  # a run folder of an older version: key it now
+            _write_records_json(plan)
         return run.is_finished()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"{run_dir}: exists, is not empty and holds no {run.config_path.name}; not a run folder")
     run_dir.mkdir(parents=True, exist_ok=True)
+    _write_records_json(plan)
     import yaml
 
     header = (f"# ivus-tf training run: fully resolved config, loadable with --config\n"
               f"# package_version: {__version__}\n# written: {datetime.datetime.now().isoformat(timespec='seconds')}\n")
     atomic_write_text(run.config_path, header + yaml.safe_dump(to_mapping(plan.config), sort_keys=False))
     return False
+
+
+def _write_records_json(plan: RunPlan) -> None:
+    atomic_write_json(plan.run.records_json, {"records": str(plan.records_dir), "fingerprint": plan.records_fingerprint})
 
 
 def _progress(plan: RunPlan) -> list[int]:
@@ -225,4 +318,10 @@ def _print_result(plan: RunPlan, metrics: dict, log: Callable[[str], None]) -> N
     log(f"test set ({len(plan.test_cases)} cases, metrics at original resolution; {plan.run.metrics_path}):")
     for line in format_summary(metrics).splitlines():
         log(f"  {line}")
-    log(f"TensorBoard: tensorboard --logdir {plan.run.tb_dir}")
+    from ivus_tf.core.commands import python, shown, tool
+
+    run_dir, name = shown(plan.run_dir), plan.run_dir.name
+    log(f"TensorBoard: {tool('tensorboard')} --logdir {shown(plan.run.tb_dir)}")
+    log(f"export:      {python()} -m ivus_tf.export {run_dir} --out saved_models/{name}")
+    log(f"predict:     {python()} -m ivus_tf.predict --model saved_models/{name} --input PULLBACK "
+        f"--out predictions/{name}   (PULLBACK: a DICOM, a folder of frames or a manifest)")
