@@ -1,37 +1,14 @@
 """Streaming Keras metrics for monitoring and model selection: a task's Dice over a whole epoch, pooled or per frame.
 
-`TaskDice` accumulates, per chosen class c and over every batch of the epoch, the intersection
-I_c = sum_b f_b |pred_b = c AND true_b = c| and the total T_c = sum_b f_b (|pred_b = c| + |true_b = c|), where pred
-is the argmax of the softmax output and f_b the frame weight (the pipeline's per-task sample weight: 1 where the
-frame carries that task's label, 0 where it does not, so frames without the task's label are ignored entirely).
-The result is the pooled Dice 2 I_c / T_c (one number over all pixels of the epoch, not a mean of per-frame
-Dice), averaged over the chosen classes.
-
-`FrameDice` is the test's number at the training resolution: the mean over labelled frames of each frame's Dice
-(the mean over the chosen classes of 2 I_bc / T_bc, frames weighted by f_b), with the empty rules of
-`ivus_tf.metrics` (both masks empty: 1, exactly one empty: 0). It is what training selects on by default
-(`TrainConfig.selection_metric`): pooled Dice lets a false alarm on a calcium-free frame cost only its few pixels
-in the denominator, while the test scores that frame 0. Example (two frames, calcium = class 1): frame 1 holds
-100 calcium pixels, frame 2 none; model A finds frame 1 exactly and invents 10 pixels on frame 2: pooled
-200/210 = 0.952, per frame (1 + 0)/2 = 0.5; model B finds 60 of the 100 and nothing on frame 2: pooled
-120/160 = 0.75, per frame (0.75 + 1)/2 = 0.875. Pooled prefers A, the test prefers B (tests/test_keras_metrics.py).
-Selection runs at the training resolution, where resizing may create or erase a few-pixel calcification; the test
-(`ivus_tf.evaluation`) then scores the selected model at each frame's original resolution, as the paper does.
-
-The paper's per-frame Dice and average Hausdorff distance at the original resolution are computed from numpy
-masks by `ivus_tf.metrics`.
-
-Empty rules of `TaskDice`, tested:
-* a class with no pixel in targets nor predictions over all labelled frames of the epoch (T_c = 0) has Dice 1.0:
-  the model correctly found nothing, and the pooled Dice's limit is 1; this only happens when the whole validation
-  set lacks the class, where any other value would be arbitrary too;
-* no labelled frame at all since the last reset: NaN (nothing was measured; shown as nan, never a made-up score).
-
-Keras 3 passes sample weights only to `weighted_metrics`: compile with `weighted_metrics=task_dice_metrics(tasks)`.
-Under `metrics=` the metric would receive no weights and count the all-zero targets of unlabelled frames as
-background, so by default it refuses to run without `sample_weight` (`require_sample_weight=False` lifts that for
-data where every frame is labelled). Sums are float32 (pixel counts are summed per batch first, so the pooled
-sums of an epoch lose at most ~1e-7 relative).
+`TaskDice` sums intersections and totals of the argmax prediction over every labelled frame of the epoch (frame
+weight > 0) and reports the pooled Dice, averaged over the chosen classes: 1 for a class absent from targets and
+predictions, NaN when no labelled frame was seen. `FrameDice` reports the mean over labelled frames of each frame's
+Dice with the test's empty-mask rules (both empty 1, one empty 0; `ivus_tf.metrics`): the test's number at the
+training resolution, what phases select on by default (`TrainConfig.selection_metric`; pooled Dice lets a false
+alarm on a calcium-free frame cost only its pixels, the test scores that frame 0). Both feed TensorBoard; the
+paper's per-frame metrics at original resolution are `ivus_tf.metrics`. Compile with
+`weighted_metrics=task_dice_metrics(tasks)` (Keras 3 passes sample weights only there). Definitions:
+docs/metrics.md, docs/protocol.md.
 """
 
 from __future__ import annotations

@@ -224,6 +224,7 @@ def test_pooled_and_per_frame_dice_disagree_on_which_model_is_better():
 def test_selection_picks_what_the_test_prefers(tmp_path):
     """Epoch 1 gives model A's predictions, epoch 2 model B's: selection on the per-frame monitor keeps epoch 2,
     the pooled monitor keeps epoch 1."""
+    from ivus_tf.run_folder import PhaseFolder
     from ivus_tf.training.callbacks import PhaseCheckpoint
     from ivus_tf.training.schemes import phases_of
     from ivus_tf.training.config import TrainConfig
@@ -243,7 +244,7 @@ def test_selection_picks_what_the_test_prefers(tmp_path):
         folder = tmp_path / selection
         folder.mkdir()
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-        checkpoint = PhaseCheckpoint(folder, phase.monitor, 2, 0, PhaseState(), lambda: model, False,
+        checkpoint = PhaseCheckpoint(PhaseFolder(folder), phase.monitor, 2, 0, PhaseState(), lambda: model, False,
                                      lambda text: None)
         checkpoint.set_model(model)
         for epoch, values in enumerate(logs):

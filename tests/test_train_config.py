@@ -10,7 +10,7 @@ import pytest
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import ARCHS, SCHEMES, UNET_STAGES
-from ivus_tf.training.config import PHANTOM_PRESETS, TrainConfig, config_differences, load_config, load_run_config
+from ivus_tf.training.config import PHANTOM_PRESETS, TrainConfig, config_differences, load_config
 from ivus_tf.training.schemes import SCHEME_PHASES, phases_of
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -143,7 +143,7 @@ def test_a_run_config_saved_before_a_field_existed_reads_as_what_it_meant(tmp_pa
         del values[field]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(values))
-    saved = load_run_config(path)
+    saved = load_config(path, saved_run=True)  # as RunFolder.load_config reads it
     assert (saved.pretrain_transfer, saved.unet_stages, saved.selection_metric) == \
         ("encoder", "wide_bottom", "pooled_dice")
     assert (saved.n_test_cases, saved.test_both_labels) == (None, False)

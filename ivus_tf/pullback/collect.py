@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ivus_tf.core.vocab import LUMEN
 from ivus_tf.measurements import arc_center
 from ivus_tf.pullback.calcium_score import equivalent_diameter_mm, superficial_calcium_arc_deg
 from ivus_tf.pullback.geometry import PullbackGeometry
@@ -79,7 +80,7 @@ class PullbackCollector:
         """Record one frame (its masks may be None for a model without that head); return its `FRAME_COLUMNS`."""
         index = len(self.frame_ids)
         superficial = math.nan
-        lumen = None if labels is None else labels == 1
+        lumen = None if labels is None else labels == LUMEN
         if calcium is not None and not np.any(calcium):
             superficial = 0.0
         elif calcium is not None and lumen is not None and lumen.any():

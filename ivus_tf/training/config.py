@@ -48,8 +48,8 @@ Notes on a few fields:
 * `rule_baseline`: fit the calcium rule (bright leading edge + shadow, `ivus_tf.baselines`) on the run's calcium
   training cases and score it on the test cases next to the model, in metrics.json (`calcium.rule_baseline`); a
   floor the model must beat. It changes no training, so it is not part of the run's hash.
-* `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs ~20 s on 2 CPU cores even
-  for a tiny model). `jit_compile` (XLA) measured ~10x slower for training on this CPU, hence off.
+* `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs more than a tiny model's
+  whole run). `jit_compile` (XLA) is off: it made training much slower on CPU (DEVELOPERS.md, "The machine").
 * `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
 * `postprocess`: how the test predictions are cleaned before they are scored (`ivus_tf.postprocess` presets:
   `default`, nnU-Net-style connected-component cleaning, or `none`). metrics.json keeps both scores and says
@@ -228,12 +228,15 @@ class TrainConfig:
         return f"{self.scheme}-{self.arch}{lam}-r{self.repeat}f{self.fold}-{self.fingerprint()}"
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+def load_config(path: str | Path | None = None, overrides: dict | None = None, saved_run: bool = False
+                ) -> TrainConfig:
     """Defaults, then the YAML file at `path` (relative paths inside it resolved against its folder), then
-    `overrides` ({field: value}, e.g. from CLI flags; checked like YAML values)."""
+    `overrides` ({field: value}, e.g. from CLI flags; checked like YAML values). `saved_run`: `path` is a run
+    folder's config.yaml, whose missing fields (written before they existed) take `LEGACY_DEFAULTS`, the behaviour
+    of that run, so an old run is never mistaken for a new one."""
     from ivus_tf.core.config import from_mapping
 
-    config = TrainConfig()
+    config = dataclasses.replace(TrainConfig(), **LEGACY_DEFAULTS) if saved_run else TrainConfig()
     if path is not None:
         config = load_yaml(TrainConfig, path, base=config)
         folder = Path(path).resolve().parent
@@ -244,12 +247,6 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         config = from_mapping(TrainConfig, overrides, "command line", base=config)
     config.validate()
     return config
-
-
-def load_run_config(path: str | Path) -> TrainConfig:
-    """A run folder's saved config.yaml; a field it lacks (written before the field existed) takes the value that
-    behaviour had then (`LEGACY_DEFAULTS`), else its default, so an old run is never mistaken for a new one."""
-    return load_yaml(TrainConfig, path, base=dataclasses.replace(TrainConfig(), **LEGACY_DEFAULTS))
 
 
 def config_differences(saved: TrainConfig, wanted: TrainConfig) -> list[str]:

@@ -20,30 +20,15 @@ batch up to float rounding: tests/test_distribute.py checks losses, validation D
 single-device run. Each worker builds the same deterministic stream of global batches and keeps its share
 (`AutoShardPolicy.DATA`), so the frames a step sees do not depend on the number of workers either.
 
-Two workarounds make Keras 3 `fit` (3.x with TF 2.21) do this; `prepare_for_fit` applies them to the model
-instance, nothing global:
-  1. Under any strategy, `fit` first builds the model's metrics from a batch it pulls through a new iterator over
-     the training data (`_maybe_symbolic_build`). That is a second iteration of the dataset, so a seeded shuffle
-     reshuffles and training sees other batches than without a strategy (found by the equality test). Under
-     MultiWorkerMirroredStrategy the same code fails outright: it reduces that `PerReplica` batch with
-     `strategy.reduce("MEAN", ...)` ("Attempt to convert a value (PerReplica...) to a Tensor",
-     keras-team/keras#20585). Workaround: build the model symbolically ourselves from zeros shaped like the
-     dataset's element spec (it only needs shapes), and make `_maybe_symbolic_build` a no-op.
-  2. Under MultiWorkerMirroredStrategy each step's logs (scalar metric values) are reduced with
-     `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar (the second half of #20585). Workaround:
-     `train_step` / `test_step` return their logs with shape [1]; the mean over axis 0 and the workers is then the
-     value itself (metric results are already aggregated over the replicas).
-The multi-worker and mirrored tests (tests/test_distribute.py) fail if either breaks; once Keras fixes #20585,
-drop the second and keep the first unless `fit` stops re-iterating the data.
+Two Keras workarounds (keras-team/keras#20585), applied to the model instance by `prepare_for_fit` and kept in
+`ivus_tf.compat` with their reasons: a build from zeros instead of Keras's own pre-`fit` pass over the data (which
+reshuffles a seeded dataset, and fails under MultiWorkerMirroredStrategy), and step logs of shape [1] under
+MultiWorkerMirroredStrategy. tests/test_distribute.py fails if either breaks.
 
-Synchronized batch norm (`synchronize_batch_norm`): Keras's `synchronized=True` computes the global variance as
-E[x^2] - E[x]^2 from all-reduced sums, which cancels catastrophically where a channel's mean is large against its
-spread: on the tiny test U-Net (80-160-320-640 design at width 1/16) one distributed SGD step then differed from
-the single-device step by 3 % of the update (stem convolution), against 2e-5 with the two-pass form used here
-(all-reduce the sum for the mean, then the sum of squared deviations from it; the same numbers as
-`tf.nn.moments` on one device, one more all-reduce round). It replaces the layer instance's `_moments` (Keras
-3.x, the method `BatchNormalization.call` takes its statistics from); test_mirrored_step_equals_single_device
-fails if Keras stops calling it.
+Synchronized batch norm (`ivus_tf.compat.synchronize_batch_norm`): Keras's `synchronized=True` computes the
+global variance as E[x^2] - E[x]^2, which cancels catastrophically where a channel's mean is large against its
+spread (one distributed step of the tiny test U-Net differed from the single-device step by 3 % of the update);
+the statistics are taken in two all-reduced passes instead (mean, then squared deviations), as on one device.
 """
 
 from __future__ import annotations
@@ -52,6 +37,7 @@ import json
 import os
 from typing import Optional
 
+from ivus_tf import compat
 from ivus_tf.core.errors import InputError
 
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -146,7 +132,7 @@ def shard_by_data(dataset):
 
 
 def prepare_for_fit(model, strategy, dataset) -> None:
-    """The workarounds of the module docstring, on `model` only; call after each `compile` and before `fit`, in no
+    """The Keras workarounds (`ivus_tf.compat`), on `model` only; call after each `compile` and before `fit`, in no
     scope (it enters the strategy's itself). `dataset`: the training dataset (only its element spec is used).
     Nothing to do without a strategy."""
     if strategy is None:
@@ -155,52 +141,9 @@ def prepare_for_fit(model, strategy, dataset) -> None:
 
     zeros = tf.nest.map_structure(lambda spec: tf.zeros([d or 1 for d in spec.shape], spec.dtype),
                                   dataset.element_spec)
-    with strategy.scope():
-        model._symbolic_build(data_batch=zeros)
-    model._maybe_symbolic_build = lambda *args, **kwargs: None
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    for name in ("train_step", "test_step"):
-        step = getattr(type(model), name).__get__(model)
-
-        def rank_one_logs(data, step=step):
-            return {key: tf.reshape(value, [1]) for key, value in step(data).items()}
-
-        setattr(model, name, rank_one_logs)
-    model.train_function = model.test_function = None  # rebuilt with the wrapped steps
-
-
-def _global_moments(inputs, axes):
-    """(mean, variance) over `axes` of the global batch: two all-reduced passes (see the module docstring)."""
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return tf.nn.moments(inputs, axes)
-
-    def total(value):
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(value, axis=axes, keepdims=True))
-
-    count = total(tf.ones_like(inputs[..., :1]))
-    mean = total(inputs) / count
-    variance = total(tf.square(inputs - mean)) / count
-    return tf.squeeze(mean, axes), tf.squeeze(variance, axes)
-
-
-def synchronize_batch_norm(layer) -> None:
-    """Make a `keras.layers.BatchNormalization` compute its training statistics over the global batch of a
-    strategy, numerically stable (module docstring); without replicas it is the plain layer."""
-    import types
-
-    layer.synchronized = True  # what the layer's config says; the statistics come from `_global_moments`
-    plain = type(layer)._moments
-
-    def moments(self, inputs, mask):
-        if mask is not None:
-            return plain(self, inputs, mask)
-        return _global_moments(inputs, list(self._reduction_axes))
-
-    layer._moments = types.MethodType(moments, layer)
+    compat.build_before_fit(model, strategy, zeros)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        compat.rank_one_step_logs(model)
 
 
 def check_workers_agree(strategy, progress: list[int], where: str) -> None:
@@ -223,7 +166,7 @@ def check_workers_agree(strategy, progress: list[int], where: str) -> None:
                          "<run>.worker-<i> folder (or delete them all to start over) and start all workers again")
 
 
-def describe(strategy) -> Optional[str]:
+def describe_strategy(strategy) -> Optional[str]:
     """One line for the log: which strategy over how many replicas."""
     if strategy is None:
         return None
