@@ -27,14 +27,19 @@ Only frames carrying a task's label count for that task (a calcium-only frame sa
      "num_frames": N,                        # frames carrying a label of at least one task
      "frames_per_task": {task: n},
      "metric_definitions": {name: text},
-     "calcium": SECTION,                     # calcium in tasks; plus "predict_nothing_baseline": summary
+     "calcium": SECTION,                     # calcium in tasks; from `rule_baseline` (training runs) also
+                                             # "rule_baseline": RULE
      "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION,  # wall_lumen
      "postprocess": {"headline": "postprocessed" | "raw", "preset", "enabled", <PostprocessConfig fields>},
      "raw": {"calcium": SECTION, ...}}       # with post-processing only: the same sections without it
 
     SECTION = {"frames": [{"case_id", "frame_id", "dice", "average_hausdorff_mm", "empty_case"}, ...],
                "summary": ivus_tf.metrics.summarize_frames(frames),
-               "per_case": {case_id: summarize_frames(that case's frames)}}
+               "per_case": {case_id: summarize_frames(that case's frames)},
+               "predict_nothing_baseline": summarize_frames of a model predicting background on the same frames}
+
+    RULE = {"params": RuleParams dict, "fitted_on": {"case_ids", "frames", "mean_dice"}, "seconds": fit time,
+            "frames": [...], "summary": ..., "per_case": ...}   # the calcium rule, scored like SECTION
 
 "vessel" is the area inside the external elastic membrane (labels 1 | 2); "wall_lumen_mean" is the mean of lumen
 and vessel wall per frame (the paper's Figure 4; its frames carry no "empty_case").
@@ -62,7 +67,7 @@ from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, postpro
 tf = import_tensorflow()
 
 __all__ = ["SECTIONS", "evaluate_model", "format_summary", "predict_nothing_baseline", "predicted_labels",
-           "resize_probabilities", "write_metrics_json"]
+           "resize_probabilities", "rule_baseline", "write_metrics_json"]
 
 WALL_LUMEN_REGIONS = ("lumen", "vessel_wall", "vessel")
 WALL_LUMEN_MEAN = "wall_lumen_mean"
@@ -199,7 +204,7 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
     cleaning = postprocess is not None and postprocess.enabled
     sections = {name: [] for task in tasks for name in SECTIONS[task]}
     raw_sections = {name: [] for name in sections}
-    nothing = []
+    nothing = {name: [] for name in sections}
     frames_per_task = dict.fromkeys(tasks, 0)
     num_frames = 0
     writing = (atomic_output_dir(predictions_dir, overwrite=True) if predictions_dir is not None
@@ -231,9 +236,9 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
                     if cleaning:
                         for name, result in _frame_metrics(task, raw[task], truth, spacing, points, empty).items():
                             raw_sections[name].append({**ids, **result})
-                    if task == "calcium":
-                        nothing.append(M.evaluate_frame(np.zeros_like(truth), truth, spacing, points=points,
-                                                        empty=empty))
+                    for name, result in _frame_metrics(task, np.zeros_like(truth), truth, spacing, points,
+                                                       empty).items():
+                        nothing[name].append(result)
         if next(originals, None) is not None:
             raise RuntimeError("records reader and eval pipeline disagree: the reader has more labelled frames")
     result = {"tasks": list(tasks), "case_ids": case_ids, "image_size": int(image_size), "points": points,
@@ -241,8 +246,7 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
               "metric_definitions": _definitions(points, empty, int(image_size))}
     for name, frames in sections.items():
         result[name] = _section(frames, case_ids)
-    if "calcium" in tasks:
-        result["calcium"]["predict_nothing_baseline"] = M.summarize_frames(nothing)
+        result[name]["predict_nothing_baseline"] = M.summarize_frames(nothing[name])
     result["postprocess"] = {"headline": "postprocessed" if cleaning else "raw", **describe_postprocess(postprocess)}
     if cleaning:
         result["raw"] = {name: _section(frames, case_ids) for name, frames in raw_sections.items()}
@@ -267,6 +271,50 @@ def predict_nothing_baseline(records_dir, case_ids, task="calcium", *, points="a
         else:
             results.append(M.wall_lumen_metrics(nothing, truth, spacing, points=points, empty=empty))
     return M.summarize_frames(results) if task == "calcium" else M.summarize_wall_lumen(results)
+
+
+def _calcium_frames(records_dir, case_ids: Sequence[str]) -> list[dict]:
+    return [f for f in iterate_frames(records_dir, case_ids) if f["calcium_mask"] is not None]
+
+
+def rule_baseline(records_dir, train_cases, test_cases, *, points="all", empty="diagonal", log=None) -> dict:
+    """Fit the calcium rule (`ivus_tf.baselines`: bright leading edge + shadow behind) on the calcium frames of
+    `train_cases` and score it on those of `test_cases` exactly as `evaluate_model` scores a model (original
+    resolution, the same metrics and empty-mask rules); returns the RULE layout of the module docstring.
+
+    Only training cases may be passed as `train_cases`: the fit must not see the test set. Without a calcium
+    training frame the rule cannot be fitted and `InputError` says so.
+    """
+    import time
+
+    from ivus_tf.baselines import fit_rule, predict_calcium, score_rule
+
+    _check_options(("calcium",), points, empty)
+    train_cases, test_cases = _check_cases(train_cases), _check_cases(test_cases)
+    leaked = sorted(set(train_cases) & set(test_cases))
+    if leaked:
+        raise InputError(f"rule baseline: case(s) {', '.join(leaked)} are both training and test cases")
+    train = _calcium_frames(records_dir, train_cases)
+    if not train:
+        raise InputError(f"{records_dir}: the training cases carry no calcium frame to fit the rule baseline on")
+    started = time.perf_counter()
+    images, masks, spacings = ([f[key] for f in train] for key in ("image", "calcium_mask", "pixel_spacing_mm"))
+    params = fit_rule(images, masks, spacings)
+    seconds = time.perf_counter() - started
+    fitted_on = {"case_ids": sorted({f["case_id"] for f in train}), "frames": len(train),
+                 "mean_dice": float(score_rule(images, masks, spacings, params).mean())}
+    frames = []
+    for frame in _calcium_frames(records_dir, test_cases):
+        prediction = predict_calcium(frame["image"], frame["pixel_spacing_mm"], params)
+        frames.append({"case_id": frame["case_id"], "frame_id": frame["frame_id"],
+                       **M.evaluate_frame(prediction, frame["calcium_mask"], frame["pixel_spacing_mm"],
+                                          points=points, empty=empty)})
+    if log:
+        cases = len(fitted_on["case_ids"])
+        log(f"rule baseline: fitted on {len(train)} calcium frames of {cases} training case{'s' * (cases != 1)} "
+            f"in {seconds:.0f} s (training Dice {fitted_on['mean_dice']:.3f}); scored on {len(frames)} test frames")
+    return {"params": params.to_dict(), "fitted_on": fitted_on, "seconds": round(seconds, 1),
+            **_section(frames, test_cases)}
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -309,9 +357,15 @@ def format_summary(metrics: Mapping) -> str:
             continue
         lines.append(_summary_line(label, what, metrics[name]["summary"]))
         baseline = metrics[name].get("predict_nothing_baseline")
-        if baseline is not None and baseline["frames"]:
+        if baseline is not None and baseline["frames"] and name != WALL_LUMEN_MEAN:
             lines.append(f"  predicting no {what}: Dice {_number(baseline['dice']['mean'])}, average Hausdorff "
                          f"{_number(baseline['average_hausdorff_mm']['mean'])} mm")
+        rule = metrics[name].get("rule_baseline")
+        if rule is not None and rule["summary"]["frames"]:
+            summary = rule["summary"]
+            lines.append(f"  calcium rule (bright edge + shadow, fitted on {len(rule['fitted_on']['case_ids'])} "
+                         f"training cases): Dice {_number(summary['dice']['mean'])}, average Hausdorff "
+                         f"{_number(summary['average_hausdorff_mm']['mean'])} mm")
         raw = (metrics.get("raw") or {}).get(name)
         if raw is not None:
             lines.append(f"  without post-processing: Dice {_number(raw['summary']['dice']['mean'])}, average "

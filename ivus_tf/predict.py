@@ -54,16 +54,17 @@ import cv2
 import numpy as np
 
 from ivus_tf.core.atomic import atomic_output_dir, check_output_dir, json_ready, json_text
-from ivus_tf.core.errors import (ArgumentParser, InputError, non_negative_int_arg, positive_float_arg,
-                                 positive_int_arg, positive_number, run_cli)
+from ivus_tf.core.errors import (ArgumentParser, InputError, non_negative_int_arg, pixel_spacing_arg,
+                                 positive_float_arg, positive_int_arg, positive_number, run_cli)
 from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
 from ivus_tf.ensemble import Ensemble, add_ensemble_arguments, ensemble_summary_lines, model_text, uncertainty_png
 from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG, frame_measurements, pullback_summary
 from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_postprocess, postprocess_frame
-from ivus_tf.predict_stream import (DEFAULT_IO_THREADS, TASK_OUTPUTS, FrameStream, batches,  # noqa: F401
-                                    infer_batch, predict_frames)
+from ivus_tf.predict_stream import (DEFAULT_IO_THREADS, TASK_OUTPUTS, FrameStream, infer_batch,  # noqa: F401
+                                    predict_frames)
 from ivus_tf.pullback.assemble import ReportSettings, add_report_arguments, report_summary_lines
+from ivus_tf.pullback.batching import BatchLimit
 from ivus_tf.pullback.collect import FRAME_COLUMNS, PullbackCollector
 from ivus_tf.pullback.geometry import require_lengths, resolve_geometry
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
@@ -270,7 +271,7 @@ def run_predict(model_path, input_path: str | os.PathLike, out_dir: str | os.Pat
 
         with open(tmp / "measurements.csv", "w", newline="", encoding="utf-8") as handle, FrameStream(
                 pullback, int(batch_size), lambda batch: infer_batch(model, batch, tasks, str(model_path)), work,
-                threads=int(io_threads)) as stream:
+                threads=int(io_threads), limit=BatchLimit(model, int(batch_size), warnings.once)) as stream:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)
             for frame, (calcium, labels, values, superficial) in progress(stream, total=len(pullback),
@@ -395,10 +396,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--input", required=True,
                         help="folder of frames (PNG/TIFF/BMP/JPEG), multi-frame DICOM file, or manifest CSV")
     parser.add_argument("--out", required=True, help="output folder to create")
-    parser.add_argument("--pixel-spacing-mm", type=positive_float_arg, metavar="S",
+    parser.add_argument("--pixel-spacing-mm", type=pixel_spacing_arg, metavar="S",
                         help="mm per pixel; required for a folder of frames, overrides DICOM and manifest values")
     parser.add_argument("--batch-size", type=positive_int_arg, default=12, metavar="B",
-                        help="frames per model call (default 12)")
+                        help="frames per model call (default 12; fewer for frames too large for memory)")
     parser.add_argument("--pullback-speed-mm-s", type=positive_float_arg, metavar="V",
                         help="pullback speed in mm/s (default: the DICOM's IVUSPullbackRate); with the frame rate: "
                              "lengths in mm")

@@ -8,7 +8,8 @@
 With `threads=0` everything runs in the calling thread, one step after the other (the sequential path); both
 paths call the same functions in the same order per frame, so their outputs are byte-identical. Memory stays
 constant: at most `prefetch` batches wait for the model and `max_pending` frames for their writers, whatever the
-pullback's length. An error anywhere (a frame that cannot be decoded, a PNG that cannot be written) stops the
+pullback's length (the raw frames waiting are small next to the activations of the batch in the model, which the
+memory guard `ivus_tf.pullback.batching.BatchLimit` sizes). An error anywhere (a frame that cannot be decoded, a PNG that cannot be written) stops the
 reader and the writers, waits for the running ones to finish, and is raised in the calling thread as the one
 exception it was (non-`InputError`s of `work` become an `InputError` naming the frame), so the caller's
 temporary output folder can be removed with nothing still writing into it.
@@ -25,27 +26,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.pullback_io import Frame
+from ivus_tf.pullback.batching import BatchLimit, batches
+from ivus_tf.pullback_io import Frame, Warnings
 
 TASK_OUTPUTS = {"calcium": "calcium_mask", "wall_lumen": "wall_lumen_labels"}
 DEFAULT_IO_THREADS = 2
 PREFETCH_BATCHES = 2
 _END = object()
-
-
-def batches(frames: Iterable[Frame], batch_size: int) -> Iterator[list[Frame]]:
-    """Consecutive frames in lists of at most `batch_size`, cut where the frame size changes (one size a call)."""
-    batch: list[Frame] = []
-    for frame in frames:
-        if batch and frame.image.shape != batch[0].image.shape:
-            yield batch
-            batch = []
-        batch.append(frame)
-        if len(batch) == batch_size:  # at once: the reader never runs more than one batch ahead of the model
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def infer_batch(model, batch: Sequence[Frame], tasks: Sequence[str], where: str = "model") -> list[dict]:
@@ -64,10 +51,17 @@ def infer_batch(model, batch: Sequence[Frame], tasks: Sequence[str], where: str 
     return [{name: array[i] for name, array in arrays.items()} for i in range(len(batch))]
 
 
-def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str],
-                   where: str = "model") -> Iterator[tuple[Frame, dict]]:
-    """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call."""
-    for batch in batches(frames, batch_size):
+def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str], where: str = "model",
+                   memory_budget_bytes: int | None = None, memory_total_bytes: int | None = None,
+                   warnings: Warnings | None = None) -> Iterator[tuple[Frame, dict]]:
+    """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call.
+
+    The memory guard (`ivus_tf.pullback.batching.BatchLimit`): a batch of large frames is cut to what fits in
+    `memory_budget_bytes` (default half of `memory_total_bytes`, default this machine's memory), with one warning
+    per frame size; a frame that alone needs more than the whole memory is refused."""
+    warnings = warnings or Warnings()
+    limit = BatchLimit(model, batch_size, warnings.once, memory_budget_bytes, memory_total_bytes)
+    for batch in batches(frames, batch_size, limit):
         yield from zip(batch, infer_batch(model, batch, tasks, where))
 
 
@@ -86,10 +80,10 @@ class _Reader:
     """A thread filling a bounded queue with batches (an error it meets goes into the queue in its place);
     `close` stops it and waits for it."""
 
-    def __init__(self, frames: Iterable[Frame], batch_size: int, prefetch: int):
+    def __init__(self, frames: Iterable[Frame], batch_size: int, prefetch: int, limit=None):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(frames, batch_size), name="predict-reader")
+        self._thread = threading.Thread(target=self._run, args=(frames, batch_size, limit), name="predict-reader")
         self._thread.start()
 
     def _put(self, item) -> bool:
@@ -101,9 +95,9 @@ class _Reader:
                 continue
         return False
 
-    def _run(self, frames, batch_size) -> None:
+    def _run(self, frames, batch_size, limit) -> None:
         try:
-            for batch in batches(frames, batch_size):
+            for batch in batches(frames, batch_size, limit):
                 if not self._put(batch):
                     return
             self._put(_END)
@@ -132,10 +126,11 @@ class FrameStream:
 
     def __init__(self, frames: Iterable[Frame], batch_size: int, infer: Callable[[list[Frame]], list[dict]],
                  work: Callable[[Frame, dict], object], threads: int = DEFAULT_IO_THREADS,
-                 prefetch: int = PREFETCH_BATCHES, max_pending: int | None = None):
+                 prefetch: int = PREFETCH_BATCHES, max_pending: int | None = None, limit=None):
         if int(threads) < 0:
             raise InputError(f"--io-threads must be >= 0, got {threads}")
         self.frames, self.batch_size, self.infer, self.work = frames, int(batch_size), infer, work
+        self.limit = limit  # the memory guard: batch size per frame shape (`BatchLimit`), called by the reader
         self.threads, self.prefetch = int(threads), int(prefetch)
         self.max_pending = max_pending or max(2 * self.batch_size, 2 * self.threads)
         self._reader = self._pool = None
@@ -153,11 +148,11 @@ class FrameStream:
 
     def __iter__(self) -> Iterator[tuple[Frame, object]]:
         if self._pool is None:
-            for batch in batches(self.frames, self.batch_size):
+            for batch in batches(self.frames, self.batch_size, self.limit):
                 for frame, outputs in zip(batch, self.infer(batch)):
                     yield frame, _guarded(self.work, frame, outputs)
             return
-        self._reader = _Reader(self.frames, self.batch_size, self.prefetch)
+        self._reader = _Reader(self.frames, self.batch_size, self.prefetch, self.limit)
         pending: collections.deque = collections.deque()
         batches_read = iter(self._reader)
         while True:

@@ -18,6 +18,7 @@ from ivus_tf.evaluation import (
     evaluate_model,
     format_summary,
     predict_nothing_baseline,
+    rule_baseline,
     write_metrics_json,
 )
 from ivus_tf.models import build_model
@@ -270,7 +271,9 @@ def test_format_summary_lines(oracle_metrics):
                                f"{summary['average_hausdorff_mm']['mean']:.3f} +- ")
     assert "mm" in lines[0] and "over 4 frames" in lines[0]
     assert lines[1].startswith("  predicting no calcium: Dice ")
-    assert [line.split(":")[0] for line in lines[2:]] == ["lumen", "vessel wall", "vessel (EEM)", "wall-lumen mean"]
+    assert [line.split(":")[0] for line in lines[2:]] == [
+        "lumen", "  predicting no lumen", "vessel wall", "  predicting no vessel wall", "vessel (EEM)",
+        "  predicting no vessel", "wall-lumen mean"]
 
 
 def test_predict_nothing_baseline(records, oracle_metrics):
@@ -286,6 +289,27 @@ def test_predict_nothing_baseline(records, oracle_metrics):
     assert baseline["average_hausdorff_mm"]["mean"] == pytest.approx(np.mean(distances))
     wall = predict_nothing_baseline(records, CASES, task="wall_lumen", empty="nan")
     assert wall["lumen"]["frames"] == 4 and wall["lumen"]["average_hausdorff_mm"]["n_nan"] == 4
+
+
+def test_rule_baseline_is_fitted_on_training_cases_and_scored_like_a_model(records):
+    from ivus_tf.baselines import RuleParams, predict_calcium
+
+    lines = []
+    rule = rule_baseline(records, ["a"], ["b"], log=lines.append)
+    assert rule["fitted_on"]["case_ids"] == ["a"] and rule["fitted_on"]["frames"] == 2
+    assert [(f["case_id"], f["frame_id"]) for f in rule["frames"]] == [("b", "0"), ("b", "1")]
+    params = RuleParams.from_dict(rule["params"])
+    test_frames = [f for f in iterate_frames(records, ["b"]) if f["calcium_mask"] is not None]
+    for entry, frame in zip(rule["frames"], test_frames):
+        expected = M.evaluate_frame(predict_calcium(frame["image"], frame["pixel_spacing_mm"], params),
+                                    frame["calcium_mask"], frame["pixel_spacing_mm"])
+        assert {k: entry[k] for k in expected} == expected
+    assert rule["summary"] == M.summarize_frames(rule["frames"]) and list(rule["per_case"]) == ["b"]
+    assert lines and "fitted on 2 calcium frames of 1 training case " in lines[0]
+    with pytest.raises(InputError, match="both training and test cases"):
+        rule_baseline(records, ["a"], ["a", "b"])
+    with pytest.raises(InputError, match="points must be one of"):
+        rule_baseline(records, ["a"], ["b"], points="edges")
 
 
 def test_bad_inputs(records, tiny_model):

@@ -23,6 +23,9 @@ Notes on a few fields:
   vs 0.93 with batch statistics); validation selects the model, so this matters.
 * `steps_per_epoch`: 0 = one pass over the phase's training frames.
 * `patience`: epochs without a better validation Dice before a phase stops early (0: never stop early).
+* `rule_baseline`: fit the calcium rule (bright leading edge + shadow, `ivus_tf.baselines`) on the run's calcium
+  training cases and score it on the test cases next to the model, in metrics.json (`calcium.rule_baseline`); a
+  floor the model must beat. It changes no training, so it is not part of the run's hash.
 * `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs ~20 s on 2 CPU cores even
   for a tiny model). `jit_compile` (XLA) measured ~10x slower for training on this CPU, hence off.
 * `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
@@ -59,9 +62,10 @@ PHANTOM_PRESETS = ("randomized", "default", "benchmark")  # tfrecords_builder.ph
 PATH_FIELDS = ("data", "out", "splits", "phantom_config")
 POSTPROCESS_PRESETS = tuple(_POSTPROCESS)
 # Fields that do not change what is trained; they stay out of the default run name's hash.
-_NOT_HASHED = ("out", "strategy", "postprocess")
-# Fields a run folder may be resumed with a different value of: how the run executes, not what it trains.
-_EXECUTION_ONLY = ("strategy", "postprocess")
+_NOT_HASHED = ("out", "strategy", "postprocess", "rule_baseline")
+# Fields a run folder may be resumed with a different value of: how the run executes or what is reported besides
+# the model, not what it trains.
+_EXECUTION_ONLY = ("strategy", "postprocess", "rule_baseline")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +116,7 @@ class TrainConfig:
     tb_image_frames: int = 4
     save_predictions: bool = False
     postprocess: str = "default"
+    rule_baseline: bool = True
     # execution
     seed: int = 0
     deterministic: bool = True
