@@ -58,11 +58,13 @@ from ivus_tf.core.errors import (ArgumentParser, InputError, non_negative_int_ar
                                  positive_float_arg, positive_int_arg, positive_number, run_cli)
 from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
+from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 from ivus_tf.ensemble import Ensemble, add_ensemble_arguments, ensemble_summary_lines, model_text, uncertainty_png
+from ivus_tf.export.layout import MASK_OUTPUTS
 from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG, frame_measurements, pullback_summary
+from ivus_tf.overlay import render_overlay
 from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_postprocess, postprocess_frame
-from ivus_tf.predict_stream import (DEFAULT_IO_THREADS, TASK_OUTPUTS, FrameStream, infer_batch,  # noqa: F401
-                                    predict_frames)
+from ivus_tf.predict_stream import DEFAULT_IO_THREADS, FrameStream, infer_batch, predict_frames  # noqa: F401
 from ivus_tf.pullback.assemble import ReportSettings, add_report_arguments, report_summary_lines
 from ivus_tf.pullback.batching import BatchLimit
 from ivus_tf.pullback.collect import FRAME_COLUMNS, PullbackCollector
@@ -82,7 +84,6 @@ SUMMARY_NAME = "summary.json"
 # zlib's "filtered" strategy: overlays of speckled frames come out a third smaller than with OpenCV's default
 # (about 210 instead of 320 KB at 500x500) for about the same encoding time
 OVERLAY_PNG_PARAMS = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_FILTERED)
-COLOURS_BGR = {"calcium": (0, 0, 255), "lumen": (0, 255, 255), "vessel": (255, 255, 0)}
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -110,48 +111,13 @@ def load_model(path: str | os.PathLike, engine: str = "auto", precision: str = "
 
 
 def model_tasks(model, where: str) -> tuple[str, ...]:
-    tasks = tuple(task for task in TASK_OUTPUTS if task in tuple(model.tasks))
+    tasks = tuple(task for task in MASK_OUTPUTS if task in tuple(model.tasks))
     if not tasks:
         raise InputError(f"{where}: the model has neither a calcium nor a wall_lumen output (tasks {model.tasks})")
     return tasks
 
 
 # ---------------------------------------------------------------------------------------------------- output
-
-def render_overlay(image: np.ndarray, calcium: np.ndarray | None, labels: np.ndarray | None,
-                   center_rc: tuple[float, float] | None = None, text: str = "") -> np.ndarray:
-    """The gray frame as BGR with contours: calcium red, lumen yellow, vessel (EEM) cyan; the arc's viewpoint as a
-    white cross; `text` top left and a colour legend bottom left (frames of at least 200 pixels)."""
-    overlay = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    scale = min(image.shape) / 500.0
-    thickness = max(1, round(2 * scale))
-    line = cv2.LINE_AA if thickness > 1 else cv2.LINE_8  # a 1-pixel antialiased line has no pixel of its colour
-    regions = []
-    if labels is not None:
-        regions += [("vessel", labels != 0), ("lumen", labels == 1)]
-    if calcium is not None:
-        regions.append(("calcium", calcium != 0))
-    for region, mask in regions:
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(overlay, contours, -1, COLOURS_BGR[region], thickness, line)
-    if center_rc is not None:
-        arm = max(2, round(6 * scale))
-        cv2.drawMarker(overlay, (round(center_rc[1]), round(center_rc[0])), (255, 255, 255), cv2.MARKER_CROSS,
-                       2 * arm, max(1, thickness // 2), line)
-    if min(image.shape) >= 200:
-        font_scale, pad = max(0.4, 0.45 * scale), round(8 * scale)
-        labelled = [(text, (255, 255, 255), (pad, round(20 * scale)))] if text else []
-        x = pad
-        for region in ("calcium", "lumen", "vessel"):
-            if any(name == region for name, _ in regions):
-                labelled.append((region, COLOURS_BGR[region], (x, image.shape[0] - pad)))
-                x += round((len(region) + 2) * 20 * font_scale)
-        for words, colour, (x, y) in labelled:  # on a black box: readable over bright tissue
-            (width, height), baseline = cv2.getTextSize(words, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-            cv2.rectangle(overlay, (x - 2, y - height - 2), (x + width + 2, y + baseline), (0, 0, 0), cv2.FILLED)
-            cv2.putText(overlay, words, (x, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, 1, cv2.LINE_AA)
-    return overlay
-
 
 def _overlay_text(frame: Frame, values: dict) -> str:
     parts = [frame.frame_id]
@@ -340,7 +306,7 @@ def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool, calcium
     measurements."""
     values = frame_measurements(calcium, labels, frame.pixel_spacing_mm, arc_gap_deg=arc_gap_deg)
     values.update(case_id=frame.case_id, frame_id=frame.frame_id, pixel_spacing_mm=frame.pixel_spacing_mm)
-    for task in TASK_OUTPUTS:
+    for task in MASK_OUTPUTS:
         values[f"{task}_uncertainty_mean"] = float(outputs.get(f"{task}_uncertainty_mean", math.nan))
         if f"{task}_uncertainty" in outputs:
             _write_png(tmp / "masks" / f"{frame.name}_{task}_uncertainty.png",
@@ -351,8 +317,9 @@ def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool, calcium
         _write_png(tmp / "masks" / f"{frame.name}_wall_lumen.png", labels.astype(np.uint8))
     if overlays:
         center = values["arc_center_rc"] if calcium is not None and np.any(calcium) else None
-        _write_png(tmp / "overlays" / f"{frame.name}.png",
-                   render_overlay(frame.image, calcium, labels, center, _overlay_text(frame, values)),
+        overlay = render_overlay(frame.image, {CALCIUM: calcium, WALL_LUMEN: labels}, center_rc=center,
+                                 text=_overlay_text(frame, values), legend=True)
+        _write_png(tmp / "overlays" / f"{frame.name}.png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR),
                    OVERLAY_PNG_PARAMS)
     return values
 

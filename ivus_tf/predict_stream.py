@@ -26,10 +26,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ivus_tf.core.errors import InputError
+from ivus_tf.export.layout import MASK_OUTPUTS
 from ivus_tf.pullback.batching import BatchLimit, batches
 from ivus_tf.pullback_io import Frame, Warnings
 
-TASK_OUTPUTS = {"calcium": "calcium_mask", "wall_lumen": "wall_lumen_labels"}
 DEFAULT_IO_THREADS = 2
 PREFETCH_BATCHES = 2
 _END = object()
@@ -37,7 +37,7 @@ _END = object()
 
 def infer_batch(model, batch: Sequence[Frame], tasks: Sequence[str], where: str = "model") -> list[dict]:
     """The model's outputs for one batch of equal-size frames, split per frame: [{output name: array}, ...]."""
-    names = [TASK_OUTPUTS[task] for task in tasks]
+    names = [MASK_OUTPUTS[task] for task in tasks]
     stack = np.stack([frame.image for frame in batch])
     outputs = model.predict(stack, batch_size=len(batch))
     for name in names:

@@ -17,7 +17,8 @@ import pytest
 
 from ivus_tf.core.errors import InputError, run_cli
 from ivus_tf.measurements import frame_measurements
-from ivus_tf.predict import CSV_COLUMNS, main, predict_frames, render_overlay, run_predict
+from ivus_tf.overlay import COLOURS, render_overlay
+from ivus_tf.predict import CSV_COLUMNS, main, predict_frames, run_predict
 from ivus_tf.pullback_io import Frame, Pullback
 from predict_helpers import FakeModel, geometry_frame, write_dicom, write_image_folder
 from tfrecords_builder.manifest import write_manifest
@@ -64,7 +65,9 @@ def test_folder_end_to_end_known_geometry(tmp_path, capsys):
                                       calcium.astype(np.uint8) * 255)
         np.testing.assert_array_equal(cv2.imread(str(out / "masks" / f"{name}_wall_lumen.png"),
                                                  cv2.IMREAD_UNCHANGED), labels)
-        assert cv2.imread(str(out / "overlays" / f"{name}.png")).shape == (96, 96, 3)
+        overlay = cv2.cvtColor(cv2.imread(str(out / "overlays" / f"{name}.png")), cv2.COLOR_BGR2RGB)
+        assert overlay.shape == (96, 96, 3) and np.all(overlay == COLOURS["vessel"], axis=2).any()
+        assert np.all(overlay == COLOURS["calcium"], axis=2).any() == bool(calcium.any())  # red on disk too
     saved = json.loads((out / "summary.json").read_text())
     assert saved == summary
     pullback = saved["pullbacks"]["pb7"]
@@ -116,8 +119,10 @@ def test_calcium_only_model(tmp_path, capsys):
 
 def test_overlay_contour_colours():
     image, calcium, labels = geometry_frame()
-    overlay = render_overlay(image, calcium, labels, (48, 48), "frame0")
-    for colour, region in (((0, 0, 255), calcium), ((0, 255, 255), labels == 1), ((255, 255, 0), labels != 0)):
+    overlay = render_overlay(image, {"calcium": calcium, "wall_lumen": labels}, center_rc=(48, 48), text="frame0",
+                             legend=True)
+    for name, region in (("calcium", calcium), ("lumen", labels == 1), ("vessel", labels != 0)):
+        colour = COLOURS[name]
         drawn = np.all(overlay == colour, axis=2)
         assert drawn.sum() > 20, colour
         near = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)

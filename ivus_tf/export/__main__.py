@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None = None):
     return parser.parse_args(argv)
 
 
-def describe(version_dir, info: dict, seconds: float) -> list[str]:
+def export_summary(version_dir, info: dict, seconds: float) -> list[str]:
     sizes = info["sizes_mb"]
     lines = [f"exported {info['source']} ({info['arch'] or 'model'}, tasks {', '.join(info['tasks'])}, "
              f"input {'x'.join(map(str, info['model_input_size']))}) -> {version_dir} in {seconds:.0f} s",
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for command in error.commands:
             print(f"  {command}", file=sys.stderr)
         return 2
-    for line in describe(version_dir, read_info(version_dir), time.perf_counter() - start):
+    for line in export_summary(version_dir, read_info(version_dir), time.perf_counter() - start):
         print(line)
     return 0
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ivus_tf import compat
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.export.layout import INPUT_NAME, ONNX_NAME
@@ -44,8 +45,7 @@ def _import_tf2onnx():
     with warnings.catch_warnings():  # tf2onnx 1.17 still uses numpy aliases removed in numpy 2
         warnings.simplefilter("ignore", FutureWarning)
         try:  # the patch Keras' own ONNX export applies
-            from keras.src.export.tf2onnx_lib import patch_tf2onnx
-            patch_tf2onnx()
+            compat.patch_tf2onnx()
         except ImportError:
             if not hasattr(np, "object"):
                 np.object = object

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ivus_tf.core.vocab import LUMEN
 from ivus_tf.measurements import arc_center
 from ivus_tf.pullback.calcium_score import equivalent_diameter_mm, superficial_calcium_arc_deg
 from ivus_tf.pullback.geometry import PullbackGeometry
@@ -78,7 +79,7 @@ class PullbackCollector:
     def superficial_arc_deg(self, frame, calcium, labels, values: dict) -> float:
         """The frame's superficial calcium arc (0 without calcium, NaN without a lumen). Reads no state, so
         predict's writer threads compute it while `add` keeps the frames in order."""
-        lumen = None if labels is None else labels == 1
+        lumen = None if labels is None else labels == LUMEN
         if calcium is not None and not np.any(calcium):
             return 0.0
         if calcium is not None and lumen is not None and lumen.any():
