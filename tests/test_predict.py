@@ -212,9 +212,12 @@ def test_output_folder_rules(tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------------------- streaming
 
-def test_pullback_is_streamed_not_held(tmp_path, monkeypatch):
-    """1000 frames through run_predict: the reader is never more than one batch ahead of the model."""
+@pytest.mark.parametrize("io_threads", [0, 2])
+def test_pullback_is_streamed_not_held(tmp_path, monkeypatch, io_threads):
+    """1000 frames through run_predict: sequentially the reader is never more than one batch ahead of the model;
+    overlapped, never more than the prefetch queue, the batch being cut and the batch being predicted."""
     import ivus_tf.predict as predict_module
+    from ivus_tf.predict_stream import PREFETCH_BATCHES
 
     counts = {"read": 0, "predicted": 0, "max_ahead": 0}
     image = np.zeros((8, 8), np.uint8)
@@ -231,9 +234,12 @@ def test_pullback_is_streamed_not_held(tmp_path, monkeypatch):
     fake = Pullback("folder", tmp_path, 1000, ["pb"], 0.02, "test", _iterate=frames)
     monkeypatch.setattr(predict_module, "open_pullback", lambda *args, **kwargs: fake)
     summary = run_predict("unused", tmp_path / "in", tmp_path / "out", model=FakeModel(on_predict=on_predict),
-                          batch_size=16, overlays=False)
+                          batch_size=16, overlays=False, io_threads=io_threads)
     assert summary["frames"] == 1000 and counts["predicted"] == 1000
-    assert counts["max_ahead"] == 16
+    if io_threads == 0:
+        assert counts["max_ahead"] == 16
+    else:
+        assert 16 <= counts["max_ahead"] <= (PREFETCH_BATCHES + 2) * 16
 
 
 def test_batches_cut_at_size_changes():
