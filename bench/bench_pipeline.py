@@ -78,8 +78,9 @@ def build_records(out_dir: Path, frames: int, frames_per_case: int = 24) -> int:
 
 
 def measure(records: Path, case_ids: list[str], config: PipelineConfig, threads: int, frames: int,
-            steady_batches: int) -> tuple[float, float, float]:
-    """(dataset construction s, first-pass frames/s, steady-state frames/s) for a fresh training dataset."""
+            steady_batches: int) -> tuple[float, float, float, float]:
+    """(dataset construction s, first-pass frames/s, steady-state frames/s, steady-state CPU ms per frame) for a
+    fresh training dataset. CPU time (all threads of this process) is what a busy shared machine distorts least."""
     start = time.perf_counter()
     dataset = make_train_dataset(records, case_ids, config)
     options = tf.data.Options()
@@ -92,11 +93,12 @@ def measure(records: Path, case_ids: list[str], config: PipelineConfig, threads:
     for _ in range(first_batches):
         next(iterator)
     first = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steady_batches):
         next(iterator)
-    steady = time.perf_counter() - start
-    return build, first_batches * config.batch_size / first, steady_batches * config.batch_size / steady
+    steady, cpu = time.perf_counter() - start, time.process_time() - cpu
+    frames_timed = steady_batches * config.batch_size
+    return build, first_batches * config.batch_size / first, frames_timed / steady, 1000 * cpu / frames_timed
 
 
 def _spread(values: list[float]) -> str:
@@ -137,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             runs = [measure(records, case_ids, config, threads, args.frames, args.steady_batches)
                     for _ in range(args.repeats)]
             builds += [run[0] for run in runs]
-            rows.append(f"| {threads} | {_spread([r[1] for r in runs])} | {_spread([r[2] for r in runs])} |")
+            cpu_ms = [r[3] for r in runs]
+            rows.append(f"| {threads} | {_spread([r[1] for r in runs])} | {_spread([r[2] for r in runs])} | "
+                        f"{np.median(cpu_ms):.2f} ({min(cpu_ms):.2f}-{max(cpu_ms):.2f}) |")
             print(rows[-1], file=sys.stderr)
 
     print(f"## Input pipeline: training batches at {args.image_size}x{args.image_size}, "
@@ -152,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
           f"dataset construction (label scan + graph) {np.median(builds):.2f} s")
     print(f"- first pass = parse + PNG decode + resize + cache fill + augmentation over {args.frames} frames; "
           f"steady state = {args.steady_batches} batches from the cache; median (range) of {args.repeats} runs\n")
-    print("| tf.data threads | first pass (frames/s) | steady state (frames/s) |")
-    print("|---:|---:|---:|")
+    print("| tf.data threads | first pass (frames/s) | steady state (frames/s) | steady state CPU ms/frame |")
+    print("|---:|---:|---:|---:|")
     print("\n".join(rows))
     return 0
 

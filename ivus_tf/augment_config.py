@@ -36,7 +36,7 @@ class AugmentConfig:
     aug_speckle_strength_range: tuple[float, float] = (0.1, 0.4)
     # additive Gaussian noise, standard deviation in [0, 1] intensity units
     aug_noise_probability: float = 0.1
-    aug_noise_std_range: tuple[float, float] = (0.0, 0.05)
+    aug_noise_std_range: tuple[float, float] = (0.0, 0.06)
     # Gaussian blur, sigma in pixels of the training frame (image_size)
     aug_blur_probability: float = 0.1
     aug_blur_sigma_px_range: tuple[float, float] = (0.5, 1.0)

@@ -75,9 +75,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "augmentation.png"))
     parser.add_argument("--batch-out", default=str(ROOT / "docs" / "augmentation_batch.png"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=int, default=8, help="frames in the batch picture (pullbacks rendered)")
     args = parser.parse_args()
 
-    images, calcium, wall_lumen = phantom_frames(12, args.seed)
+    images, calcium, wall_lumen = phantom_frames(args.frames, args.seed)
     config = AugmentConfig(appearance_augmentation=True)
     panels = one_at_a_time(images[0], config)
     columns = 6
@@ -89,7 +90,7 @@ def main() -> None:
         axis.imshow(panel, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(args.out, dpi=90)
+    figure.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
 
     # Every frame gets every transform's chance; probabilities raised so that one batch shows them all.
@@ -99,7 +100,8 @@ def main() -> None:
     out, codes = augment_batch(images[..., None], labels, np.array([args.seed, 0], np.int64), augment=strong)
     codes = np.asarray(codes)[..., 0]
     weights = {"calcium": np.ones(len(images)), "wall_lumen": np.ones(len(images))}
-    draw_batch(np.asarray(out), {"calcium": codes & 1, "wall_lumen": codes >> 1}, weights, Path(args.batch_out))
+    draw_batch(np.asarray(out), {"calcium": codes & 1, "wall_lumen": codes >> 1}, weights, Path(args.batch_out),
+               columns=4)
     print(f"wrote {args.batch_out}")
 
 
