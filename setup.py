@@ -6,7 +6,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "ivus_tf" / "__init__.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "ivus_tf" / "core" / "version.py").read_text()).group(1)
 
 setup(
     name="ivus-tf",

@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
-    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.core.tf_import import import_tensorflow
     from tfrecords_builder.build import build_records
     from tfrecords_builder.phantom import generate_dataset
 

@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ivus_tf.tf_import import import_tensorflow  # noqa: E402
+from ivus_tf.core.tf_import import import_tensorflow  # noqa: E402
 
 tf = import_tensorflow()
 

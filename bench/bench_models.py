@@ -31,7 +31,7 @@ def _peak_gflops() -> float:
 def _child(args) -> dict:
     import numpy as np
 
-    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.core.tf_import import import_tensorflow
 
     import_tensorflow()
     import keras

@@ -33,7 +33,7 @@ def machine() -> str:
 
 def tf_matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
     """Best float32 GFLOP/s of an n x n matmul in TensorFlow (graph mode): the machine's practical peak."""
-    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.core.tf_import import import_tensorflow
 
     tf = import_tensorflow()
     a, b = tf.random.normal((n, n)), tf.random.normal((n, n))

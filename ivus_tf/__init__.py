@@ -5,4 +5,6 @@ Implements Bargsten et al., "Deep learning for calcium segmentation in intravasc
 imported only by the modules that need it (`ivus_tf.data`, training, export).
 """
 
-__version__ = "0.1.0"
+from ivus_tf.core.version import __version__
+
+__all__ = ["__version__"]

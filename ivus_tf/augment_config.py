@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ivus_tf.errors import ArgumentParser, run_cli
+from ivus_tf.core.errors import ArgumentParser, run_cli
 
 
 def draw_batch(images: np.ndarray, targets: dict, weights: dict, path: Path, columns: int = 6) -> None:

@@ -34,10 +34,7 @@ and vessel wall per frame (the paper's Figure 4; its frames carry no "empty_case
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -45,12 +42,12 @@ import cv2
 import numpy as np
 
 from ivus_tf import metrics as M
+from ivus_tf.core.atomic import atomic_output_dir, atomic_write_json
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.tf_import import import_tensorflow
+from ivus_tf.core.vocab import check_tasks
 from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset
 from ivus_tf.data.records import iterate_frames
-from ivus_tf.errors import InputError
-from ivus_tf.tf_import import import_tensorflow
-from tfrecords_builder import features as F
-from tfrecords_builder.writer import atomic_output_dir
 
 tf = import_tensorflow()
 
@@ -78,9 +75,7 @@ def predicted_labels(probabilities: np.ndarray, height: int, width: int) -> np.n
 
 
 def _check_options(tasks: Sequence[str], points: str, empty: str) -> tuple[str, ...]:
-    tasks = tuple(tasks)
-    if not tasks or len(set(tasks)) != len(tasks) or any(t not in F.TASKS for t in tasks):
-        raise InputError(f"tasks {list(tasks)!r} must be distinct names from {', '.join(F.TASKS)}")
+    tasks = check_tasks(tasks)
     if points not in M.POINT_SETS:
         raise InputError(f"points must be one of {', '.join(M.POINT_SETS)}, got {points!r}")
     if empty not in M.EMPTY_RULES:
@@ -247,34 +242,9 @@ def predict_nothing_baseline(records_dir, case_ids, task="calcium", *, points="a
 
 # ------------------------------------------------------------------------------------------------ output
 
-def _json_ready(value):
-    """Plain JSON types: numpy scalars and arrays unwrapped, NaN and infinities as None."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_metrics_json(path, metrics: Mapping) -> Path:
-    """Write `metrics` as indented JSON (NaN as null, so any JSON reader takes it); atomic: temp file + rename."""
-    path = Path(path)
-    text = json.dumps(_json_ready(metrics), indent=2, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write `metrics` as indented JSON (NaN as null, so any JSON reader takes it), atomically."""
+    return atomic_write_json(path, metrics, indent=2)
 
 
 def _number(value, digits: int = 3) -> str:

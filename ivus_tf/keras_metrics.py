@@ -29,7 +29,8 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from ivus_tf.losses import CALCIUM, TASKS, WALL_LUMEN, frame_weight_column, integer_labels
+from ivus_tf.core.vocab import CALCIFIED, CALCIUM, LUMEN, TASKS, VESSEL_WALL, WALL_LUMEN, check_tasks
+from ivus_tf.losses import frame_weight_column, integer_labels
 
 
 @keras.saving.register_keras_serializable(package="ivus_tf")
@@ -95,11 +96,8 @@ def task_dice_metrics(tasks: Sequence[str] = TASKS) -> dict:
     wall plus each separately. Keras logs them as `calcium_dice`, `wall_lumen_dice`, `wall_lumen_lumen_dice`,
     `wall_lumen_vessel_wall_dice` (prefixed `val_` on validation data)."""
     metrics = {
-        CALCIUM: lambda: [TaskDice((1,), name="dice")],
-        WALL_LUMEN: lambda: [TaskDice((1, 2), name="dice"), TaskDice((1,), name="lumen_dice"),
-                             TaskDice((2,), name="vessel_wall_dice")],
+        CALCIUM: lambda: [TaskDice((CALCIFIED,), name="dice")],
+        WALL_LUMEN: lambda: [TaskDice((LUMEN, VESSEL_WALL), name="dice"), TaskDice((LUMEN,), name="lumen_dice"),
+                             TaskDice((VESSEL_WALL,), name="vessel_wall_dice")],
     }
-    unknown = [task for task in tasks if task not in metrics]
-    if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TASKS)}")
-    return {task: metrics[task]() for task in tasks}
+    return {task: metrics[task]() for task in check_tasks(tasks)}

@@ -57,9 +57,8 @@ import keras
 from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution  # the scaling Keras applies to its own losses
 
-CALCIUM = "calcium"
-WALL_LUMEN = "wall_lumen"
-TASKS = (CALCIUM, WALL_LUMEN)
+from ivus_tf.core.vocab import CALCIUM, TASKS, WALL_LUMEN, check_tasks
+
 WEIGHTINGS = {"inverse_square": 2.0, "inverse": 1.0}
 
 
@@ -154,9 +153,7 @@ def generalized_dice_loss(y_true, y_pred, frame_weights=None, weighting: str = "
 def multitask_loss_weights(lam: float, tasks: Sequence[str] = TASKS) -> dict:
     """Keras `loss_weights` for `L = lam * L_calcium + L_wall_lumen`: {"calcium": lam, "wall_lumen": 1.0},
     restricted to `tasks` (Keras needs the same keys as the loss dict)."""
-    unknown = [task for task in tasks if task not in TASKS]
-    if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TASKS)}")
+    tasks = check_tasks(tasks)
     if not lam >= 0:
         raise ValueError(f"lambda must be >= 0, got {lam}")
     weights = {CALCIUM: float(lam), WALL_LUMEN: 1.0}

@@ -52,7 +52,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ivus_tf.errors import InputError, positive_number
+from ivus_tf.core.errors import InputError, positive_number
+from ivus_tf.core.vocab import LUMEN, VESSEL_WALL, check_wall_lumen_labels
 from ivus_tf.metrics import as_mask, validate_pixel_spacing_mm
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
 ARC_CENTERS = ("lumen", "vessel", "image")
 MEASUREMENT_COLUMNS = ("calcium_area_mm2", "calcium_arc_deg", "arc_center", "lumen_area_mm2", "vessel_area_mm2",
                        "plaque_burden_percent")
-LUMEN, VESSEL_WALL = 1, 2
 CALCIUM_SCORE_ARC_DEG = 270.0
 CALCIUM_SCORE_LENGTH_MM = 5.0
 
@@ -74,16 +74,6 @@ _CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
 
 
 # ---------------------------------------------------------------------------------------------------- input
-
-def _labels(wall_lumen_labels, name: str = "wall_lumen_labels") -> np.ndarray:
-    array = np.asarray(wall_lumen_labels)
-    if array.ndim != 2:
-        raise InputError(f"{name} must be a 2-D label map, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise InputError(f"{name} must be an integer label map (0 background, 1 lumen, 2 vessel wall), "
-                         f"got dtype {array.dtype}")
-    return array
-
 
 def _pixel_area_mm2(pixel_spacing_mm) -> float:
     dy, dx = validate_pixel_spacing_mm(pixel_spacing_mm)
@@ -99,18 +89,19 @@ def calcium_area_mm2(calcium_mask, pixel_spacing_mm) -> float:
 
 def lumen_area_mm2(wall_lumen_labels, pixel_spacing_mm) -> float:
     """Lumen area in mm^2 (label 1)."""
-    return int(np.count_nonzero(_labels(wall_lumen_labels) == LUMEN)) * _pixel_area_mm2(pixel_spacing_mm)
+    lumen = check_wall_lumen_labels(wall_lumen_labels) == LUMEN
+    return int(np.count_nonzero(lumen)) * _pixel_area_mm2(pixel_spacing_mm)
 
 
 def vessel_area_mm2(wall_lumen_labels, pixel_spacing_mm) -> float:
     """Vessel (EEM) area in mm^2: everything inside the external elastic membrane, labels 1 | 2."""
-    labels = _labels(wall_lumen_labels)
+    labels = check_wall_lumen_labels(wall_lumen_labels)
     return int(np.count_nonzero((labels == LUMEN) | (labels == VESSEL_WALL))) * _pixel_area_mm2(pixel_spacing_mm)
 
 
 def plaque_burden_percent(wall_lumen_labels) -> float:
     """(EEM area - lumen area) / EEM area * 100; NaN when there is no vessel. Spacing cancels out."""
-    labels = _labels(wall_lumen_labels)
+    labels = check_wall_lumen_labels(wall_lumen_labels)
     lumen = int(np.count_nonzero(labels == LUMEN))
     vessel = lumen + int(np.count_nonzero(labels == VESSEL_WALL))
     return math.nan if vessel == 0 else 100.0 * (vessel - lumen) / vessel
@@ -204,7 +195,7 @@ def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dic
               "lumen_area_mm2": math.nan, "vessel_area_mm2": math.nan, "plaque_burden_percent": math.nan}
     lumen = vessel = None
     if wall_lumen_labels is not None:
-        labels = _labels(wall_lumen_labels)
+        labels = check_wall_lumen_labels(wall_lumen_labels)
         lumen, vessel = labels == LUMEN, (labels == LUMEN) | (labels == VESSEL_WALL)
         lumen_pixels, vessel_pixels = int(np.count_nonzero(lumen)), int(np.count_nonzero(vessel))
         result.update(lumen_area_mm2=lumen_pixels * pixel_area, vessel_area_mm2=vessel_pixels * pixel_area,

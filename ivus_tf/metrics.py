@@ -39,10 +39,11 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import WALL_LUMEN_LABELS, check_wall_lumen_labels
 
 __all__ = [
-    "EMPTY_CASES", "EMPTY_RULES", "POINT_SETS", "WALL_LUMEN_LABELS",
+    "EMPTY_CASES", "EMPTY_RULES", "POINT_SETS",
     "as_mask", "average_hausdorff_mm", "boundary", "dice", "directed_mean_distances_mm", "empty_case",
     "evaluate_frame", "image_diagonal_mm", "summarize_frames", "summarize_wall_lumen", "validate_pixel_spacing_mm",
     "wall_lumen_metrics",
@@ -51,7 +52,6 @@ __all__ = [
 EMPTY_CASES = ("both_present", "both_empty", "pred_empty", "target_empty")
 EMPTY_RULES = ("diagonal", "nan")
 POINT_SETS = ("all", "boundary")
-WALL_LUMEN_LABELS = {"lumen": 1, "vessel_wall": 2}
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
@@ -208,20 +208,6 @@ def _evaluate(pred, target, spacing, points, empty) -> dict:
             "empty_case": case}
 
 
-def _label_map(labels, name: str) -> np.ndarray:
-    array = np.asarray(labels)
-    if array.ndim != 2:
-        raise InputError(f"{name} must be a 2-D label map, got shape {array.shape}")
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise InputError(f"{name} must be an integer label map (0 background, 1 lumen, 2 vessel wall), "
-                         f"got dtype {array.dtype}")
-    bad = ~np.isin(array, (0, 1, 2))
-    if bad.any():
-        raise InputError(f"{name} has labels other than 0 (background), 1 (lumen), 2 (vessel wall): "
-                         f"{np.unique(array[bad])[:5].tolist()}")
-    return array
-
-
 def wall_lumen_metrics(pred_labels, target_labels, pixel_spacing_mm, *, points: str = "all",
                        empty: str = "diagonal") -> dict:
     """Per-region metrics of a wall-lumen label map pair (0 background, 1 lumen, 2 vessel wall).
@@ -231,7 +217,8 @@ def wall_lumen_metrics(pred_labels, target_labels, pixel_spacing_mm, *, points: 
     area); "mean" holds the mean Dice and mean distance of lumen and vessel wall, as in the paper's Figure 4
     (not including "vessel"; NaN if either region's distance is NaN).
     """
-    pred, target = _label_map(pred_labels, "pred_labels"), _label_map(target_labels, "target_labels")
+    pred = check_wall_lumen_labels(pred_labels, "pred_labels")
+    target = check_wall_lumen_labels(target_labels, "target_labels")
     if pred.shape != target.shape:
         raise InputError(f"pred_labels and target_labels shapes differ: {pred.shape} vs {target.shape}")
     spacing = validate_pixel_spacing_mm(pixel_spacing_mm)

@@ -25,7 +25,6 @@ earlier predict output (it holds summary.json) or empty.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import sys
@@ -36,10 +35,12 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from ivus_tf import __version__
-from ivus_tf.errors import ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number, run_cli
+from ivus_tf.core.atomic import atomic_output_dir, check_output_dir, json_ready, json_text
+from ivus_tf.core.errors import (ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number,
+                                 run_cli)
+from ivus_tf.core.progress import progress
+from ivus_tf.core.version import __version__
 from ivus_tf.measurements import frame_measurements, pullback_summary
-from ivus_tf.progress import progress
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
 
 CSV_COLUMNS = ("case_id", "frame_id", "calcium_area_mm2", "calcium_arc_deg", "lumen_area_mm2", "vessel_area_mm2",
@@ -174,23 +175,6 @@ def _write_png(path: Path, array: np.ndarray, params: Sequence[int] = ()) -> Non
 
 # ---------------------------------------------------------------------------------------------------- checks
 
-def _check_out_dir(out_dir: Path, overwrite: bool, inputs: Sequence[Path]) -> None:
-    """Refuse an output folder whose replacement would destroy something other than an earlier predict output."""
-    out_real = Path(os.path.realpath(out_dir))
-    for path in inputs:
-        real = Path(os.path.realpath(path))
-        if real == out_real or real.is_relative_to(out_real):
-            raise InputError(f"{out_dir}: is or holds the input {path}; choose another --out folder")
-    if not out_dir.exists():
-        return
-    if not overwrite:
-        raise InputError(f"{out_dir}: already exists; pass --overwrite to replace it")
-    if not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder")
-    if any(out_dir.iterdir()) and not (out_dir / SUMMARY_NAME).is_file():
-        raise InputError(f"{out_dir}: not empty and not a predict output (no {SUMMARY_NAME}); refusing to replace it")
-
-
 # ---------------------------------------------------------------------------------------------------- runner
 
 def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -203,8 +187,6 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
     `model` is an already loaded ExportedModel-like object (`.engine`, `.tasks`, `.info`, `.predict(frames)`);
     by default it is loaded from `model_path` with `load_model`.
     """
-    from tfrecords_builder.writer import atomic_output_dir
-
     start = time.perf_counter()
     if int(batch_size) < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
@@ -222,7 +204,7 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         warnings.once("length", "calcium lengths in mm need both --pullback-speed-mm-s and --frame-rate-hz "
                                 f"({'no pullback speed' if speed is None else 'no frame rate'} given); "
                                 "reporting frame counts only")
-    _check_out_dir(out_dir, overwrite, [pullback.path, model_path])
+    check_output_dir(out_dir, overwrite, SUMMARY_NAME, "predict output", [pullback.path, model_path])
     if model is None:
         model = load_model(model_path, engine)
     tasks = model_tasks(model, str(model_path))
@@ -251,7 +233,7 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
             raise InputError(f"{pullback.path}: no frames")
         seconds, streaming = time.perf_counter() - start, time.perf_counter() - stream_start
         frames = sum(len(rows) for rows in per_case.values())
-        summary = _json_safe({
+        summary = json_ready({
             "package_version": __version__,
             "input": os.path.abspath(pullback.path), "input_kind": pullback.kind,
             "model": os.path.abspath(getattr(model, "path", model_path)), "engine": model.engine,
@@ -265,22 +247,10 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
             "warnings": list(warnings.said.values()),
             "pullbacks": {case_id: pullback_summary(rows, speed, rate) for case_id, rows in per_case.items()},
         })
-        (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=1, default=str, allow_nan=False)
-                                        + "\n", encoding="utf-8")
+        (tmp / SUMMARY_NAME).write_text(json_text(summary, default=str), encoding="utf-8")
     if show_summary:
         print_summary(summary, out_dir)
     return summary
-
-
-def _json_safe(value):
-    """NaN and infinities as null: summary.json stays strict JSON (a pullback without frames has no maximum arc)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool) -> dict:

@@ -42,7 +42,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ivus_tf.errors import InputError, positive_number
+from ivus_tf.core.errors import InputError, positive_number
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 MANIFEST_SUFFIXES = (".csv",)

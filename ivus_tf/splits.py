@@ -33,14 +33,14 @@ import math
 import os
 import random
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ivus_tf.errors import ArgumentParser, InputError, run_cli
+from ivus_tf.core.atomic import atomic_write_text
+from ivus_tf.core.errors import ArgumentParser, InputError, run_cli
+from ivus_tf.core.vocab import check_task
 
 SPLITS_VERSION = 1
-TASKS = ("calcium", "wall_lumen")  # same order as tfrecords_builder.features.TASKS
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_REPEATS = 10
 DEFAULT_FOLDS = 3
@@ -68,9 +68,8 @@ def _check_case_tasks(case_tasks: Mapping[str, Sequence[str]]) -> dict[str, list
             raise InputError(f"case id {case_id!r} holds control characters")
         if isinstance(tasks, str) or not isinstance(tasks, Sequence):
             raise InputError(f"case {case_id!r}: tasks must be a list of task names, got {tasks!r}")
-        unknown = sorted({str(t) for t in tasks} - set(TASKS))
-        if unknown:
-            raise InputError(f"case {case_id!r}: unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+        for task in tasks:
+            check_task(task, f"case {case_id!r}")
         if not tasks:
             raise InputError(f"case {case_id!r} carries no labelled task; only labelled cases can be split")
         checked[case_id] = sorted(set(tasks))
@@ -221,16 +220,7 @@ def write_splits(path: str | os.PathLike, splits: Mapping) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name for the splits, e.g. {path / 'splits.json'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(_format(splits))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, _format(splits))
 
 
 def _format(splits: Mapping) -> str:
@@ -308,8 +298,8 @@ def fold_cases(splits: Mapping, repeat: int, fold: int, task: str | None = None
         raise InputError(f"repeat {repeat!r} out of range: the splits have repeats 0..{num_repeats - 1}")
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
         raise InputError(f"fold {fold!r} out of range: the splits have folds 0..{num_folds - 1}")
-    if task is not None and task not in TASKS:
-        raise InputError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    if task is not None:
+        check_task(task)
     repeat_folds = splits["folds"][repeat]
     train = sorted(c for k, members in enumerate(repeat_folds) if k != fold for c in members)
     val, test = sorted(repeat_folds[fold]), sorted(splits["test_cases"])

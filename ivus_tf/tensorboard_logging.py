@@ -26,9 +26,10 @@ import cv2
 import keras
 import numpy as np
 
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.tf_import import import_tensorflow
+from ivus_tf.core.vocab import check_task
 from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset
-from ivus_tf.errors import InputError
-from ivus_tf.tf_import import import_tensorflow
 
 tf = import_tensorflow()
 from tensorboard.plugins.hparams import api as hp  # noqa: E402  (after the quiet TensorFlow import)
@@ -75,7 +76,7 @@ def contour_overlay(image: np.ndarray, truth: np.ndarray | None, predicted: np.n
     elif task == "wall_lumen":
         regions = [(lambda m: m != 0, COLORS["vessel"]), (lambda m: m == 1, COLORS["lumen"])]
     else:
-        raise InputError(f"unknown task {task!r}; valid: calcium, wall_lumen")
+        check_task(task)
     for select, color in regions:
         _draw(canvas, select(np.asarray(predicted)), color, dashed=False)
     if truth is not None:

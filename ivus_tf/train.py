@@ -22,8 +22,8 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ivus_tf.errors import ArgumentParser, InputError, run_cli
-from ivus_tf.training.config import ARCHS, SCHEMES
+from ivus_tf.core.errors import ArgumentParser, InputError, run_cli
+from ivus_tf.core.vocab import ARCHS, SCHEMES
 from ivus_tf.training.distribute import STRATEGIES
 
 # flag -> TrainConfig field, for the flags that map one to one

@@ -18,7 +18,7 @@ components into full-size steps of either sign).
 import dataclasses
 import sys
 
-from ivus_tf.tf_import import import_tensorflow
+from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.training.config import TrainConfig
 
 
@@ -78,7 +78,7 @@ def main(argv) -> int:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpus)
     if strategy == "step":
         return one_step_updates(records, out)
-    from ivus_tf.errors import run_cli
+    from ivus_tf.core.errors import run_cli
     from ivus_tf.training.run import run_training
 
     config = tiny_config(records, out, strategy)

@@ -9,11 +9,11 @@ import pytest
 from scipy import ndimage
 
 from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig
-from ivus_tf.config import from_mapping
+from ivus_tf.core.config import from_mapping
 from ivus_tf.data import appearance as A
 from ivus_tf.data.augment import augment_batch, random_parameters, transform_batch
 from ivus_tf.data.pipeline import PipelineConfig, make_train_dataset
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 PROBABILITIES = [name for name in AUGMENT_FIELDS if name.endswith("_probability")]
 ALWAYS = AugmentConfig(appearance_augmentation=True, **{name: 1.0 for name in PROBABILITIES})
@@ -242,7 +242,7 @@ def test_random_zoom_goes_into_the_single_warp_with_the_rotation():
     ({"aug_gamma_probability": 1.5}, "aug_gamma_probability must be in [0, 1]"),
     ({"aug_zoom_range": [1.4, 0.7]}, "aug_zoom_range must be [low, high] with 0 < low <= high"),
     ({"aug_zoom_range": [0.0, 1.0]}, "aug_zoom_range must be [low, high] with 0 < low <= high"),
-    ({"aug_low_resolution_scale_range": [0.5, 1.5]}, "aug_low_resolution_scale_range must be [low, high] with 0 < low <= high <= 1"),
+    ({"aug_low_resolution_scale_range": [0.5, 1.5]}, "scale_range must be [low, high] with 0 < low <= high <= 1"),
     ({"aug_speckle_strength_range": [0.1, 2.0]}, "<= 1, got [0.1, 2.0]"),
     ({"aug_zoom_range": [0.7]}, "expected 2 values"),
 ])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_frame
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from tfrecords_builder import cli
 from tfrecords_builder.build import build_records
 from tfrecords_builder.images import load_image, load_mask
@@ -274,7 +274,7 @@ def test_existing_output_folder(tmp_path):
     assert (not_records / "keep.txt").read_text() == "precious"
 
     (tmp_path / "data" / "index.json").write_text("{}")
-    with pytest.raises(InputError, match=r"data: holds input file .*manifest.csv; replacing it would delete"):
+    with pytest.raises(InputError, match=r"data: is or holds the input .*manifest.csv; replacing it would delete"):
         build_records(manifest, tmp_path / "data", overwrite=True)
     assert manifest.is_file()
     with pytest.raises(InputError, match="shards_per_case must be >= 1"):

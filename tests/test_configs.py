@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ivus_tf.config import load_yaml
+from ivus_tf.core.config import load_yaml
 from ivus_tf.grid.config import GridConfig, expand_grid, load_grid_config
 from ivus_tf.training.config import TrainConfig
 from tfrecords_builder.phantom import PRESETS, PhantomConfig
@@ -44,7 +44,7 @@ def test_small_cpu_phantom_renders(tmp_path):
 
 def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     """YAML 1.1 reads 2e-4 as a string; float fields accept it, other strings stay errors."""
-    from ivus_tf.errors import InputError
+    from ivus_tf.core.errors import InputError
 
     path = tmp_path / "p.yaml"
     path.write_text("pixel_spacing_mm: 2e-2\n")

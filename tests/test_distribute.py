@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_ports, synthetic_frame
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.training.config import TrainConfig, config_differences, load_config
 from ivus_tf.training.distribute import is_chief, make_strategy, worker_run_dir
 
@@ -165,7 +165,7 @@ def test_global_batch_must_split_evenly_over_the_replicas(records, tmp_path):
               "import tensorflow as tf\n"
               "cpu = tf.config.list_physical_devices('CPU')[0]\n"
               "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-              "from ivus_tf.errors import run_cli\n"
+              "from ivus_tf.core.errors import run_cli\n"
               "from ivus_tf.training.run import run_training\n"
               f"config = dataclasses.replace(tiny_config({str(records)!r}, {str(tmp_path / 'run')!r}, 'mirrored'),"
               " batch_size=3)\n"

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import synthetic_frame
 from ivus_tf import metrics as M
+from ivus_tf.core.errors import InputError
 from ivus_tf.data import PipelineConfig, iterate_frames, make_eval_dataset
-from ivus_tf.errors import InputError
 from ivus_tf.evaluation import (
     evaluate_model,
     format_summary,
@@ -255,7 +255,7 @@ def test_predict_nothing_baseline(records, oracle_metrics):
 
 
 def test_bad_inputs(records, tiny_model):
-    with pytest.raises(InputError, match="tasks"):
+    with pytest.raises(InputError, match="unknown task"):
         evaluate_model(tiny_model, records, CASES, ("lumen",), SIZE)
     with pytest.raises(InputError, match="points must be one of"):
         evaluate_model(tiny_model, records, CASES, BOTH, SIZE, points="edges")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_ports, synthetic_frame
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.grid.__main__ import main as grid_main
 from ivus_tf.grid.config import expand_grid, load_grid_config, parse_shard, run_id, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
@@ -238,7 +238,7 @@ def test_two_processes_appending_at_once_never_interleave_or_duplicate(tmp_path)
     assert [w.returncode for w in writers] == [0, 0] and reads > 0
     ids = [r["run_id"] for r in read_ledger(tmp_path)]  # validates every line, refuses duplicates
     assert sorted(ids) == sorted([f"p{k}-{i}" for k in (0, 1) for i in range(40)] + [f"shared-{i}" for i in range(40)])
-    assert not list(tmp_path.glob(".results.jsonl.*.tmp"))
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 # --------------------------------------------------------------------------------- kill, restart, report

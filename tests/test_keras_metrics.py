@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_losses import compiled_model, multitask_batch
 
+from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.keras_metrics import TaskDice, task_dice_metrics
-from ivus_tf.tf_import import import_tensorflow
 
 tf = import_tensorflow()
 

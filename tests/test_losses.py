@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 
+from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.losses import (GeneralizedDiceLoss, class_weights, generalized_dice_loss, multitask_loss,
                             multitask_loss_weights)
-from ivus_tf.tf_import import import_tensorflow
 
 tf = import_tensorflow()
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,7 +299,7 @@ def test_keras_fit_and_evaluate_on_the_data_pipeline(make_records):
 
 MIRRORED_CHECK = """
 import numpy as np
-from ivus_tf.tf_import import import_tensorflow
+from ivus_tf.core.tf_import import import_tensorflow
 tf = import_tensorflow()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -339,8 +339,8 @@ def test_mirrored_strategy_reports_the_loss_of_the_global_batch():
 
 JAX_CHECK = """
 import numpy as np, keras, jax
-from ivus_tf.losses import generalized_dice_loss, multitask_loss
 from ivus_tf.keras_metrics import TaskDice
+from ivus_tf.losses import generalized_dice_loss, multitask_loss
 assert keras.backend.backend() == "jax"
 target = np.array([[[0, 1], [0, 0]]]); p1 = np.float32([[[0.2, 0.6], [0.1, 0.3]]])
 pred = np.stack([1 - p1, p1], -1)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from tfrecords_builder.build import build_records
 from tfrecords_builder.manifest import MANIFEST_COLUMNS, ManifestRow, read_manifest, write_manifest
 

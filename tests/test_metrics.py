@@ -311,7 +311,7 @@ def test_wall_lumen_metrics_hand_computed_5x5():
 
 def test_wall_lumen_rejects_unknown_labels_and_shapes():
     good = np.zeros((4, 4), np.uint8)
-    with pytest.raises(ValueError, match="labels other than"):
+    with pytest.raises(ValueError, match="pred_labels has values 3; expected 0 background, 1 lumen, 2 vessel wall"):
         wall_lumen_metrics(good + 3, good, 1.0)
     with pytest.raises(ValueError, match="shapes differ"):
         wall_lumen_metrics(good, good[:3], 1.0)

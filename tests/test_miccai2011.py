@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from tfrecords_builder.miccai2011 import convert_miccai2011, polygon_mask, read_contour
 
 SIZE = 64

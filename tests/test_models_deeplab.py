@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.models import build_model, transfer_encoder_weights
 from ivus_tf.models import deeplabv3
 from ivus_tf.models.layers import AtrousConv2D, NaturalImageAdapter, SpatialBroadcast, native_dilated_conv_available

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.models import build_model, transfer_encoder_weights, unet_res
 
 WIDTH = 0.0625  # stage channels 5, 10, 20, 40

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from tfrecords_builder.phantom import PRESETS, PhantomConfig, generate_dataset, render_case_frames
 from tfrecords_builder.phantom import acoustics
 
@@ -124,7 +124,7 @@ def test_single_task_and_existing_output(tmp_path):
 
 
 def test_config_file_typos_are_one_line_errors(tmp_path):
-    from ivus_tf.config import load_yaml
+    from ivus_tf.core.config import load_yaml
 
     path = tmp_path / "phantom.yaml"
     path.write_text("calcium_dbb: [9, 12]\n")

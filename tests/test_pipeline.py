@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from ivus_tf.config import from_mapping
+from ivus_tf.core.config import from_mapping
+from ivus_tf.core.errors import InputError
 from ivus_tf.data import iterate_frames
 from ivus_tf.data.augment import augment_batch, transform_batch
 from ivus_tf.data.pipeline import (
@@ -18,7 +19,6 @@ from ivus_tf.data.pipeline import (
     train_streams,
     unpack_masks,
 )
-from ivus_tf.errors import InputError
 
 BOTH = ("calcium", "wall_lumen")
 SMALL = dict(image_size=32, batch_size=4)
@@ -42,7 +42,7 @@ def _numpy(part):
 @pytest.mark.parametrize(
     "values, words",
     [
-        ({"tasks": ["calcium", "lumen"]}, "unknown task(s) 'lumen'; valid tasks: calcium, wall_lumen"),
+        ({"tasks": ["calcium", "lumen"]}, "unknown task(s) 'lumen'; valid: calcium, wall_lumen"),
         ({"tasks": []}, "tasks is empty"),
         ({"tasks": ["calcium", "calcium"]}, "twice"),
         ({"calcium_fraction": 1.5}, "calcium_fraction must be in [0, 1]"),

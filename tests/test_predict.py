@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ivus_tf.errors import InputError, run_cli
+from ivus_tf.core.errors import InputError, run_cli
 from ivus_tf.measurements import frame_measurements
 from ivus_tf.predict import CSV_COLUMNS, main, predict_frames, render_overlay, run_predict
 from ivus_tf.pullback_io import Frame, Pullback

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.pullback_io import Warnings, natural_key, open_pullback
 from predict_helpers import write_dicom, write_image_folder
 from tfrecords_builder.manifest import write_manifest

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.splits import (
-    TASKS,
     fold_cases,
     load_or_create_splits,
     main,
@@ -27,12 +26,6 @@ def mixed_cases(n_calcium=6, n_wall_lumen=6, n_both=0) -> dict:
     cases.update({f"wl{i:02d}": ["wall_lumen"] for i in range(n_wall_lumen)})
     cases.update({f"bo{i:02d}": BOTH for i in range(n_both)})
     return cases
-
-
-def test_tasks_match_the_record_schema():
-    from tfrecords_builder.features import TASKS as RECORD_TASKS
-
-    assert TASKS == RECORD_TASKS
 
 
 def test_folds_are_disjoint_cover_all_cases_and_never_touch_the_test_set():

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.data import PipelineConfig, make_eval_dataset, make_train_dataset
 from ivus_tf.losses import GeneralizedDiceLoss
 from ivus_tf.metrics import boundary
@@ -23,7 +24,6 @@ from ivus_tf.tensorboard_logging import (
     write_hparams,
     write_hparams_config,
 )
-from ivus_tf.tf_import import import_tensorflow
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
 tf = import_tensorflow()

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ivus_tf.errors import InputError
-from ivus_tf.training.config import ARCHS, PHANTOM_PRESETS, TrainConfig, load_config
-from ivus_tf.training.schemes import SCHEMES, phases_of
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import ARCHS, SCHEMES
+from ivus_tf.training.config import PHANTOM_PRESETS, TrainConfig, load_config
+from ivus_tf.training.schemes import SCHEME_PHASES, phases_of
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 TRAIN_CONFIGS = ("paper.yaml", "quickstart.yaml")
@@ -89,6 +90,7 @@ def test_choices_match_the_registries():
     from tfrecords_builder.phantom import PRESETS
 
     assert set(ARCHS) == set(ARCHITECTURES) and set(PHANTOM_PRESETS) == set(PRESETS)
+    assert tuple(SCHEME_PHASES) == SCHEMES
 
 
 def test_yaml_typo_lists_valid_keys(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_frame
-from ivus_tf.tf_import import import_tensorflow
+from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.training.config import TrainConfig
 from ivus_tf.training.run import run_training
 
@@ -116,7 +116,7 @@ def test_calcium_scheme_writes_the_run_folder(calcium_run, records):
 
 
 def test_a_finished_run_is_not_retrained_and_a_changed_config_is_refused(calcium_run, records):
-    from ivus_tf.errors import InputError
+    from ivus_tf.core.errors import InputError
 
     run_dir = calcium_run["run_dir"]
     before = (run_dir / "model.keras").stat().st_mtime_ns

@@ -4,9 +4,9 @@
 
 The manifest is validated completely before any pixel is read (`manifest.read_manifest`). Cases are then written
 in sorted order, frames in manifest order within a case; only one case's frames are in memory at a time. Output
-goes through `writer.atomic_output_dir`, so any error (a corrupt image in the last case included) leaves neither
-DIR nor a temporary folder behind. The index records the manifest's absolute path and sha256 (`source_manifest`,
-`source_manifest_sha256`) so a records folder can be traced back to its input.
+goes through `ivus_tf.core.atomic.atomic_output_dir`, so any error (a corrupt image in the last case included)
+leaves neither DIR nor a temporary folder behind. The index records the manifest's absolute path and sha256
+(`source_manifest`, `source_manifest_sha256`) so a records folder can be traced back to its input.
 
 `--overwrite` replaces an existing records folder only: a folder that is not empty and has no index.json, or
 one that holds the manifest or any file it references, is refused, since replacing it would delete user data.
@@ -20,14 +20,15 @@ import json
 import os
 from pathlib import Path
 
-from ivus_tf.errors import InputError, positive_int_arg
-from ivus_tf.progress import progress
+from ivus_tf.core.atomic import atomic_output_dir, check_output_dir
+from ivus_tf.core.errors import InputError, positive_int_arg
+from ivus_tf.core.progress import progress
+from ivus_tf.core.vocab import TASKS
 
-from tfrecords_builder.features import TASKS
 from tfrecords_builder.images import load_image, load_mask
 from tfrecords_builder.index import INDEX_NAME, sha256_file
 from tfrecords_builder.manifest import ManifestRow, read_manifest
-from tfrecords_builder.writer import atomic_output_dir, write_case, write_index
+from tfrecords_builder.writer import write_case, write_index
 
 
 def build_records(
@@ -46,7 +47,7 @@ def build_records(
         raise InputError(f"shards_per_case must be >= 1, got {shards_per_case}")
     manifest_path, out_dir = Path(manifest_path), Path(out_dir)
     rows = read_manifest(manifest_path, allow_unlabeled=allow_unlabeled)
-    _check_out_dir(out_dir, overwrite, [manifest_path, *_input_files(rows)])
+    check_output_dir(out_dir, overwrite, INDEX_NAME, "records folder", [manifest_path, *_input_files(rows)])
     rows = sorted(rows, key=lambda row: row.case_id)  # stable: manifest order within a case
     extra = {
         "source_manifest": os.path.abspath(manifest_path),
@@ -85,22 +86,6 @@ def _load_optional_mask(path: Path | None, task: str, image_shape: tuple[int, in
 
 def _input_files(rows: list[ManifestRow]) -> list[Path]:
     return [path for row in rows for path in (row.image, row.calcium_mask, row.wall_lumen_mask) if path is not None]
-
-
-def _check_out_dir(out_dir: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """Refuse an output folder whose replacement would destroy something other than an old records folder."""
-    if not out_dir.exists():
-        return
-    if not overwrite:
-        raise InputError(f"{out_dir}: already exists; pass --overwrite to replace it")
-    if not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder")
-    if any(out_dir.iterdir()) and not (out_dir / INDEX_NAME).is_file():
-        raise InputError(f"{out_dir}: not empty and not a records folder (no {INDEX_NAME}); refusing to replace it")
-    out_real = Path(os.path.realpath(out_dir))
-    for path in inputs:
-        if Path(os.path.realpath(path)).is_relative_to(out_real):
-            raise InputError(f"{out_dir}: holds input file {path}; replacing it would delete the input")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

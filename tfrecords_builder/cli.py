@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Sequence
 
-from ivus_tf.errors import ArgumentParser, run_cli
+from ivus_tf.core.errors import ArgumentParser, run_cli
 
 SUBCOMMANDS = {
     "phantom": ("tfrecords_builder.phantom.cli", "generate a synthetic IVUS dataset (manifest layout)"),

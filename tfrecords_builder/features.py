@@ -4,7 +4,8 @@ One `tf.train.Example` per frame. Image and masks are PNG-encoded at the frame's
 computed there). A frame carries zero, one or both task labels; an absent label is stored as empty bytes with its
 `*/present` flag 0, so the parser has a fixed schema.
 
-Masks in records are normalised: calcium is 0/1, wall_lumen is 0 background / 1 lumen / 2 vessel wall.
+Masks in records are normalised to the label values of `ivus_tf.core.vocab`: calcium 0/1, wall_lumen
+0 background / 1 lumen / 2 vessel wall.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Any, Mapping
 
 import cv2
 import numpy as np
+
+from ivus_tf.core.tf_import import import_tensorflow
+from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 
 CASE_ID = "case_id"
 FRAME_ID = "frame_id"
@@ -25,10 +29,7 @@ CALCIUM_PRESENT = "calcium/present"
 WALL_LUMEN_PNG = "wall_lumen/png"
 WALL_LUMEN_PRESENT = "wall_lumen/present"
 
-TASKS = ("calcium", "wall_lumen")
-MASK_KEYS = {"calcium": (CALCIUM_PNG, CALCIUM_PRESENT), "wall_lumen": (WALL_LUMEN_PNG, WALL_LUMEN_PRESENT)}
-NUM_CLASSES = {"calcium": 2, "wall_lumen": 3}
-WALL_LUMEN_CLASSES = ("background", "lumen", "vessel_wall")
+MASK_KEYS = {CALCIUM: (CALCIUM_PNG, CALCIUM_PRESENT), WALL_LUMEN: (WALL_LUMEN_PNG, WALL_LUMEN_PRESENT)}
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -53,8 +54,6 @@ def encode_frame(frame: Mapping[str, Any]) -> bytes:
     `frame` holds `case_id`, `frame_id`, `image` (H, W uint8), `calcium_mask` and `wall_lumen_mask`
     (H, W uint8 or None, already normalised) and `pixel_spacing_mm`.
     """
-    from ivus_tf.tf_import import import_tensorflow
-
     tf = import_tensorflow()
     train = tf.train
 
@@ -85,8 +84,6 @@ def encode_frame(frame: Mapping[str, Any]) -> bytes:
 
 def feature_spec() -> dict:
     """The `tf.io.parse_single_example` spec for a frame record."""
-    from ivus_tf.tf_import import import_tensorflow
-
     tf = import_tensorflow()
     fixed = tf.io.FixedLenFeature
     return {

@@ -29,14 +29,14 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN, check_task, check_wall_lumen_labels
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND\xaeB`\x82"  # chunk type and its (fixed) CRC
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
-WALL_LUMEN_VALUES = (0, 1, 2)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -138,6 +138,7 @@ def load_mask(path: str | Path, task: str, image_shape: tuple[int, int]) -> np.n
 
     `image_shape` is the (H, W) of the frame's image; a mask of another size is an error, never resized.
     """
+    check_task(task)
     array, kind = read_file(path)
     if kind == "jpeg":
         raise InputError(
@@ -157,8 +158,8 @@ def load_mask(path: str | Path, task: str, image_shape: tuple[int, int]) -> np.n
         raise InputError(
             f"{path}: {task} mask is {width}x{height} (WxH) but its image is {image_shape[1]}x{image_shape[0]}"
         )
-    values = np.unique(array)
-    if task == "calcium":
+    if task == CALCIUM:
+        values = np.unique(array)
         nonzero = values[values != 0]
         if len(nonzero) > 1:
             raise InputError(
@@ -166,14 +167,7 @@ def load_mask(path: str | Path, task: str, image_shape: tuple[int, int]) -> np.n
                 "expected 0 and one calcium value"
             )
         return (array != 0).astype(np.uint8)
-    if task == "wall_lumen":
-        bad = values[~np.isin(values, WALL_LUMEN_VALUES)]
-        if len(bad):
-            raise InputError(
-                f"{path}: wall_lumen mask has values {_listing(bad)}; expected 0 background, 1 lumen, 2 vessel wall"
-            )
-        return array.astype(np.uint8)
-    raise ValueError(f"unknown task {task!r}")
+    return check_wall_lumen_labels(array, f"{path}: {WALL_LUMEN} mask").astype(np.uint8)
 
 
 def _listing(values: np.ndarray, limit: int = 8) -> str:

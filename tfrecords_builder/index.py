@@ -22,10 +22,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
-from tfrecords_builder import BUILDER_VERSION
-
+BUILDER_VERSION = 1  # the records format; a reader refuses any other
 INDEX_NAME = "index.json"
 CASES_DIR = "cases"
 
@@ -62,7 +61,3 @@ def read_index(records_dir: str | Path, verify_checksums: bool = False) -> dict:
                 raise InputError(f"{file_path}: sha256 differs from {INDEX_NAME}; the file is corrupt or was changed")
     return index
 
-
-def case_ids_with_task(index: dict, task: str) -> list[str]:
-    """Case ids (sorted) that carry at least one frame labelled for `task`."""
-    return sorted(c for c, case in index["cases"].items() if case.get("task_frames", {}).get(task, 0) > 0)

@@ -21,15 +21,16 @@ import csv
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.atomic import atomic_file
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 
 MANIFEST_COLUMNS = ("case_id", "frame_id", "image", "calcium_mask", "wall_lumen_mask", "pixel_spacing_mm")
-MASK_COLUMNS = {"calcium": "calcium_mask", "wall_lumen": "wall_lumen_mask"}
+MASK_COLUMNS = {CALCIUM: "calcium_mask", WALL_LUMEN: "wall_lumen_mask"}
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_ID_LENGTH = 100
 
@@ -37,18 +38,11 @@ MAX_ID_LENGTH = 100
 def write_manifest(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> Path:
     """Write rows (dicts keyed by `MANIFEST_COLUMNS`; missing masks as None or "") atomically to `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".manifest-", suffix=".csv.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in MANIFEST_COLUMNS})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in MANIFEST_COLUMNS})
     return path
 
 

@@ -36,7 +36,7 @@ touches: a 10 x 10 px square polygon gives 121 pixels, inflating lumen and vesse
 Labels: 0 background, 1 inside the lumen, 2 inside the media but not the lumen. A lumen that leaves the media by
 more than `lumen_outside_tolerance` of its pixels is an error; the few pixels allowed stay lumen (label 1).
 
-Output, written through `writer.atomic_output_dir` so a failed conversion leaves nothing::
+Output, written through `ivus_tf.core.atomic.atomic_output_dir` so a failed conversion leaves nothing::
 
     OUT/manifest.csv   OUT/images/<case_id>/<frame_id>.png   OUT/wall_lumen/<case_id>/<frame_id>.png
 """
@@ -53,12 +53,12 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ivus_tf.errors import InputError
-from ivus_tf.progress import progress
+from ivus_tf.core.atomic import atomic_output_dir
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.progress import progress
 
 from tfrecords_builder.features import encode_png
 from tfrecords_builder.manifest import write_manifest
-from tfrecords_builder.writer import atomic_output_dir
 
 IMAGE_DIR = "DCM"
 DEFAULT_LABEL_DIRS = ("LABELS", "LABELS_obs1")

@@ -2,50 +2,24 @@
 
 `write_records` is the one place that lays out `DIR/cases/*.tfrecord` and `DIR/index.json` (format in
 `tfrecords_builder.index`). Output goes to a hidden temporary sibling folder that is renamed to DIR only when
-everything is written, so an interrupted or failed build leaves no folder that looks complete.
+everything is written (`ivus_tf.core.atomic.atomic_output_dir`), so an interrupted or failed build leaves no
+folder that looks complete.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
-from ivus_tf import __version__
-from ivus_tf.errors import InputError
-from ivus_tf.tf_import import import_tensorflow
+from ivus_tf.core.atomic import atomic_output_dir
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.tf_import import import_tensorflow
+from ivus_tf.core.version import __version__
+from ivus_tf.core.vocab import TASKS
 
-from tfrecords_builder import BUILDER_VERSION
-from tfrecords_builder.features import TASKS, encode_frame
-from tfrecords_builder.index import CASES_DIR, INDEX_NAME, sha256_file
-
-
-@contextmanager
-def atomic_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `out_dir`; on success it replaces `out_dir`, on error it is removed."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise InputError(f"{out_dir}: already exists; pass --overwrite to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp_dir
-        if out_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, trash / out_dir.name)
-            os.replace(tmp_dir, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+from tfrecords_builder.features import encode_frame
+from tfrecords_builder.index import BUILDER_VERSION, CASES_DIR, INDEX_NAME, sha256_file
 
 
 def _shard_names(case_id: str, shards: int) -> list[str]:

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ivus_tf.augment_config import AugmentConfig  # noqa: E402
-from ivus_tf.config import load_yaml  # noqa: E402
+from ivus_tf.core.config import load_yaml  # noqa: E402
 from ivus_tf.data import appearance as A  # noqa: E402
 from ivus_tf.data.augment import augment_batch, transform_batch  # noqa: E402
 from ivus_tf.demo import draw_batch  # noqa: E402

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from ivus_tf.augment_config import AugmentConfig
-from ivus_tf.tf_import import import_tensorflow
+from ivus_tf.core.tf_import import import_tensorflow
 
 tf = import_tensorflow()
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 
 from ivus_tf.augment_config import AugmentConfig
+from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.data.appearance import random_appearance, random_zooms
-from ivus_tf.tf_import import import_tensorflow
 
 tf = import_tensorflow()
 

@@ -5,11 +5,11 @@ label of a configured task, parse and decode them with `parse_frame`, resize to 
 nearest) and cache the resized frames in memory, so later epochs skip PNG decoding. Then:
 
 * `make_train_dataset`: infinite. Shuffle and repeat each label stream, batch, augment the WHOLE batch with one
-  affine resampling (`ivus_tf.data.augment`; with `appearance_augmentation`, also a zoom in that resampling and
-  the appearance transforms of `ivus_tf.data.appearance` on the image), prefetch. For multi-task training (Bargsten et al. 2021 mix calcium
-  and wall-lumen frames) every batch holds exactly `PipelineConfig.calcium_frames_per_batch()` frames from the
-  calcium stream (frames carrying a calcium label) and the rest from the wall-lumen stream (frames carrying a
-  wall-lumen label but no calcium label). If one stream is empty, or rounding leaves it no place in the batch
+  affine resampling (`ivus_tf.data.augment`; with `appearance_augmentation`, a zoom joins that resampling and the
+  transforms of `ivus_tf.data.appearance` change the image), prefetch. For multi-task training (Bargsten et al.
+  2021 mix calcium and wall-lumen frames) every batch holds exactly `PipelineConfig.calcium_frames_per_batch()`
+  frames from the calcium stream (frames carrying a calcium label) and the rest from the wall-lumen stream (frames
+  carrying a wall-lumen label but no calcium label). If one stream is empty, or rounding leaves it no place in the batch
   (calcium_fraction 0 or 1, tiny batches), the other is used alone. A configured task without a single labelled
   frame among the cases is an `InputError` (its head would never learn).
 * `make_eval_dataset`: finite, stored order (cases in the given order, frames as stored), no augmentation, the
@@ -50,20 +50,22 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ivus_tf.augment_config import AugmentConfig
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.tf_import import import_tensorflow
+from ivus_tf.core.vocab import NUM_CLASSES, TASKS, check_tasks
 from ivus_tf.data.augment import augment_batch
 from ivus_tf.data.records import parse_frame, record_files
-from ivus_tf.errors import InputError
-from ivus_tf.tf_import import import_tensorflow
 from tfrecords_builder import features as F
 
 tf = import_tensorflow()
 AUTOTUNE = tf.data.AUTOTUNE
-_PRESENT_KEYS = {task: F.MASK_KEYS[task][1] for task in F.TASKS}
+_PRESENT_KEYS = {task: F.MASK_KEYS[task][1] for task in TASKS}
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig(AugmentConfig):
-    """Input pipeline settings (flat; load with `ivus_tf.config.from_mapping`/`load_yaml`, which call `validate`).
+    """Input pipeline settings (flat; load with `ivus_tf.core.config.from_mapping`/`load_yaml`, which call
+    `validate`).
 
     `calcium_fraction` is the share of each multi-task training batch drawn from calcium-labelled frames,
     rounded half up to whole frames. `shuffle_buffer` is per stream and capped at the stream's frame count
@@ -73,7 +75,7 @@ class PipelineConfig(AugmentConfig):
 
     image_size: int = 256
     batch_size: int = 12
-    tasks: tuple[str, ...] = F.TASKS
+    tasks: tuple[str, ...] = TASKS
     calcium_fraction: float = 0.5
     flip: bool = True
     rotate: bool = True
@@ -87,14 +89,7 @@ class PipelineConfig(AugmentConfig):
             raise InputError(f"{source}: image_size must be >= 2, got {self.image_size}")
         if self.batch_size < 1:
             raise InputError(f"{source}: batch_size must be >= 1, got {self.batch_size}")
-        if not self.tasks:
-            raise InputError(f"{source}: tasks is empty; valid tasks: {', '.join(F.TASKS)}")
-        unknown = [t for t in self.tasks if t not in F.TASKS]
-        if unknown:
-            raise InputError(f"{source}: unknown task(s) {', '.join(map(repr, unknown))}; valid tasks: "
-                             f"{', '.join(F.TASKS)}")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise InputError(f"{source}: tasks {list(self.tasks)} lists a task twice")
+        check_tasks(self.tasks, source)
         if not 0.0 <= self.calcium_fraction <= 1.0:
             raise InputError(f"{source}: calcium_fraction must be in [0, 1], got {self.calcium_fraction}")
         if self.shuffle_buffer < 0:
@@ -142,9 +137,9 @@ def _scan(records_dir: str | Path, case_ids: Iterable[str]) -> tuple[list[str], 
     if not case_ids:
         raise InputError(f"{records_dir}: empty case list; pass at least one case id")
     files = record_files(records_dir, case_ids)
-    flags = {task: [] for task in F.TASKS}
+    flags = {task: [] for task in TASKS}
     for batch in tf.data.TFRecordDataset(files).batch(4096).map(_present_flags).as_numpy_iterator():
-        for task in F.TASKS:
+        for task in TASKS:
             flags[task].append(batch[task] > 0)
     return files, {task: np.concatenate(parts) if parts else np.zeros(0, bool) for task, parts in flags.items()}
 
@@ -191,7 +186,7 @@ def _bit_fields(tasks: Sequence[str]) -> list[tuple[int, int]]:
     """(shift, bit mask) of each task's labels in the packed label code: calcium bit 0, wall_lumen bits 1-2."""
     fields, shift = [], 0
     for task in tasks:
-        bits = (F.NUM_CLASSES[task] - 1).bit_length()
+        bits = (NUM_CLASSES[task] - 1).bit_length()
         fields.append((shift, (1 << bits) - 1))
         shift += bits
     return fields
@@ -207,7 +202,7 @@ def pack_masks(masks: dict, tasks: Sequence[str]) -> "tf.Tensor":
     """
     code = None
     for task, (shift, _) in zip(tasks, _bit_fields(tasks)):
-        field = tf.minimum(masks[task], F.NUM_CLASSES[task] - 1) * (1 << shift)
+        field = tf.minimum(masks[task], NUM_CLASSES[task] - 1) * (1 << shift)
         code = field if code is None else code + field
     return code
 

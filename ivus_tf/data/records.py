@@ -7,8 +7,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ivus_tf.errors import InputError
-from ivus_tf.tf_import import import_tensorflow
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.tf_import import import_tensorflow
 from tfrecords_builder import features as F
 from tfrecords_builder.index import read_index
 

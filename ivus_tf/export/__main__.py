@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Sequence
 
-from ivus_tf.errors import ArgumentParser, run_cli
+from ivus_tf.core.errors import ArgumentParser, run_cli
 
 FORMATS = ("savedmodel", "onnx", "tensorrt")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 EXTRA_DIR, INFO_NAME, CONFIG_COPY = "assets.extra", "ivus_tf_export.json", "config.yaml"
 ONNX_NAME = "model.onnx"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.export.layout import INPUT_NAME, ONNX_NAME, OUTPUT_SPECS, find_version_dir, output_names, read_info
 
 ENGINES = ("auto", "onnxruntime", "tensorflow")
@@ -67,7 +67,7 @@ class ExportedModel:
             self.providers = tuple(self._session.get_providers())
             self._run = self._run_onnxruntime
         else:
-            from ivus_tf.tf_import import import_tensorflow
+            from ivus_tf.core.tf_import import import_tensorflow
 
             tf = import_tensorflow()
             self._loaded = tf.saved_model.load(str(self.path))  # keep it: the signature needs its variables

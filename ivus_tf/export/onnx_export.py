@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.export.layout import INPUT_NAME, ONNX_NAME
 from ivus_tf.export.loader import INSTALL_HINT, onnx_session
 from ivus_tf.export.savedmodel import folder_mb, new_version
 from ivus_tf.export.serving import ServingModule
-from ivus_tf.tf_import import import_tensorflow
 
 tf = import_tensorflow()
 

@@ -24,14 +24,14 @@ from typing import Iterator
 
 import numpy as np
 
-from ivus_tf import __version__
-from ivus_tf.errors import InputError
+from ivus_tf.core.atomic import atomic_output_dir
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.tf_import import import_tensorflow
+from ivus_tf.core.version import __version__
 from ivus_tf.export.layout import (CONFIG_COPY, EXTRA_DIR, INFO_FORMAT, INFO_NAME, INPUT_NAME, OUTPUT_SPECS,
                                    output_names)
 from ivus_tf.export.serving import ServingModule
 from ivus_tf.export.source import ExportSource, load_source
-from ivus_tf.tf_import import import_tensorflow
-from tfrecords_builder.writer import atomic_output_dir
 
 tf = import_tensorflow()
 

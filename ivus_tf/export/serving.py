@@ -24,8 +24,8 @@ keeps them named (Keras' export returns `output_0`, keras #19771).
 
 from __future__ import annotations
 
+from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.export.layout import INPUT_NAME
-from ivus_tf.tf_import import import_tensorflow
 
 tf = import_tensorflow()
 

@@ -14,11 +14,10 @@ from typing import Any
 
 import yaml
 
-from ivus_tf.errors import InputError
-from tfrecords_builder.features import NUM_CLASSES, WALL_LUMEN_CLASSES
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import CLASS_NAMES, NUM_CLASSES
 
 MODEL_NAME, CONFIG_NAME = "model.keras", "config.yaml"
-CLASS_NAMES = {"calcium": ("background", "calcium"), "wall_lumen": WALL_LUMEN_CLASSES}
 
 
 @dataclasses.dataclass

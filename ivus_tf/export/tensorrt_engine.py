@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.export.layout import INPUT_NAME, ONNX_NAME
 from ivus_tf.export.onnx_export import DEFAULT_OPSET, _import_tf2onnx, add_onnx
 from ivus_tf.export.savedmodel import folder_mb, new_version

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ivus_tf.errors import ArgumentParser, InputError, run_cli
+from ivus_tf.core.errors import ArgumentParser, InputError, run_cli
 from ivus_tf.grid.config import STRATEGIES, parse_shard
 
 

@@ -5,7 +5,7 @@ Table 1: 10 repeats of 3-fold case-wise cross-validation per model and scheme). 
 `run_training(TrainConfig)` call; this module only decides which configs and names, and checks them all before
 anything trains. It does not import TensorFlow.
 
-Keys (a typo is an error listing the valid keys, `ivus_tf.config.from_mapping`):
+Keys (a typo is an error listing the valid keys, `ivus_tf.core.config.from_mapping`):
 
 * `train_config`: a TrainConfig YAML (`ivus_tf/training/config.py`), relative to the grid file; empty = the
   TrainConfig defaults (the paper's settings). It fixes everything shared by the runs, including the split
@@ -33,9 +33,10 @@ import math
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ivus_tf.config import from_mapping, load_yaml
-from ivus_tf.errors import InputError
-from ivus_tf.training.config import ARCHS, PATH_FIELDS, SCHEMES, TrainConfig, load_config
+from ivus_tf.core.config import from_mapping, load_yaml
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import ARCHS, SCHEMES
+from ivus_tf.training.config import PATH_FIELDS, TrainConfig, load_config
 from ivus_tf.training.distribute import STRATEGIES
 
 # TrainConfig fields the grid sets for each run; a train_overrides entry for one would be silently replaced.

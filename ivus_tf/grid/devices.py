@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.grid.runner import PARALLEL_ENV
 
 

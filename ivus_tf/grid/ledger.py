@@ -24,12 +24,11 @@ This module does not import TensorFlow.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
+from ivus_tf.core.atomic import atomic_write_bytes, file_lock
 from ivus_tf.report.results import RESULTS_NAME, read_results, run_key, validate_result
 
 LOCK_NAME = "results.lock"
@@ -50,33 +49,10 @@ def read_ledger(grid_dir: str | Path) -> list[dict]:
 
 
 @contextlib.contextmanager
-def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
 def claim_run(grid_dir: str | Path, run_id: str) -> Iterator[bool]:
     """Context manager yielding True while this process holds `run_id`'s lock, False when another process does."""
-    with _flock(Path(grid_dir) / LOCKS_DIR / f"{run_id}.lock", blocking=False) as held:
+    with file_lock(Path(grid_dir) / LOCKS_DIR / f"{run_id}.lock", blocking=False) as held:
         yield held
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def append_result(grid_dir: str | Path, line: str) -> bool:
@@ -87,8 +63,8 @@ def append_result(grid_dir: str | Path, line: str) -> bool:
     if not line.endswith("\n") or "\n" in line[:-1]:
         raise ValueError("a results line is one line ending in a newline")
     record = validate_result(json.loads(line), "results line to append")
-    with _flock(grid_dir / LOCK_NAME):
-        for stale in grid_dir.glob(f".{RESULTS_NAME}.*.tmp"):  # left by a process killed mid-append
+    with file_lock(grid_dir / LOCK_NAME):
+        for stale in grid_dir.glob(f".tmp-*-{RESULTS_NAME}"):  # left by a process killed mid-append
             stale.unlink(missing_ok=True)
         existing = read_ledger(grid_dir)
         if any(r["run_id"] == record["run_id"] or run_key(r) == run_key(record) for r in existing):
@@ -96,11 +72,5 @@ def append_result(grid_dir: str | Path, line: str) -> bool:
         old = path.read_bytes() if path.is_file() else b""
         if old and not old.endswith(b"\n"):
             old += b"\n"
-        tmp = grid_dir / f".{RESULTS_NAME}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as handle:
-            handle.write(old + line.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(grid_dir)
+        atomic_write_bytes(path, old + line.encode("utf-8"), durable=True)
     return True

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.grid.config import GridRun, expand_grid, load_grid_config, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
 from ivus_tf.report.results import make_result_line, metrics_from_run, validation_calcium_dice
@@ -58,7 +58,7 @@ def _clock(seconds: float) -> str:
 def _check_run_folder(run: GridRun, resolved) -> None:
     """A run folder started by an earlier grid must hold this grid's settings (else run_training would refuse it
     mid-grid); checked for every run before any trains."""
-    from ivus_tf.config import load_yaml
+    from ivus_tf.core.config import load_yaml
     from ivus_tf.training.config import TrainConfig, config_differences
     from ivus_tf.training.run import CONFIG_NAME
 

@@ -28,20 +28,18 @@ from typing import Sequence
 
 import keras
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import HEADS, NUM_CLASSES, TASKS, check_tasks
 from ivus_tf.models import deeplabv3, unet_res
 
-NUM_CLASSES = {"calcium": 2, "wall_lumen": 3}
-ARCHITECTURES = {"unet_res": unet_res, "deeplabv3": deeplabv3}
-HEADS = ("linear", "conv", "decoder")
+ARCHITECTURES = {"deeplabv3": deeplabv3, "unet_res": unet_res}  # keys: ivus_tf.core.vocab.ARCHS (tested)
 ENCODER_NAME = "encoder"
 
 
 def _check(arch: str, tasks: Sequence[str], head: str, width: float, options: dict) -> None:
     if arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    if not tasks or len(set(tasks)) != len(tasks) or any(t not in NUM_CLASSES for t in tasks):
-        raise InputError(f"tasks {list(tasks)!r} must be distinct names from {', '.join(NUM_CLASSES)}")
+    check_tasks(tasks)
     if head not in HEADS:
         raise InputError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
     if not width > 0:
@@ -65,7 +63,7 @@ def _head(x, task: str, width: float, head: str, upsample: int):
     return keras.layers.Activation("softmax", dtype="float32", name=task)(x)
 
 
-def build_model(arch: str, tasks: Sequence[str] = ("calcium", "wall_lumen"), input_shape=(256, 256, 1),
+def build_model(arch: str, tasks: Sequence[str] = TASKS, input_shape=(256, 256, 1),
                 width: float = 1.0, head: str = "linear", name: str | None = None, **options) -> keras.Model:
     """Build a segmentation model whose outputs are a dict {task: softmax probabilities [B, H, W, classes]}.
 

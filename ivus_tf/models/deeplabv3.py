@@ -50,7 +50,7 @@ from pathlib import Path
 
 import keras
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 from ivus_tf.models.layers import AtrousConv2D, NaturalImageAdapter, SpatialBroadcast
 
 DECODER_STRIDE = 8

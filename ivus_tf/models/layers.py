@@ -25,7 +25,7 @@ def native_dilated_conv_available() -> bool:
     yet support dilation rates larger than 1"), i.e. when TF is built with oneDNN and `TF_ENABLE_ONEDNN_OPTS` is
     not 0. GPU: cuDNN has native dilated kernels.
     """
-    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.core.tf_import import import_tensorflow
 
     tf = import_tensorflow()
     try:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import keras
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 DECODER_STRIDE = 1
 OPTIONS = ()

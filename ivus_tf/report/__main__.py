@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ivus_tf.errors import ArgumentParser, run_cli
+from ivus_tf.core.errors import ArgumentParser, run_cli
 
 
 def parse_args(argv: Sequence[str] | None = None):

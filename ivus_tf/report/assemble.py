@@ -116,7 +116,7 @@ def make_report(grid_dir: str | Path, results: str | Path | None = None, out: st
     `lam` fixes the multi-task lambda of Table 1 (default: chosen on validation Dice, `ivus_tf.report.stats`).
     Returns {"out": Path, "made": {file: description}, "skipped": {file: reason}, "table1": write_table1's dict}.
     """
-    from tfrecords_builder.writer import atomic_output_dir
+    from ivus_tf.core.atomic import atomic_output_dir
 
     from ivus_tf.report.table1 import write_table1
 

@@ -83,7 +83,7 @@ def _peak_rss_mib() -> float:
 def measure(arch: str, batch: int, width: float, image_size: int, head: str = "linear", aspp_rates=None,
             warmup: int = 2, calls: int = 5, matmul_size: int = 2048) -> dict:
     """One measurement in THIS process (the worker): time, peak memory, FLOPs, matmul peak (module docstring)."""
-    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.core.tf_import import import_tensorflow
 
     tf = import_tensorflow()
     import keras

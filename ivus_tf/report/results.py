@@ -41,16 +41,15 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import ARCHS, SCHEMES
 
-__all__ = ["ARCHS", "BACKBONES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME", "SCHEMES",
+__all__ = ["BACKBONES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME",
            "group_runs", "make_result_line", "metrics_from_run", "read_results", "resolve_run_dir", "run_key",
            "validate_result", "validation_calcium_dice"]
 
 RESULTS_NAME = "results.jsonl"
-ARCHS = ("unet_res", "deeplabv3")  # keys of ivus_tf.models.build.ARCHITECTURES (a test keeps them equal)
 BACKBONES = ("none", "imagenet")
-SCHEMES = ("calcium", "pretrain", "multitask")
 METRIC_SECTIONS = ("calcium", "lumen", "vessel_wall", "vessel", "wall_lumen_mean")
 METRIC_NAMES = ("dice", "average_hausdorff_mm")
 
@@ -245,7 +244,7 @@ def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam:
     `metrics` is the compact form (`metrics_from_run(metrics_json)`); `finished_utc` defaults to now (UTC),
     `package_version` to this package's version. Raises `InputError` for a record the report would refuse.
     """
-    from ivus_tf import __version__
+    from ivus_tf.core.version import __version__
 
     if finished_utc is None:
         finished_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 __all__ = ["MODELS", "SCHEME_LABELS", "describe", "metric_values", "model_label", "select_lambdas", "welch_p"]
 

@@ -8,6 +8,6 @@ checkpoint), `state` (what a run keeps to resume), `phantom_cache` (the embedded
 
 from ivus_tf.training.config import TrainConfig, load_config
 from ivus_tf.training.run import run_training
-from ivus_tf.training.schemes import SCHEMES, Phase, phases_of
+from ivus_tf.training.schemes import Phase, phases_of
 
-__all__ = ["SCHEMES", "Phase", "TrainConfig", "load_config", "phases_of", "run_training"]
+__all__ = ["Phase", "TrainConfig", "load_config", "phases_of", "run_training"]

@@ -1,6 +1,6 @@
 """`TrainConfig`: every setting of a training run, flat and typed, loaded from YAML and overridden by CLI flags.
 
-Keys are the field names below (a YAML typo is an error that lists the valid keys, `ivus_tf.config`). Defaults are
+Keys are the field names below (a YAML typo is an error that lists the valid keys, `ivus_tf.core.config`). Defaults are
 the paper's settings (Bargsten et al., CDBME 2021): DeepLabV3 at width 1.0 (~40 M parameters), 256x256 frames,
 batch 12, Adam 2e-4, generalized Dice loss, flips + rotations, a test set of 20 % of the cases and 10 repeats of
 3-fold case-wise cross-validation over the rest (one run trains one `repeat` / `fold`).
@@ -48,13 +48,11 @@ from pathlib import Path
 from typing import Optional
 
 from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig, augment_fields
-from ivus_tf.config import load_yaml, to_mapping
-from ivus_tf.errors import InputError
+from ivus_tf.core.config import load_yaml, to_mapping
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import ARCHS, HEADS, SCHEMES
 from ivus_tf.training.distribute import STRATEGIES
 
-SCHEMES = ("calcium", "pretrain", "multitask")
-ARCHS = ("deeplabv3", "unet_res")  # keys of ivus_tf.models.build.ARCHITECTURES (a test keeps them equal)
-HEADS = ("linear", "conv", "decoder")
 LOSS_WEIGHTINGS = ("inverse_square", "inverse")
 PHANTOM_PRESETS = ("default", "benchmark")  # keys of tfrecords_builder.phantom.PRESETS (tested)
 PATH_FIELDS = ("data", "out", "splits", "phantom_config")
@@ -217,7 +215,7 @@ class TrainConfig:
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
     """Defaults, then the YAML file at `path` (relative paths inside it resolved against its folder), then
     `overrides` ({field: value}, e.g. from CLI flags; checked like YAML values)."""
-    from ivus_tf.config import from_mapping
+    from ivus_tf.core.config import from_mapping
 
     config = TrainConfig()
     if path is not None:

@@ -43,7 +43,7 @@ import json
 import os
 from typing import Optional
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 _CACHE: dict = {}  # MultiWorkerMirroredStrategy may be created once per process; reuse every strategy
@@ -110,7 +110,7 @@ def make_strategy(name: str):
         return None
     if name in _CACHE:
         return _CACHE[name]
-    from ivus_tf.tf_import import import_tensorflow
+    from ivus_tf.core.tf_import import import_tensorflow
 
     tf = import_tensorflow()
     if name == "mirrored":

@@ -19,15 +19,14 @@ build leaves nothing that looks complete.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 from pathlib import Path
 
-from ivus_tf import __version__
+from ivus_tf.core.atomic import atomic_write_json, file_lock
+from ivus_tf.core.version import __version__
 from ivus_tf.training.config import TrainConfig
 
 CACHE_ENV = "IVUS_TF_CACHE"
@@ -40,7 +39,7 @@ def cache_root() -> Path:
 
 def phantom_knobs(config: TrainConfig):
     """The `PhantomConfig` of `config`: its preset, updated by the `phantom_config` YAML if one is named."""
-    from ivus_tf.config import load_yaml
+    from ivus_tf.core.config import load_yaml
     from tfrecords_builder.phantom import PRESETS, PhantomConfig
 
     knobs = PRESETS[config.phantom_preset]
@@ -62,17 +61,6 @@ def phantom_folder(config: TrainConfig) -> Path:
     return cache_root() / f"phantom-{settings['preset']}-{settings['cases']}x{settings['frames_per_case']}-{key}"
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_phantom_records(config: TrainConfig, log=print) -> Path:
     """The records folder of the phantom `config` asks for, generating and building it on first use."""
     folder = phantom_folder(config)
@@ -81,14 +69,14 @@ def ensure_phantom_records(config: TrainConfig, log=print) -> Path:
         log(f"data: embedded phantom, cached in {folder}")
         return records
     settings = phantom_settings(config)
-    with _locked(folder.parent / f".{folder.name}.lock"):
+    with file_lock(folder.parent / f".{folder.name}.lock"):
         if (records / "index.json").is_file():  # built by a concurrent run while we waited
             return records
         from tfrecords_builder.build import build_records
         from tfrecords_builder.phantom import generate_dataset
 
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "key.json").write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+        atomic_write_json(folder / "key.json", settings)
         knobs = settings["knobs"]
         phantom = folder / "phantom"
         if not (phantom / "manifest.csv").is_file():

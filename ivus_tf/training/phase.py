@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ivus_tf.tf_import import import_tensorflow
+from ivus_tf.core.tf_import import import_tensorflow
 
 import_tensorflow()  # quietly, before Keras imports it
 import keras  # noqa: E402

@@ -33,20 +33,19 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ivus_tf import __version__
-from ivus_tf.config import load_yaml, to_mapping
-from ivus_tf.errors import InputError
+from ivus_tf.core.atomic import atomic_file, atomic_write_json, atomic_write_text
+from ivus_tf.core.config import load_yaml, to_mapping
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.version import __version__
 from ivus_tf.splits import case_tasks_from_index, fold_cases, load_or_create_splits
 from ivus_tf.training.config import TrainConfig, config_differences
 from ivus_tf.training.distribute import check_workers_agree, describe, make_strategy, replicas, worker_run_dir
 from ivus_tf.training.schemes import Phase, PhaseCases, check_data, phases_of
-from ivus_tf.training.state import atomic_write_text
 
 CONFIG_NAME, METRICS_NAME, DONE_NAME, MODEL_NAME = "config.yaml", "metrics.json", "done.json", "model.keras"
 
@@ -176,9 +175,9 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
 
     import keras
 
+    from ivus_tf.core.tf_import import import_tensorflow
     from ivus_tf.evaluation import evaluate_model, write_metrics_json
     from ivus_tf.tensorboard_logging import write_hparams
-    from ivus_tf.tf_import import import_tensorflow
     from ivus_tf.training.phase import load_selected, train_phase
 
     tf = import_tensorflow()
@@ -191,9 +190,8 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
                                          log, extra_callbacks)
     final = plan.phases[-1]
     model = load_selected(plan.run_dir, final)
-    tmp = plan.run_dir / f".tmp-{MODEL_NAME}"
-    shutil.copyfile(plan.run_dir / "checkpoints" / final.name / "best.keras", tmp)
-    os.replace(tmp, plan.run_dir / MODEL_NAME)
+    with atomic_file(plan.run_dir / MODEL_NAME) as tmp:
+        shutil.copyfile(plan.run_dir / "checkpoints" / final.name / "best.keras", tmp)
     log(f"evaluating the selected model (phase {final.name}, epoch {states[final.name].best_epoch + 1}) on "
         f"{len(plan.test_cases)} test cases at original resolution")
     predictions = plan.run_dir / "predictions" if config.save_predictions else None
@@ -211,7 +209,7 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     write_hparams(str(plan.run_dir / "tb"), _hparams(config), _headline(metrics))
     done = {"finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "wall_time_s": round(time.perf_counter() - started, 1), "package_version": __version__}
-    atomic_write_text(plan.run_dir / DONE_NAME, json.dumps(done, indent=1) + "\n")
+    atomic_write_json(plan.run_dir / DONE_NAME, done)
     _print_result(plan, metrics, log)
     log(f"done in {done['wall_time_s'] / 60:.1f} min")
     return {"run_dir": plan.run_dir, "metrics": metrics, "phases": states, "finished_before": False}

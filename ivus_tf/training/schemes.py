@@ -21,11 +21,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 from ivus_tf.splits import fold_cases
 from ivus_tf.training.config import TrainConfig
-
-CALCIUM, WALL_LUMEN = "calcium", "wall_lumen"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +59,7 @@ def multitask_phases(config: TrainConfig) -> tuple[Phase, ...]:
     return (Phase("multitask", (CALCIUM, WALL_LUMEN), CALCIUM, config.epochs, lam=config.lam),)
 
 
-SCHEMES: dict[str, Callable[[TrainConfig], tuple[Phase, ...]]] = {
+SCHEME_PHASES: dict[str, Callable[[TrainConfig], tuple[Phase, ...]]] = {  # keys: ivus_tf.core.vocab.SCHEMES
     "calcium": calcium_phases,
     "pretrain": pretrain_phases,
     "multitask": multitask_phases,
@@ -69,9 +68,9 @@ SCHEMES: dict[str, Callable[[TrainConfig], tuple[Phase, ...]]] = {
 
 def phases_of(config: TrainConfig) -> tuple[Phase, ...]:
     """The phases of `config.scheme`."""
-    if config.scheme not in SCHEMES:
-        raise InputError(f"unknown scheme {config.scheme!r}; valid: {', '.join(SCHEMES)}")
-    return SCHEMES[config.scheme](config)
+    if config.scheme not in SCHEME_PHASES:
+        raise InputError(f"unknown scheme {config.scheme!r}; valid: {', '.join(SCHEME_PHASES)}")
+    return SCHEME_PHASES[config.scheme](config)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
+
+from ivus_tf.core.atomic import atomic_file, atomic_write_json
 
 STATE_NAME = "state.json"
 LAST_WEIGHTS = "last.weights.h5"
@@ -43,23 +42,6 @@ class PhaseState:
     history: list = dataclasses.field(default_factory=list)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _finite_or_none(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def read_state(phase_dir: Path) -> PhaseState:
     """The saved state of a phase, or a fresh one when the phase never finished an epoch."""
     path = Path(phase_dir) / STATE_NAME
@@ -71,21 +53,17 @@ def read_state(phase_dir: Path) -> PhaseState:
 
 
 def write_state(phase_dir: Path, state: PhaseState) -> None:
-    data = dataclasses.asdict(state)
-    data["best"] = _finite_or_none(data["best"])
-    data["history"] = [{k: _finite_or_none(v) for k, v in epoch.items()} for epoch in data["history"]]
-    atomic_write_text(Path(phase_dir) / STATE_NAME, json.dumps(data, indent=1) + "\n")
+    """Write state.json atomically; NaN and infinities (a diverged epoch's logs) as null."""
+    atomic_write_json(Path(phase_dir) / STATE_NAME, dataclasses.asdict(state))
 
 
 def save_weights_atomic(model, path: Path) -> None:
     """`model.save_weights` (optimizer state included) to a temporary name, then rename."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save_weights(str(tmp), overwrite=True)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        model.save_weights(str(tmp), overwrite=True)
 
 
 def save_model_atomic(model, path: Path) -> None:
     """`model.save` (.keras) to a temporary name, then rename."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save(str(tmp), overwrite=True)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        model.save(str(tmp), overwrite=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ivus_tf.config import load_yaml
+from ivus_tf.core.config import load_yaml
 from tfrecords_builder.phantom.config import PRESETS
 from tfrecords_builder.phantom.generate import TASK_CHOICES, generate_dataset
 

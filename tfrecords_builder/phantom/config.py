@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Tuple
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 Range = Tuple[float, float]
 

@@ -22,14 +22,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ivus_tf import __version__
-from ivus_tf.errors import InputError
-from ivus_tf.progress import progress
+from ivus_tf.core.atomic import atomic_output_dir
+from ivus_tf.core.errors import InputError
+from ivus_tf.core.progress import progress
+from ivus_tf.core.version import __version__
+from ivus_tf.core.vocab import CALCIUM, TASKS, WALL_LUMEN
 from tfrecords_builder.manifest import write_manifest
 from tfrecords_builder.phantom import acoustics, anatomy
 from tfrecords_builder.phantom.config import PRESETS, PhantomConfig
 
-TASK_CHOICES = ("calcium", "wall_lumen", "both")
+TASK_CHOICES = (*TASKS, "both")
 
 
 def render_case_frames(config: PhantomConfig, seed: int, case_index: int, frames: int):
@@ -51,8 +53,8 @@ def frame_tasks(task: str, disjoint: bool, frame_index: int) -> tuple:
     if task != "both":
         return (task,)
     if disjoint:
-        return ("calcium",) if frame_index % 2 == 0 else ("wall_lumen",)
-    return ("calcium", "wall_lumen")
+        return (CALCIUM,) if frame_index % 2 == 0 else (WALL_LUMEN,)
+    return TASKS
 
 
 def _write_case(args) -> tuple:
@@ -66,10 +68,10 @@ def _write_case(args) -> tuple:
         row = {"case_id": case_id, "frame_id": frame_id, "image": f"images/{case_id}/{frame_id}.png",
                "pixel_spacing_mm": config.pixel_spacing_mm}
         cv2.imwrite(str(out_dir / row["image"]), image)
-        if "calcium" in tasks:
+        if CALCIUM in tasks:
             row["calcium_mask"] = f"calcium/{case_id}/{frame_id}.png"
             cv2.imwrite(str(out_dir / row["calcium_mask"]), calcium.astype(np.uint8) * 255)
-        if "wall_lumen" in tasks:
+        if WALL_LUMEN in tasks:
             row["wall_lumen_mask"] = f"wall_lumen/{case_id}/{frame_id}.png"
             cv2.imwrite(str(out_dir / row["wall_lumen_mask"]), wall_lumen)
         rows.append(row)
@@ -82,8 +84,6 @@ def generate_dataset(out_dir, cases: int = 12, frames_per_case: int = 20, seed: 
                      preset: str = "default", config: PhantomConfig | None = None, disjoint_tasks: bool = False,
                      workers: int = 1, overwrite: bool = False, case_prefix: str = "phantom") -> dict:
     """Generate `cases` pullbacks of `frames_per_case` frames into `out_dir` (atomically); return phantom.json."""
-    from tfrecords_builder.writer import atomic_output_dir
-
     if task not in TASK_CHOICES:
         raise InputError(f"unknown task {task!r}; valid tasks: {', '.join(TASK_CHOICES)}")
     if preset not in PRESETS:

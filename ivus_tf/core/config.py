@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from ivus_tf.errors import InputError
+from ivus_tf.core.errors import InputError
 
 T = TypeVar("T")
 
