@@ -3,12 +3,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ivus-tf-installed
+# The convert extra (torch + torchvision, for python -m ivus_tf.convert and its tests) as CPU builds, so pip never
+# pulls the CUDA wheels: from PyTorch's CPU index, or a "+cpu" torch pip already finds (a local wheel). Where neither
+# is reachable the install says so and the convert tests skip with that reason.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_CPU ?= torch==2.13.0+cpu torchvision==0.28.0
 
 .PHONY: demo test figures bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,test,export]"
+	$(PY) -m pip install --quiet --disable-pip-version-check --retries 0 --timeout 60 \
+	    --extra-index-url $(TORCH_CPU_INDEX) $(TORCH_CPU) \
+	  || echo "note: no CPU build of $(TORCH_CPU) found; python -m ivus_tf.convert and its tests need it (docs/convert.md)"
 	touch $(STAMP)
 
 # The main job: phantom -> TFRecords (cached) -> multi-task training -> test metrics and TensorBoard command.
@@ -19,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 figures: $(STAMP)
-	$(PY) tools/render_phantom_figure.py --out docs/phantom_frames.png
+	$(PY) tools/render_phantom_figure.py --out docs/phantom_frames.png --shifted-out docs/phantom_shifted.png
 
 bench: $(STAMP)
 	$(PY) bench/bench_builder.py

@@ -24,7 +24,10 @@ setup(
         "numpy>=1.26",
         "scipy>=1.11",
         "opencv-python-headless>=4.8",
-        "pydicom>=2.4",
+        "pydicom>=3.0.1",
+        # predict --dicom-seg (DICOM Segmentation objects); pulls numpy, pillow, pyjpegls (CharLS wheels),
+        # typing-extensions and packaging
+        "highdicom>=0.25",
         "matplotlib>=3.8",
         "pyyaml>=6",
         "tqdm>=4.66",
@@ -36,5 +39,9 @@ setup(
         # python -m ivus_tf.export --format onnx|tensorrt, and ONNX Runtime for predict. TensorRT itself is not
         # here: it needs a CUDA machine (pip install tensorrt-cu12 there).
         "export": ["tf2onnx>=1.16.1", "onnx>=1.17", "onnxruntime>=1.20", "onnxconverter-common>=1.14"],
+        # python -m ivus_tf.convert (torchvision's COCO DeepLabV3 -> .keras; docs/convert.md). Install the CPU builds
+        # first (PyPI's Linux torch is the CUDA build, several GB): pip install torch torchvision --index-url
+        # https://download.pytorch.org/whl/cpu (`make` does; a torch/torchvision pair must match, e.g. 2.13/0.28).
+        "convert": ["torch>=2.6", "torchvision>=0.21"],
     },
 )

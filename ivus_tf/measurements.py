@@ -31,13 +31,14 @@ The viewpoint (`arc_center`) is, in order of preference:
 3. "image": when neither was found (or no wall-lumen labels exist, e.g. a calcium-only model), the image centre,
    where the catheter is in a scan-converted IVUS frame.
 Which one was used is reported with each frame, so frames measured from a fallback can be reviewed or excluded.
-The calcium depth (superficial or deep, which the IVUS calcium score asks for) is not assessed here.
+The calcium depth (superficial or deep, which the IVUS calcium score asks for) is assessed by
+`ivus_tf.pullback.calcium_score` from the same viewpoint.
 
 Pullback summary (`pullback_summary`): frames are taken in pullback order, one frame interval
 `dz = pullback speed / frame rate` apart, and each frame stands for the slab of vessel of length dz it was
 acquired in, so a run of k consecutive calcium frames is `k * dz` long and the calcium length is the total length
 of all runs (= frames with calcium * dz). The longest run, and the longest run of frames whose arc exceeds 270
-degrees (the calcium-score criterion "> 270 degrees for >= 5 mm" of Zhang et al., JACC Cardiovasc Interv 2021,
+degrees (the calcium-score criterion "> 270 degrees for >= 5 mm" of Zhang et al., Circ Cardiovasc Interv 2021,
 which also scores 360-degree rings, calcified nodules and a vessel diameter < 3.5 mm), are reported in mm too. Runs are strictly consecutive: a single frame without
 calcium ends a run. Lengths need both the pullback speed and the frame rate and are None otherwise. In a
 non-gated pullback neighbouring frames also differ by cardiac motion, so lengths are good to about one heartbeat's
@@ -185,14 +186,16 @@ def calcium_arc_deg(calcium_mask, lumen_mask=None, vessel_mask=None, pixel_spaci
 # -------------------------------------------------------------------------------------------------- a frame
 
 def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dict:
-    """All measurements of one frame: the `MEASUREMENT_COLUMNS` dict.
+    """All measurements of one frame: the `MEASUREMENT_COLUMNS` dict, plus "arc_center_rc", the (row, column) of the
+    arc's viewpoint (None without a calcium mask), for overlays and later measurements from the same viewpoint.
 
     Either input may be None (a model without that head): its measurements are NaN; without wall-lumen labels the
     arc is seen from the image centre (arc_center "image"). Both given: they must have the same shape.
     """
     pixel_area = _pixel_area_mm2(pixel_spacing_mm)
     result = {"calcium_area_mm2": math.nan, "calcium_arc_deg": math.nan, "arc_center": "",
-              "lumen_area_mm2": math.nan, "vessel_area_mm2": math.nan, "plaque_burden_percent": math.nan}
+              "lumen_area_mm2": math.nan, "vessel_area_mm2": math.nan, "plaque_burden_percent": math.nan,
+              "arc_center_rc": None}
     lumen = vessel = None
     if wall_lumen_labels is not None:
         labels = check_wall_lumen_labels(wall_lumen_labels)
@@ -208,7 +211,7 @@ def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dic
         row, col, source = arc_center(calcium.shape, lumen, vessel)
         result.update(calcium_area_mm2=int(np.count_nonzero(calcium)) * pixel_area,
                       calcium_arc_deg=angular_extent_deg(calcium, (row, col), pixel_spacing_mm),
-                      arc_center=source)
+                      arc_center=source, arc_center_rc=(row, col))
     return result
 
 

@@ -2,7 +2,7 @@
 
     python -m ivus_tf.predict --model saved_models/NAME/V --input PATH --out DIR [--pixel-spacing-mm S]
         [--batch-size 12] [--pullback-speed-mm-s V --frame-rate-hz F] [--engine auto|onnxruntime|tensorflow]
-        [--no-overlays] [--overwrite]
+        [--no-overlays] [--overwrite] [--report [--lmode-angle-deg A] [--lesion-gap-mm G] ...] [--dicom-seg]
 
 PATH is a folder of frames, a multi-frame DICOM file or a manifest CSV (`ivus_tf.pullback_io`). The model is an
 export of `ivus_tf.export` (SavedModel, optionally `model.onnx` beside it), loaded with `load_exported`; it takes
@@ -15,8 +15,15 @@ DIR holds, per frame (`<name>` = frame_id, or `<case_id>_<frame_id>` for a manif
     overlays/<name>.png           the frame with contours: calcium red, lumen yellow, vessel (EEM) cyan, the arc's
                                   viewpoint as a small white cross, and the frame's numbers (unless --no-overlays)
 and once:
-    measurements.csv              one row per frame (`CSV_COLUMNS`; see `ivus_tf.measurements`); empty = NaN
-    summary.json                  per-pullback summary (`pullback_summary`), engine, model, input, options, counts
+    measurements.csv              one row per frame (`CSV_COLUMNS`; see `ivus_tf.measurements` and, for the
+                                  position, superficial arc and diameters, `ivus_tf.pullback.collect`); empty = NaN
+    summary.json                  per-pullback summary (`pullback_summary`), engine, model, input, options, counts,
+                                  the pullback geometry and where it came from
+    report.html, report.json,     with --report: lesions, IVUS calcium score, L-mode, profiles and worst frames
+    report_figures/               (`ivus_tf.pullback.assemble`); needs the pullback geometry (speed and frame rate
+                                  from the DICOM or the flags) and refuses to start without it
+    segmentation.dcm              with --dicom-seg (DICOM input): the masks as a DICOM Segmentation object
+                                  referencing the source frames (`ivus_tf.pullback.dicom_seg`)
 DIR is built in a temporary folder beside it and renamed at the end (`atomic_output_dir`): a failed or interrupted
 run leaves nothing that looks complete. An existing DIR is replaced only with --overwrite, and only if it is an
 earlier predict output (it holds summary.json) or empty.
@@ -27,6 +34,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -41,12 +49,17 @@ from ivus_tf.core.errors import (ArgumentParser, InputError, positive_float_arg,
 from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
 from ivus_tf.measurements import frame_measurements, pullback_summary
+from ivus_tf.pullback.assemble import ReportSettings, add_report_arguments, report_summary_lines
+from ivus_tf.pullback.collect import FRAME_COLUMNS, PullbackCollector
+from ivus_tf.pullback.geometry import require_lengths, resolve_geometry
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
 
 CSV_COLUMNS = ("case_id", "frame_id", "calcium_area_mm2", "calcium_arc_deg", "lumen_area_mm2", "vessel_area_mm2",
-               "plaque_burden_percent", "pixel_spacing_mm", "arc_center")
+               "plaque_burden_percent", "pixel_spacing_mm", "arc_center") + FRAME_COLUMNS
 CSV_DECIMALS = {"calcium_area_mm2": 4, "calcium_arc_deg": 2, "lumen_area_mm2": 4, "vessel_area_mm2": 4,
-                "plaque_burden_percent": 2}
+                "plaque_burden_percent": 2, "position_mm": 4, "superficial_calcium_arc_deg": 2,
+                "lumen_diameter_mm": 4, "vessel_diameter_mm": 4}
+SEG_NAME = "segmentation.dcm"
 TASK_OUTPUTS = {"calcium": "calcium_mask", "wall_lumen": "wall_lumen_labels"}
 ENGINES = ("auto", "onnxruntime", "tensorflow")
 SUMMARY_NAME = "summary.json"
@@ -181,11 +194,13 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
                 pixel_spacing_mm: float | None = None, batch_size: int = 12,
                 pullback_speed_mm_s: float | None = None, frame_rate_hz: float | None = None,
                 overlays: bool = True, overwrite: bool = False, engine: str = "auto", model=None,
-                warnings: Warnings | None = None, show_summary: bool = True) -> dict:
+                warnings: Warnings | None = None, show_summary: bool = True, report: bool = False,
+                report_settings: ReportSettings | None = None, dicom_seg: bool = False) -> dict:
     """Predict every frame of `input_path` into `out_dir` (module docstring); return the summary.json dict.
 
     `model` is an already loaded ExportedModel-like object (`.engine`, `.tasks`, `.info`, `.predict(frames)`);
-    by default it is loaded from `model_path` with `load_model`.
+    by default it is loaded from `model_path` with `load_model`. `report` writes the pullback report
+    (`ivus_tf.pullback`), `dicom_seg` the DICOM Segmentation of a DICOM input.
     """
     start = time.perf_counter()
     if int(batch_size) < 1:
@@ -194,16 +209,24 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         raise InputError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     speed = None if pullback_speed_mm_s is None else positive_number(pullback_speed_mm_s, "--pullback-speed-mm-s")
     rate = None if frame_rate_hz is None else positive_number(frame_rate_hz, "--frame-rate-hz")
+    settings = report_settings or ReportSettings()
     warnings = warnings or Warnings()
     model_path, out_dir = Path(model_path), Path(out_dir)
     pullback = open_pullback(input_path, pixel_spacing_mm, warnings)
-    rate_source = "--frame-rate-hz" if rate is not None else None
-    if rate is None and pullback.frame_rate_hz is not None:
-        rate, rate_source = pullback.frame_rate_hz, pullback.frame_rate_source
-    if (speed is None) != (rate is None):
+    case_frames = pullback.case_frames or {case: pullback.frames for case in pullback.case_ids[:1]}
+    geometries = {case: resolve_geometry(frames, speed, rate, pullback.timing) for case, frames in case_frames.items()}
+    if report:  # before anything is inferred: a report without lengths is refused, not guessed
+        for geometry in geometries.values():
+            require_lengths(geometry, "--report", str(pullback.path))
+    if dicom_seg and pullback.kind != "dicom":
+        raise InputError(f"{pullback.path}: --dicom-seg needs a DICOM input (the segmentation references the "
+                         f"source DICOM frames); this input is a {pullback.kind}")
+    first = next(iter(geometries.values()), None)
+    if first is not None and not first.has_lengths and (first.pullback_speed_mm_s is None) != (
+            first.frame_rate_hz is None):
         warnings.once("length", "calcium lengths in mm need both --pullback-speed-mm-s and --frame-rate-hz "
-                                f"({'no pullback speed' if speed is None else 'no frame rate'} given); "
-                                "reporting frame counts only")
+                                f"({'no pullback speed' if first.pullback_speed_mm_s is None else 'no frame rate'} "
+                                "given or in the input); reporting frame counts only")
     check_output_dir(out_dir, overwrite, SUMMARY_NAME, "predict output", [pullback.path, model_path])
     if model is None:
         model = load_model(model_path, engine)
@@ -212,6 +235,9 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         warnings.once("tasks", f"{model_path}: calcium-only model: no lumen or vessel measurements, and arcs are "
                                "seen from the image centre (the catheter)")
 
+    collectors = {case: PullbackCollector(case, geometry, settings.superficial_depth_mm,
+                                          settings.lmode_angle_deg if report else None)
+                  for case, geometry in geometries.items()}
     per_case: dict[str, list[dict]] = {}
     spacings: set[float] = set()
     stream_start, stream_cpu_start = time.perf_counter(), time.process_time()
@@ -219,34 +245,62 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         (tmp / "masks").mkdir()
         if overlays:
             (tmp / "overlays").mkdir()
+        seg_writer = None
+        if dicom_seg:
+            from ivus_tf.pullback.dicom_seg import DicomSegWriter
+
+            seg_writer = DicomSegWriter(pullback.path, pullback.frames, tasks, tmp / ".segmentation-scratch")
         with open(tmp / "measurements.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)
             results = predict_frames(model, pullback, int(batch_size), tasks, where=str(model_path))
             for frame, outputs in progress(results, total=len(pullback), desc="predict", unit="frames"):
+                calcium, labels = outputs.get("calcium_mask"), outputs.get("wall_lumen_labels")
                 values = _write_frame(tmp, frame, outputs, overlays)
+                values.update(collectors[frame.case_id].add(frame, calcium, labels, values))
                 writer.writerow([_csv_value(column, values[column]) for column in CSV_COLUMNS])
                 per_case.setdefault(frame.case_id, []).append(
                     {"calcium_area_mm2": values["calcium_area_mm2"], "calcium_arc_deg": values["calcium_arc_deg"]})
                 spacings.add(frame.pixel_spacing_mm)
+                if seg_writer is not None:
+                    seg_writer.add(calcium, labels)
         if not per_case:
             raise InputError(f"{pullback.path}: no frames")
+        seg_info = None
+        if seg_writer is not None:
+            seg_info = seg_writer.write(tmp / SEG_NAME)
+            shutil.rmtree(tmp / ".segmentation-scratch")
         seconds, streaming = time.perf_counter() - start, time.perf_counter() - stream_start
         frames = sum(len(rows) for rows in per_case.values())
+        meta = {"input": os.path.abspath(pullback.path), "input_name": pullback.path.name,
+                "input_kind": pullback.kind, "model": os.path.abspath(getattr(model, "path", model_path)),
+                "engine": model.engine, "tasks": list(tasks), "pixel_spacing_source": pullback.spacing_source}
         summary = json_ready({
-            "package_version": __version__,
-            "input": os.path.abspath(pullback.path), "input_kind": pullback.kind,
-            "model": os.path.abspath(getattr(model, "path", model_path)), "engine": model.engine,
-            "engine_providers": list(getattr(model, "providers", ()) or ()), "tasks": list(tasks),
+            "package_version": __version__, **{k: v for k, v in meta.items() if k != "input_name"},
+            "engine_providers": list(getattr(model, "providers", ()) or ()),
             "model_info": getattr(model, "info", None),
             "frames": frames, "frames_per_s": frames / streaming if streaming > 0 else None,
             "seconds_predicting": streaming, "seconds_total": seconds,
             "cpu_seconds_predicting": time.process_time() - stream_cpu_start,  # all threads; robust to other jobs
-            "pixel_spacing_mm": sorted(spacings), "pixel_spacing_source": pullback.spacing_source,
-            "frame_rate_source": rate_source, "batch_size": int(batch_size), "overlays": bool(overlays),
-            "warnings": list(warnings.said.values()),
-            "pullbacks": {case_id: pullback_summary(rows, speed, rate) for case_id, rows in per_case.items()},
+            "pixel_spacing_mm": sorted(spacings),
+            "frame_rate_source": first.frame_rate_source if first is not None else None,
+            "batch_size": int(batch_size), "overlays": bool(overlays),
+            "geometry": {case: geometry.to_json() for case, geometry in geometries.items()},
+            "pullbacks": {case_id: pullback_summary(rows, geometries[case_id].pullback_speed_mm_s,
+                                                    geometries[case_id].frame_rate_hz)
+                          for case_id, rows in per_case.items()},
+            "dicom_seg": seg_info, "report": None,
         })
+        if report:
+            from ivus_tf.pullback.assemble import REPORT_HTML, write_report
+
+            written = write_report(tmp, collectors, settings, {**meta, "warnings": list(warnings.said.values())})
+            summary["report"] = {"html": REPORT_HTML, "lesions": {
+                entry["case_id"]: [{key: lesion[key] for key in ("lesion", "start_mm", "end_mm", "length_mm")}
+                                   | {"calcium_score": lesion["calcium_score"]["score_text"],
+                                      "underexpansion_risk": lesion["calcium_score"]["underexpansion_risk"]}
+                                   for lesion in entry["lesions"]] for entry in written["pullbacks"]}}
+        summary["warnings"] = list(warnings.said.values())
         (tmp / SUMMARY_NAME).write_text(json_text(summary, default=str), encoding="utf-8")
     if show_summary:
         print_summary(summary, out_dir)
@@ -263,13 +317,7 @@ def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool) -> dict
     if labels is not None:
         _write_png(tmp / "masks" / f"{frame.name}_wall_lumen.png", labels.astype(np.uint8))
     if overlays:
-        from ivus_tf.measurements import arc_center
-
-        center = None
-        if calcium is not None and np.any(calcium):
-            lumen = None if labels is None else labels == 1
-            vessel = None if labels is None else labels != 0
-            center = arc_center(frame.image.shape, lumen, vessel)[:2]
+        center = values["arc_center_rc"] if calcium is not None and np.any(calcium) else None
         _write_png(tmp / "overlays" / f"{frame.name}.png",
                    render_overlay(frame.image, calcium, labels, center, _overlay_text(frame, values)),
                    OVERLAY_PNG_PARAMS)
@@ -293,6 +341,8 @@ def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
                   f"{_format(s['longest_arc_over_270_mm'], ' mm', 2)} (>= 5 mm: "
                   f"{'yes' if s['arc_over_270_for_5mm'] else 'no'}), {s['frame_interval_mm']:.4f} mm per frame",
                   file=stream)
+    for line in report_summary_lines(summary, out_dir):
+        print(line, file=stream)
     print(f"engine: {summary['engine']}", file=stream)
     print(f"wrote {out_dir}: {summary['frames']} frames in {summary['seconds_predicting']:.1f} s "
           f"({summary['frames_per_s']:.2f} frames/s; {summary['seconds_total']:.1f} s with opening the input and "
@@ -313,13 +363,15 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int_arg, default=12, metavar="B",
                         help="frames per model call (default 12)")
     parser.add_argument("--pullback-speed-mm-s", type=positive_float_arg, metavar="V",
-                        help="pullback speed in mm/s (with the frame rate: calcium lengths in mm)")
+                        help="pullback speed in mm/s (default: the DICOM's IVUSPullbackRate); with the frame rate: "
+                             "lengths in mm")
     parser.add_argument("--frame-rate-hz", type=positive_float_arg, metavar="F",
-                        help="frames per second (default: the DICOM's FrameTime or CineRate when present)")
+                        help="frames per second (default: the DICOM's FrameTimeVector, FrameTime or CineRate)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine (default auto: onnxruntime when model.onnx and onnxruntime exist)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs (faster)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing predict output folder")
+    add_report_arguments(parser)
     return parser
 
 
@@ -328,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_predict(args.model, args.input, args.out, pixel_spacing_mm=args.pixel_spacing_mm,
                 batch_size=args.batch_size, pullback_speed_mm_s=args.pullback_speed_mm_s,
                 frame_rate_hz=args.frame_rate_hz, overlays=not args.no_overlays, overwrite=args.overwrite,
-                engine=args.engine)
+                engine=args.engine, report=args.report, dicom_seg=args.dicom_seg,
+                report_settings=ReportSettings.from_args(args))
     return 0
 
 

@@ -21,7 +21,9 @@ frames is never held in memory. Three inputs:
   from PixelSpacing (mm, row then column), else from the first SequenceOfUltrasoundRegions item measured in cm
   (PhysicalUnitsX/YDirection = 3; PhysicalDeltaX/Y in cm, times 10). Row and column spacing must agree within 1%
   (a scan-converted IVUS frame has square pixels; anything else is refused rather than measured wrongly);
-  `--pixel-spacing-mm` overrides. The frame rate comes from FrameTime (ms) or CineRate when present.
+  `--pixel-spacing-mm` overrides. Frame timing and the IVUS pullback tags (FrameTimeVector, FrameTime, CineRate,
+  IVUSPullbackRate, ...) are read by `ivus_tf.pullback.geometry.dicom_timing`; the header is kept (`dicom_header`,
+  pixel data left on disk) for outputs that reference the source, such as a DICOM Segmentation.
   `case_id` is the file name without its extension, `frame_id` the 0-based frame number, zero-padded.
 - a manifest CSV (`tfrecords_builder.manifest`, masks optional): frames in file order, spacing per row (overridden
   by `--pixel-spacing-mm`). Several cases (pullbacks) may share a manifest, each with its own frame size; within a
@@ -90,6 +92,9 @@ class Pullback:
     spacing_source: str
     frame_rate_hz: float | None = None
     frame_rate_source: str | None = None
+    case_frames: dict = field(default_factory=dict)  # frames per case, in order
+    timing: object = None  # ivus_tf.pullback.geometry.DicomTiming of a DICOM input
+    dicom_header: object = field(default=None, repr=False)  # the pydicom dataset of a DICOM input
     _iterate: Callable[[], Iterator[Frame]] = field(default=None, repr=False)
 
     def __iter__(self) -> Iterator[Frame]:
@@ -201,7 +206,8 @@ def _open_folder(path: Path, spacing: float | None, warnings: Warnings) -> Pullb
                                  f"{shape[1]}x{shape[0]}; a folder must hold frames of one size (one pullback)")
             yield Frame(case_id, file.stem, file.stem, image, spacing, str(file))
 
-    return Pullback("folder", path, len(files), [case_id], spacing, "--pixel-spacing-mm", _iterate=iterate)
+    return Pullback("folder", path, len(files), [case_id], spacing, "--pixel-spacing-mm",
+                    case_frames={case_id: len(files)}, _iterate=iterate)
 
 
 # -------------------------------------------------------------------------------------------------- manifest
@@ -231,7 +237,8 @@ def _open_manifest(path: Path, spacing: float | None, warnings: Warnings) -> Pul
                         spacing if spacing is not None else row.pixel_spacing_mm, f"{path} row {row.row}")
 
     source = "--pixel-spacing-mm" if spacing is not None else "manifest pixel_spacing_mm"
-    return Pullback("manifest", path, len(rows), list(by_case), spacing, source, _iterate=iterate)
+    return Pullback("manifest", path, len(rows), list(by_case), spacing, source,
+                    case_frames={case: len(case_rows) for case, case_rows in by_case.items()}, _iterate=iterate)
 
 
 # ----------------------------------------------------------------------------------------------------- DICOM
@@ -281,16 +288,6 @@ def dicom_pixel_spacing_mm(dataset, path: Path, warnings: Warnings) -> tuple[flo
             warnings.once("dicom-spacing", f"{path}: PixelSpacing ({mean:g} mm) and the ultrasound region "
                                            f"({other:g} mm) disagree; using PixelSpacing")
     return mean, source
-
-
-def _dicom_frame_rate(dataset) -> tuple[float | None, str | None]:
-    frame_time = getattr(dataset, "FrameTime", None)
-    if frame_time not in (None, "") and float(frame_time) > 0:
-        return 1000.0 / float(frame_time), "DICOM FrameTime"
-    cine_rate = getattr(dataset, "CineRate", None)
-    if cine_rate not in (None, "") and float(cine_rate) > 0:
-        return float(cine_rate), "DICOM CineRate"
-    return None, None
 
 
 def _check_decoder(dataset, path: Path) -> None:
@@ -349,7 +346,11 @@ def _open_dicom(path: Path, spacing: float | None, warnings: Warnings) -> Pullba
         if found is not None and abs(found - spacing) > SPACING_TOLERANCE * found:
             warnings.once("spacing", f"--pixel-spacing-mm {spacing:g} overrides the DICOM's {found:g} mm ({source})")
         source = "--pixel-spacing-mm"
-    frame_rate, rate_source = _dicom_frame_rate(dataset)
+    from ivus_tf.pullback.geometry import dicom_timing
+
+    timing = dicom_timing(dataset, frames)
+    for note in timing.notes:
+        warnings.once(f"timing:{note}", f"{path}: {note}")
     case_id = path.stem or "pullback"
     digits = max(4, len(str(frames - 1)))
     colour = photometric not in ("MONOCHROME1", "MONOCHROME2")
@@ -377,7 +378,8 @@ def _open_dicom(path: Path, spacing: float | None, warnings: Warnings) -> Pullba
         if index != frames:
             raise InputError(f"{path}: NumberOfFrames says {frames} but the pixel data held {index}")
 
-    return Pullback("dicom", path, frames, [case_id], spacing, source, frame_rate, rate_source, _iterate=iterate)
+    return Pullback("dicom", path, frames, [case_id], spacing, source, timing.frame_rate_hz, timing.frame_rate_source,
+                    case_frames={case_id: frames}, timing=timing, dicom_header=dataset, _iterate=iterate)
 
 
 def _dicom_to_gray_uint8(array: np.ndarray, dataset, photometric: str, bits_stored: int) -> np.ndarray:

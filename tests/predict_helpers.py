@@ -72,10 +72,11 @@ def write_image_folder(folder: Path, frames, names=None, suffix=".png") -> Path:
 
 def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 8,
                 pixel_spacing_mm=None, region_delta_cm=None, region_units: int = 3, frame_time_ms=None,
-                jpeg: bool = False) -> Path:
+                jpeg: bool = False, extra: dict | None = None) -> Path:
     """A multi-frame Ultrasound Multi-frame Image with pydicom: native pixel data, or JPEG baseline per frame.
 
-    `region_delta_cm`: (PhysicalDeltaX, PhysicalDeltaY) of one SequenceOfUltrasoundRegions item, in cm.
+    `region_delta_cm`: (PhysicalDeltaX, PhysicalDeltaY) of one SequenceOfUltrasoundRegions item, in cm;
+    `extra`: more attributes by keyword (e.g. IVUSPullbackRate, StudyInstanceUID).
     """
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.encaps import encapsulate
@@ -115,5 +116,24 @@ def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2"
         ds.SequenceOfUltrasoundRegions = [region]
     if frame_time_ms is not None:
         ds.FrameTime = frame_time_ms
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+def calcium_pullback(frames: int, segments=(), size: int = 128, lumen_r: float = 25, vessel_r: float = 50,
+                     calcium_r=(27, 33)):
+    """Gray frames of a pullback whose calcium is known: `segments` are (first, last, start_deg, stop_deg), frames
+    first..last (inclusive) with a calcium sector from start to stop degrees just outside the lumen (superficial:
+    2 pixels from the lumen border). At 0.04 mm per pixel: lumen 1 mm and vessel 2 mm in radius (EEM 4 mm across).
+    Returns (images, calcium masks, label maps) as the fake model segments them."""
+    images, calcium, labels = [], [], []
+    for i in range(frames):
+        sector = next(((*calcium_r, start, stop) for first, last, start, stop in segments if first <= i <= last), None)
+        image, mask, label = geometry_frame(size=(size, size), center=(size / 2, size / 2), lumen_r=lumen_r,
+                                            vessel_r=vessel_r, calcium=sector)
+        images.append(image)
+        calcium.append(mask)
+        labels.append(label)
+    return images, calcium, labels

@@ -13,7 +13,7 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 KINDS = {"paper_table1": GridConfig, "paper_lambda_sweep": GridConfig, "phantom_table1": GridConfig,
          "phantom_lambda_sweep": GridConfig,
          "phantom_": PhantomConfig, "paper": TrainConfig, "quickstart": TrainConfig}
-BASES = {PhantomConfig: PRESETS["default"], TrainConfig: TrainConfig()}
+BASES = {PhantomConfig: PRESETS["randomized"], TrainConfig: TrainConfig()}
 
 
 def test_configs_folder_is_not_empty():
@@ -47,7 +47,7 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     from ivus_tf.core.errors import InputError
 
     path = tmp_path / "p.yaml"
-    path.write_text("pixel_spacing_mm: 2e-2\n")
+    path.write_text("image_size: 500\npixel_spacing_mm: 2e-2\n")
     assert load_yaml(PhantomConfig, path).pixel_spacing_mm == 0.02
     path.write_text("pixel_spacing_mm: fast\n")
     with pytest.raises(InputError, match="expected a number"):

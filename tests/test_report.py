@@ -139,6 +139,37 @@ def test_welch_p_values_equal_scipy(report):
             assert float(tests[name][f"{metric}_difference"]) == pytest.approx(va.mean() - vb.mean())
 
 
+def test_pretrained_rows_are_named_for_what_they_loaded(tmp_path):
+    """backbone "coco" (a torchvision COCO conversion) is the row "DeepLabV3 COCO", compared with DeepLabV3; the
+    table's note explains only the rows it has."""
+    from ivus_tf.report.table1 import write_table1
+
+    centres = {k: v for k, v in CENTRES.items() if k[0] == "deeplabv3" and k[2] != 2.0}
+    records = grid_records(centres=centres)
+    coco = []
+    for record in records:
+        if record["scheme"] == "calcium":
+            rid = run_id("deeplabv3", "calcium", None, record["repeat"], record["fold"], backbone="coco")
+            dice = record["metrics"]["calcium"]["dice"] + 0.05
+            coco.append({**record, "run_id": rid, "backbone": "coco", "run_dir": f"runs/{rid}",
+                         "metrics": {"calcium": {**record["metrics"]["calcium"], "dice": dice}}})
+    assert coco[0]["run_id"] == "deeplabv3-coco-calcium-r0-f0"
+    records = read_results(write_results(tmp_path / "grid", records + coco) / "results.jsonl")
+    (tmp_path / "out").mkdir()
+    result = write_table1(records, tmp_path / "out")
+    rows = [(row["model"], row["scheme"]) for row in result["rows"]]
+    assert rows == [("DeepLabV3", "calcium"), ("DeepLabV3", "pretrain"), ("DeepLabV3", "multitask"),
+                    ("DeepLabV3 COCO", "calcium")]
+    tests = {t["comparison"]: t for t in result["tests"]}
+    a = np.array([r["metrics"]["calcium"]["dice"] for r in coco])
+    b = np.array([r["metrics"]["calcium"]["dice"] for r in records
+                  if (r["backbone"], r["scheme"]) == ("none", "calcium")])
+    assert tests["calcium only: DeepLabV3 COCO vs DeepLabV3"]["dice_difference"] == pytest.approx(a.mean() - b.mean())
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert "| DeepLabV3 COCO | calcium only |" in md and "torchvision's COCO-trained DeepLabV3" in md
+    assert "ImageNet" not in md
+
+
 def test_too_few_runs_give_n_a(tmp_path):
     centres = {k: v for k, v in CENTRES.items() if k[0] == "unet_res" and k[2] != 2.0}
     records = grid_records(centres=centres)
@@ -222,6 +253,8 @@ def good_record(**changes):
     (json.dumps(good_record(run_id="x", lam=1.0)), "line 3: lam must be null for scheme calcium"),
     (json.dumps(good_record(run_id="x", scheme="multitask")), "line 3: lam must be a finite number"),
     (json.dumps(good_record(run_id="x", arch="unet_res", backbone="imagenet")), "line 3: backbone 'imagenet'"),
+    (json.dumps(good_record(run_id="x", arch="unet_res", backbone="coco")), "line 3: backbone 'coco'"),
+    (json.dumps(good_record(run_id="x", arch="deeplabv3", backbone="voc")), "line 3: backbone 'voc' is unknown"),
     (json.dumps({**good_record(run_id="x"), "lamda": 1}), "line 3: unknown field"),
     ("[1, 2]", "line 3: expected a JSON object"),
 ])

@@ -87,9 +87,11 @@ def test_phase_pipeline_augments_training_batches_only():
 
 def test_choices_match_the_registries():
     from ivus_tf.models.build import ARCHITECTURES
-    from tfrecords_builder.phantom import PRESETS
+    from tfrecords_builder.phantom import HELD_OUT_PRESETS, PRESETS, TRAINING_PRESETS
 
-    assert set(ARCHS) == set(ARCHITECTURES) and set(PHANTOM_PRESETS) == set(PRESETS)
+    assert set(ARCHS) == set(ARCHITECTURES) and set(PHANTOM_PRESETS) == set(TRAINING_PRESETS)
+    assert set(TRAINING_PRESETS) | set(HELD_OUT_PRESETS) == set(PRESETS)
+    assert not set(TRAINING_PRESETS) & set(HELD_OUT_PRESETS)
     assert tuple(SCHEME_PHASES) == SCHEMES
 
 
@@ -236,7 +238,7 @@ def test_phantom_cache_key_follows_the_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("IVUS_TF_CACHE", str(tmp_path))
     config = TrainConfig(phantom_cases=4, phantom_frames_per_case=3)
     folder = phantom_folder(config)
-    assert folder.parent == tmp_path and folder.name.startswith("phantom-default-4x3-")
+    assert folder.parent == tmp_path and folder.name.startswith("phantom-randomized-4x3-")
     assert phantom_folder(dataclasses.replace(config, phantom_seed=1)) != folder
     knobs = tmp_path / "knobs.yaml"
     knobs.write_text("noise_db: [-40.0, -34.0]\n")

@@ -64,6 +64,28 @@ def positive_float_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}") from None
 
 
+def non_negative_float_arg(text: str) -> float:
+    """argparse `type=` for a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def finite_float_arg(text: str) -> float:
+    """argparse `type=` for any finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors: `error: <problem> (see --help)` and exit status 2."""
 

@@ -28,6 +28,9 @@ WALL_LUMEN_LABELS = {"lumen": LUMEN, "vessel_wall": VESSEL_WALL}  # the regions 
 ARCHS = ("deeplabv3", "unet_res")  # the modules of ivus_tf.models (ivus_tf.models.build.ARCHITECTURES)
 SCHEMES = ("calcium", "pretrain", "multitask")  # calcium only, wall-lumen pre-training, multi-task
 HEADS = ("linear", "conv", "decoder")
+# Where a model's weights start (results.jsonl `backbone`): from scratch, Keras' ImageNet ResNet50 encoder, or
+# torchvision's COCO DeepLabV3 (encoder and ASPP; python -m ivus_tf.convert). The last two are deeplabv3 only.
+BACKBONES = ("none", "imagenet", "coco")
 
 
 def check_task(task, where: str = "") -> str:

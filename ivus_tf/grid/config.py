@@ -16,12 +16,15 @@ Keys (a typo is an error listing the valid keys, `ivus_tf.core.config.from_mappi
 * `archs`: architectures (`unet_res`, `deeplabv3`); `schemes`: `calcium`, `pretrain`, `multitask`.
 * `lams`: multi-task loss weights lambda (`L = lambda * L_calcium + L_wall_lumen`), one multitask run per value.
 * `repeats`, `folds`: a count (the first N) or a list of indices into the split; null = all of the train config's.
-* `imagenet_backbone_weights`: a local ResNet50 weights file (relative to the grid file); adds the model
-  "DeepLabV3 ImageNet" (deeplabv3 with `backbone_weights`, backbone "imagenet" in results.jsonl; the paper's
-  "DeepLabV3 COCO" row) next to `archs`.
+* `coco_backbone_weights`: torchvision's COCO DeepLabV3 converted by `python -m ivus_tf.convert
+  torchvision-deeplabv3` (a .keras file, relative to the grid file); adds the model "DeepLabV3 COCO" (the paper's
+  row: deeplabv3 whose encoder and ASPP start from the file; backbone "coco" in results.jsonl) next to `archs`.
+* `imagenet_backbone_weights`: a local `keras.applications.ResNet50` weights file (ImageNet); adds "DeepLabV3
+  ImageNet" (the encoder starts from it; backbone "imagenet").
+  Each file must be of the kind its key names (`check_backbone_files`, run by the grid runner before any run).
 * `strategy`: passed to every run (`none`, `mirrored`, `multiworker`; `--strategy` overrides it).
 
-Run ids are `<arch>[-imagenet]-<scheme>[-lam<lambda>]-r<repeat>-f<fold>` (`deeplabv3-multitask-lam1-r0-f2`),
+Run ids are `<arch>[-imagenet|-coco]-<scheme>[-lam<lambda>]-r<repeat>-f<fold>` (`deeplabv3-multitask-lam1-r0-f2`),
 stable for a config. Runs are ordered repeat by repeat, fold by fold, and within a fold by model, scheme and lambda,
 so a grid stopped half-way (or one shard of it) has balanced cells for an interim report.
 """
@@ -41,6 +44,11 @@ from ivus_tf.training.distribute import STRATEGIES
 
 # TrainConfig fields the grid sets for each run; a train_overrides entry for one would be silently replaced.
 PER_RUN_FIELDS = ("scheme", "arch", "lam", "repeat", "fold", "out", "backbone_weights", "strategy")
+# vocab.BACKBONES but "none" -> (grid key of its weights file, the kind of file it must be: ivus_tf.models.pretrained)
+BACKBONE_WEIGHTS = {"imagenet": ("imagenet_backbone_weights", "keras"),
+                    "coco": ("coco_backbone_weights", "torchvision")}
+_KIND_TEXT = {"keras": "keras.applications.ResNet50 (ImageNet) weights",
+              "torchvision": "a torchvision DeepLabV3 conversion (python -m ivus_tf.convert)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +63,7 @@ class GridConfig:
     repeats: Optional[Union[int, tuple[int, ...]]] = None
     folds: Optional[Union[int, tuple[int, ...]]] = None
     imagenet_backbone_weights: Optional[str] = None
+    coco_backbone_weights: Optional[str] = None
     strategy: str = "none"
 
     def validate(self, source: str = "grid config") -> None:
@@ -90,7 +99,8 @@ class GridConfig:
             fixed = sorted(set(self.train_overrides) & set(PER_RUN_FIELDS))
             if fixed:
                 raise InputError(f"{source}: train_overrides: {', '.join(fixed)} set by the grid for each run; use "
-                                 "archs, schemes, lams, repeats, folds, imagenet_backbone_weights, strategy")
+                                 "archs, schemes, lams, repeats, folds, coco_backbone_weights, "
+                                 "imagenet_backbone_weights, strategy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +109,7 @@ class GridRun:
 
     run_id: str
     arch: str
-    backbone: str  # "none" or "imagenet" (results.jsonl)
+    backbone: str  # "none", "imagenet" or "coco" (results.jsonl)
     scheme: str
     lam: Optional[float]  # None unless multitask
     repeat: int
@@ -108,8 +118,8 @@ class GridRun:
 
 
 def run_id(arch: str, backbone: str, scheme: str, lam: float | None, repeat: int, fold: int) -> str:
-    """`deeplabv3-multitask-lam1-r0-f2`; `-imagenet` after the arch for the ImageNet backbone."""
-    model = arch + ("-imagenet" if backbone == "imagenet" else "")
+    """`deeplabv3-multitask-lam1-r0-f2`; `-imagenet` / `-coco` after the arch for a pre-trained start."""
+    model = arch + ("" if backbone == "none" else f"-{backbone}")
     return f"{model}-{scheme}" + (f"-lam{lam:g}" if lam is not None else "") + f"-r{repeat}-f{fold}"
 
 
@@ -140,14 +150,30 @@ def load_grid_config(path: str | Path) -> tuple[GridConfig, TrainConfig]:
     overrides = {key: _resolve(value, folder) if key in PATH_FIELDS and isinstance(value, str) else value
                  for key, value in (grid.train_overrides or {}).items()}
     base = from_mapping(TrainConfig, overrides, f"{path}: train_overrides", base=base)
-    weights = grid.imagenet_backbone_weights
-    if weights is not None:
-        weights = _resolve(weights, folder)
-        if not Path(weights).is_file():
-            raise InputError(f"{path}: imagenet_backbone_weights {grid.imagenet_backbone_weights!r}: no such file "
-                             f"({weights})")
-        grid = dataclasses.replace(grid, imagenet_backbone_weights=weights)
+    for key, _ in BACKBONE_WEIGHTS.values():
+        weights = getattr(grid, key)
+        if weights is not None:
+            resolved = _resolve(weights, folder)
+            if not Path(resolved).is_file():
+                raise InputError(f"{path}: {key} {weights!r}: no such file ({resolved})")
+            grid = dataclasses.replace(grid, **{key: resolved})
     return grid, base
+
+
+def check_backbone_files(grid: GridConfig, source: str = "grid config") -> None:
+    """Each backbone weights file is of the kind its key names (a ResNet50 file under coco_backbone_weights would
+    label an ImageNet start "COCO"); `InputError` otherwise. Loads the files (TensorFlow)."""
+    from ivus_tf.models.pretrained import pretrained_kind
+
+    for key, kind in BACKBONE_WEIGHTS.values():
+        weights = getattr(grid, key)
+        if weights is None:
+            continue
+        found = pretrained_kind(weights)
+        if found != kind:
+            other = next(k for k, expected in BACKBONE_WEIGHTS.values() if expected == found)
+            raise InputError(f"{source}: {key} {weights}: {_KIND_TEXT[found]}, not {_KIND_TEXT[kind]}; list it "
+                             f"under {other}")
 
 
 def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: str = "grid config",
@@ -159,8 +185,8 @@ def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: st
     repeats = _indices(grid.repeats, base.repeats, "repeats", source)
     folds = _indices(grid.folds, base.folds, "folds", source)
     models = [(arch, "none") for arch in grid.archs]
-    if grid.imagenet_backbone_weights is not None:
-        models.append(("deeplabv3", "imagenet"))
+    models += [("deeplabv3", backbone) for backbone, (key, _) in BACKBONE_WEIGHTS.items()
+               if getattr(grid, key) is not None]
     runs_dir = Path(out) / "runs"
     runs = []
     for repeat in repeats:
@@ -171,8 +197,8 @@ def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: st
                         name = run_id(arch, backbone, scheme, lam, repeat, fold)
                         changes = {"scheme": scheme, "arch": arch, "repeat": repeat, "fold": fold,
                                    "out": str(runs_dir / name), "strategy": strategy,
-                                   "backbone_weights": grid.imagenet_backbone_weights if backbone == "imagenet"
-                                   else None}
+                                   "backbone_weights": None if backbone == "none"
+                                   else getattr(grid, BACKBONE_WEIGHTS[backbone][0])}
                         if lam is not None:
                             changes["lam"] = lam
                         config = dataclasses.replace(base, **changes)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.grid.config import GridRun, expand_grid, load_grid_config, shard_runs
+from ivus_tf.grid.config import GridRun, check_backbone_files, expand_grid, load_grid_config, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
 from ivus_tf.report.results import make_result_line, metrics_from_run, validation_calcium_dice
 from ivus_tf.training.distribute import is_chief, worker_run_dir
@@ -82,6 +82,8 @@ def prepare_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int
     runs = expand_grid(grid, base, grid_dir.resolve(), str(config_path), strategy)
     mine = shard_runs(runs, *shard)
     recorded = {r["run_id"] for r in read_ledger(grid_dir)}
+    if any(run.backbone != "none" and run.run_id not in recorded for run in mine):
+        check_backbone_files(grid, str(config_path))
     seen = set()
 
     def log_once(text: str) -> None:  # plan_run says where the data is for every run
@@ -184,7 +186,7 @@ def run_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int, in
                     log(f"{tag}: being trained by another process; skipped")
                 summary["skipped"].append(run.run_id)
                 continue
-            log(f"{tag}: training ({run.scheme}, {run.arch}{' imagenet' if run.backbone == 'imagenet' else ''}"
+            log(f"{tag}: training ({run.scheme}, {run.arch}{'' if run.backbone == 'none' else ' ' + run.backbone}"
                 f"{f', lambda {run.lam:g}' if run.lam is not None else ''}, repeat {run.repeat} fold {run.fold})")
             run_started = time.perf_counter()
             from ivus_tf.training.callbacks import TrainingError

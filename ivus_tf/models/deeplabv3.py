@@ -31,11 +31,19 @@ not argue otherwise: with `AtrousConv2D` a train step costs the same at either s
 against 4.16 s (one-task model, batch 2, 256x256, fp32, 2-core AMD EPYC, bench/bench_deeplab_train_step.py,
 2026-11-27). Which set segments calcium best is an experiment for the training grid; `aspp_rates` is its knob.
 
-With `backbone_weights=PATH` (width 1.0 only) the encoder starts with `NaturalImageAdapter` (gray [0, 1] -> 3
-channels, caffe-style BGR mean subtraction of `keras.applications.resnet50.preprocess_input`) and loads the
-weights of a `keras.applications.ResNet50(include_top=False)` from a local file: Keras' `.weights.h5` or `.keras`,
-or the legacy `resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`. Nothing is downloaded. Without it, conv1
-takes the one gray channel directly.
+Two variants (`variant`), the same function at the same layer names:
+- "keras" (default): the ResNet50 above, as `keras.applications.ResNet50` builds it.
+- "torchvision": ResNet50 as torchvision builds it (ResNet "v1.5": the stride on the 3x3 convolution, padded 1 on
+  every side as PyTorch pads; convolutions without bias; batch norm epsilon 1e-5), and ASPP rates 12/24/36 unless
+  `aspp_rates` says otherwise. The decoder is torchvision's `DeepLabHead` either way.
+
+`backbone_weights=PATH` (width 1.0, one gray input channel) starts the network from natural-image weights in a
+local file, nothing downloaded (`ivus_tf.models.pretrained`): a `keras.applications.ResNet50` file (ImageNet)
+starts the encoder of the "keras" variant; a `python -m ivus_tf.convert torchvision-deeplabv3` file (torchvision's
+COCO DeepLabV3) selects the "torchvision" variant and starts encoder and decoder (ASPP, projection, 3x3). The
+encoder then begins with `NaturalImageAdapter`: gray [0, 1] -> 3 channels normalised as the weights expect
+(keras.applications' caffe-style BGR mean subtraction, or torchvision's ImageNet mean/std). Without weights,
+conv1 takes the one gray channel directly.
 
 All dilated convolutions are `AtrousConv2D` (TensorFlow's native dilated kernel on the TF backend; see
 `ivus_tf.models.layers`). Batch norms use momentum 0.9 (PyTorch's 0.1), since IVUS training sets are a few hundred
@@ -44,25 +52,25 @@ frames and Keras' default 0.99 lets the moving statistics lag behind many epochs
 
 from __future__ import annotations
 
-import os
-import warnings
-from pathlib import Path
-
 import keras
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.models.layers import AtrousConv2D, NaturalImageAdapter, SpatialBroadcast
+from ivus_tf.models import pretrained
+from ivus_tf.models.layers import (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, AtrousConv2D, NaturalImageAdapter,
+                                   SpatialBroadcast)
 
 DECODER_STRIDE = 8
-OPTIONS = ("aspp_rates", "aspp_dropout", "backbone_weights")
+OPTIONS = ("aspp_rates", "aspp_dropout", "backbone_weights", "variant")
+VARIANTS = ("keras", "torchvision")
 
 DEFAULT_ASPP_RATES = (6, 12, 18)  # the paper's 12/24/36 scaled to 32x32 features: see the module docstring
+TORCHVISION_ASPP_RATES = (12, 24, 36)  # torchvision's DeepLabHead (its COCO weights were trained with them)
 DEFAULT_ASPP_DROPOUT = 0.5
 ASPP_CHANNELS = 256
 # (stage name, bottleneck filters, blocks, stride, dilation of blocks 2.., dilation of block 1)
 STAGES = (("conv2", 64, 3, 1, 1, 1), ("conv3", 128, 4, 2, 1, 1), ("conv4", 256, 6, 1, 2, 1),
           ("conv5", 512, 3, 1, 4, 2))
-BACKBONE_BN_EPSILON = 1.001e-5  # keras.applications' value (the ImageNet weights were trained with it)
+BACKBONE_BN_EPSILON = {"keras": 1.001e-5, "torchvision": 1e-5}  # what each family's weights were trained with
 BN_MOMENTUM = 0.9
 
 
@@ -78,101 +86,89 @@ def _conv(filters, kernel_size, name, strides=1, dilation=1, use_bias=True):
                                use_bias=use_bias, name=name)
 
 
-def _bn(name, epsilon=BACKBONE_BN_EPSILON):
-    return keras.layers.BatchNormalization(epsilon=epsilon, momentum=BN_MOMENTUM, name=name)
+def _bn(name, variant="keras"):
+    return keras.layers.BatchNormalization(epsilon=BACKBONE_BN_EPSILON[variant], momentum=BN_MOMENTUM, name=name)
 
 
-def apply_bottleneck_block(x, filters, name, stride=1, dilation=1, conv_shortcut=False):
-    """keras.applications' `residual_block_v1` with a dilated 3x3: 1x1 (stride) -> 3x3 (dilation) -> 1x1 (x4)."""
+def apply_bottleneck_block(x, filters, name, stride=1, dilation=1, conv_shortcut=False, variant="keras"):
+    """1x1 -> 3x3 (dilation) -> 1x1 (x4) plus the shortcut, stride on the first 1x1 ("keras": keras.applications'
+    `residual_block_v1`) or on the 3x3 ("torchvision": its `Bottleneck`, padded 1 on every side as PyTorch pads;
+    Keras' "same" would pad only bottom/right on even sizes)."""
+    bias = variant == "keras"
+    stride_1x1, stride_3x3 = (stride, 1) if variant == "keras" else (1, stride)
     shortcut = x
     if conv_shortcut:
-        shortcut = _conv(4 * filters, 1, f"{name}_0_conv", strides=stride)(x)
-        shortcut = _bn(f"{name}_0_bn")(shortcut)
-    x = _conv(filters, 1, f"{name}_1_conv", strides=stride)(x)
-    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(_bn(f"{name}_1_bn")(x))
-    x = _conv(filters, 3, f"{name}_2_conv", dilation=dilation)(x)
-    x = keras.layers.Activation("relu", name=f"{name}_2_relu")(_bn(f"{name}_2_bn")(x))
-    x = _bn(f"{name}_3_bn")(_conv(4 * filters, 1, f"{name}_3_conv")(x))
+        shortcut = _conv(4 * filters, 1, f"{name}_0_conv", strides=stride, use_bias=bias)(x)
+        shortcut = _bn(f"{name}_0_bn", variant)(shortcut)
+    x = _conv(filters, 1, f"{name}_1_conv", strides=stride_1x1, use_bias=bias)(x)
+    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(_bn(f"{name}_1_bn", variant)(x))
+    if stride_3x3 > 1:
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
+        x = keras.layers.Conv2D(filters, 3, strides=stride_3x3, use_bias=bias, name=f"{name}_2_conv")(x)
+    else:
+        x = _conv(filters, 3, f"{name}_2_conv", dilation=dilation, use_bias=bias)(x)
+    x = keras.layers.Activation("relu", name=f"{name}_2_relu")(_bn(f"{name}_2_bn", variant)(x))
+    x = _bn(f"{name}_3_bn", variant)(_conv(4 * filters, 1, f"{name}_3_conv", use_bias=bias)(x))
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def apply_stage(x, name, filters, blocks, stride, dilation, first_dilation):
-    x = apply_bottleneck_block(x, filters, f"{name}_block1", stride, first_dilation, conv_shortcut=True)
+def apply_stage(x, name, filters, blocks, stride, dilation, first_dilation, variant="keras"):
+    x = apply_bottleneck_block(x, filters, f"{name}_block1", stride, first_dilation, conv_shortcut=True,
+                               variant=variant)
     for i in range(2, blocks + 1):
-        x = apply_bottleneck_block(x, filters, f"{name}_block{i}", dilation=dilation)
+        x = apply_bottleneck_block(x, filters, f"{name}_block{i}", dilation=dilation, variant=variant)
     return x
 
 
-def encoder(inputs, width, backbone_weights=None, **_decoder_options) -> dict:
-    """Dilated ResNet50: inputs [B, H, W, 1] in [0, 1] -> {"stride_2", "stride_4", "stride_8"} features.
+def resolve_variant(backbone_weights=None, variant=None) -> str:
+    """The variant to build: the one `backbone_weights` needs (a torchvision conversion: "torchvision"; a Keras
+    ResNet50: "keras"), else `variant`, else "keras". A stated variant the weights do not fit is an InputError."""
+    if variant is not None and variant not in VARIANTS:
+        raise InputError(f"deeplabv3 variant {variant!r} is unknown; valid: {', '.join(VARIANTS)}")
+    if backbone_weights is None:
+        return variant or "keras"
+    needed = pretrained.pretrained_kind(backbone_weights)
+    if variant is not None and variant != needed:
+        raise InputError(f"backbone_weights {backbone_weights}: weights of the {needed!r} variant, but variant "
+                         f"{variant!r} was asked for")
+    return needed
 
-    Options other than `backbone_weights` belong to the decoder and are ignored here (build.py passes all of them
-    to both).
+
+def encoder(inputs, width, backbone_weights=None, variant=None, **_decoder_options) -> dict:
+    """Dilated ResNet50: inputs [B, H, W, C] (C = 1: gray in [0, 1]) -> {"stride_2", "stride_4", "stride_8"}.
+
+    Options other than `backbone_weights` and `variant` belong to the decoder and are ignored here (build.py
+    passes all of them to both).
     """
-    x = inputs
     if backbone_weights is not None:
         if width != 1.0:
             raise InputError(f"backbone_weights needs width 1.0 (the ResNet50 the weights belong to), got {width}")
         if inputs.shape[-1] != 1:
             raise InputError(f"backbone_weights expects 1-channel gray frames, got input shape {inputs.shape}")
-        reference = load_resnet50(backbone_weights)
-        x = NaturalImageAdapter(name="input_adapter")(x)
+    variant = resolve_variant(backbone_weights, variant)
+    bias = variant == "keras"
+    x = inputs
+    if backbone_weights is not None:
+        kind, reference = pretrained.load_pretrained(backbone_weights)
+        adapter = ({} if kind == "keras" else {"scale": 1.0, "mean": IMAGENET_MEAN_RGB, "std": IMAGENET_STD_RGB})
+        x = NaturalImageAdapter(name="input_adapter", **adapter)(x)
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = keras.layers.Conv2D(channels(64, width), 7, strides=2, name="conv1_conv")(x)
-    x = keras.layers.Activation("relu", name="conv1_relu")(_bn("conv1_bn")(x))
+    x = keras.layers.Conv2D(channels(64, width), 7, strides=2, use_bias=bias, name="conv1_conv")(x)
+    x = keras.layers.Activation("relu", name="conv1_relu")(_bn("conv1_bn", variant)(x))
     features = {"stride_2": x}
-    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)  # zeros = PyTorch's -inf padding here: x >= 0 (ReLU)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     for name, filters, blocks, stride, dilation, first_dilation in STAGES:
-        x = apply_stage(x, name, channels(filters, width), blocks, stride, dilation, first_dilation)
+        x = apply_stage(x, name, channels(filters, width), blocks, stride, dilation, first_dilation, variant)
         if name == "conv2":
             features["stride_4"] = x
     features["stride_8"] = x
     if backbone_weights is not None:
-        copy_weights_by_name(reference, keras.Model(inputs, x, name="backbone").layers)
+        source = reference.layers if kind == "keras" else pretrained.torchvision_encoder_layers(reference)
+        pretrained.copy_weights_by_name(source, keras.Model(inputs, x, name="backbone").layers,
+                                        what="ResNet50" if kind == "keras" else "converted encoder")
     return features
-
-
-def load_resnet50(path) -> keras.Model:
-    """keras.applications.ResNet50(include_top=False) with the weights of a local file (nothing is downloaded).
-
-    Accepts what Keras loads into that model: `.weights.h5` (`model.save_weights`), `.keras`, or the legacy
-    `resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`. A missing file, or one whose layers do not match, is an
-    InputError naming the file (and, from Keras' message, the first layer that did not match).
-    """
-    path = Path(os.fspath(path)).expanduser()
-    if not path.is_file():
-        raise InputError(f"backbone_weights {path}: no such file")
-    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
-    try:
-        with warnings.catch_warnings():  # Keras warns per unmatched layer before raising; the error says it all
-            warnings.simplefilter("ignore")
-            reference.load_weights(str(path))
-    except (ValueError, OSError, KeyError, TypeError) as error:
-        detail = " ".join(str(error).split("List of objects")[0].split())
-        raise InputError(f"backbone_weights {path}: not the weights of keras.applications.ResNet50(include_top="
-                         f"False) in a .weights.h5, .keras or legacy .h5 file: {detail[:400]}") from error
-    return reference
-
-
-def copy_weights_by_name(source: keras.Model, layers) -> int:
-    """Assign every weight of `source`'s layers to the layer of the same name in `layers`; return layers copied.
-
-    Kernel shapes do not depend on dilation, so ResNet50's weights fit the dilated stages as they are.
-    """
-    layers = {layer.name: layer for layer in layers}
-    copied = 0
-    for layer in source.layers:
-        if not layer.weights:
-            continue
-        target = layers.get(layer.name)
-        if target is None or [tuple(w.shape) for w in target.weights] != [tuple(w.shape) for w in layer.weights]:
-            raise InputError(f"ResNet50 layer {layer.name!r} has no counterpart of the same shape in the encoder")
-        for dst, src in zip(target.weights, layer.weights):
-            dst.assign(src)
-        copied += 1
-    return copied
 
 
 def check_aspp_options(aspp_rates, aspp_dropout) -> tuple[int, ...]:
@@ -193,9 +189,16 @@ def _conv_bn_relu(x, filters, kernel_size, name, dilation=1):
     return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def decoder(features, width, name, aspp_rates=DEFAULT_ASPP_RATES, aspp_dropout=DEFAULT_ASPP_DROPOUT,
-            **_encoder_options):
-    """ASPP (1x1, one 3x3 per rate, image pooling) -> concat -> 1x1 projection -> dropout -> 3x3, at stride 8."""
+def decoder(features, width, name, aspp_rates=None, aspp_dropout=DEFAULT_ASPP_DROPOUT, backbone_weights=None,
+            variant=None):
+    """ASPP (1x1, one 3x3 per rate, image pooling) -> concat -> 1x1 projection -> dropout -> 3x3, at stride 8.
+
+    `aspp_rates` None: 6/12/18, or 12/24/36 for the torchvision variant. With a torchvision conversion as
+    `backbone_weights`, every layer here starts from the file's (its "decoder_*" layers, renamed to `name`).
+    """
+    variant = resolve_variant(backbone_weights, variant)
+    if aspp_rates is None:
+        aspp_rates = TORCHVISION_ASPP_RATES if variant == "torchvision" else DEFAULT_ASPP_RATES
     rates = check_aspp_options(aspp_rates, aspp_dropout)
     x = features["stride_8"]
     filters = channels(ASPP_CHANNELS, width)
@@ -205,8 +208,16 @@ def decoder(features, width, name, aspp_rates=DEFAULT_ASPP_RATES, aspp_dropout=D
     pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_aspp_pool")(x)
     pooled = _conv_bn_relu(pooled, filters, 1, f"{name}_aspp_pool_1x1")
     branches.append(SpatialBroadcast(name=f"{name}_aspp_pool_broadcast")([pooled, x]))
-    x = keras.layers.Concatenate(name=f"{name}_aspp_concat")(branches)
-    x = _conv_bn_relu(x, filters, 1, f"{name}_aspp_project")
+    y = keras.layers.Concatenate(name=f"{name}_aspp_concat")(branches)
+    y = _conv_bn_relu(y, filters, 1, f"{name}_aspp_project")
     if aspp_dropout > 0:
-        x = keras.layers.Dropout(aspp_dropout, name=f"{name}_aspp_dropout")(x)
-    return _conv_bn_relu(x, filters, 3, f"{name}_conv3x3")
+        y = keras.layers.Dropout(aspp_dropout, name=f"{name}_aspp_dropout")(y)
+    y = _conv_bn_relu(y, filters, 3, f"{name}_conv3x3")
+    if backbone_weights is not None and variant == "torchvision":
+        if width != 1.0:
+            raise InputError(f"backbone_weights needs width 1.0 (the DeepLabV3 the weights belong to), got {width}")
+        _, converted = pretrained.load_pretrained(backbone_weights)
+        prefix = pretrained.CONVERTED_DECODER_NAME
+        pretrained.copy_weights_by_name(pretrained.torchvision_decoder_layers(converted), keras.Model(x, y).layers,
+                                        rename=lambda layer: name + layer[len(prefix):], what="converted decoder")
+    return y

@@ -1,5 +1,5 @@
 """Custom layers of the models: a dilated convolution with a fast TensorFlow path, the input adapter for
-natural-image backbone weights, and the broadcast of ASPP's image-pooling branch.
+natural-image backbone weights, the broadcast of ASPP's image-pooling branch, and PyTorch-style bilinear resizing.
 
 All are registered serializable (package "ivus_tf") with complete `get_config`, so `.keras` files load in safe
 mode without Lambda layers, and all use `keras.ops` except the one TensorFlow-only fast path of `AtrousConv2D`.
@@ -15,6 +15,9 @@ from keras import ops
 # Caffe-style ImageNet preprocessing of keras.applications.resnet50.preprocess_input: RGB -> BGR, then subtract
 # the ImageNet mean per BGR channel, no scaling (pixels stay in [0, 255]).
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+# torchvision's ImageNet normalisation of RGB in [0, 1]: (x - mean) / std per channel.
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 
 
 @functools.cache
@@ -70,22 +73,29 @@ class AtrousConv2D(keras.layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="ivus_tf")
 class NaturalImageAdapter(keras.layers.Layer):
-    """Grayscale frames in [0, 1] -> what ImageNet ResNet50 weights expect (keras.applications' "caffe" mode).
+    """Grayscale frames in [0, 1] -> what natural-image backbone weights expect.
 
-    x -> x * `scale` (255: back to 8-bit pixel values) -> the gray value in all 3 channels -> minus the ImageNet
-    mean per channel in BGR order (`mean`), i.e. `keras.applications.resnet50.preprocess_input` of the gray
-    image as an RGB picture (for a gray image the RGB -> BGR swap changes nothing).
+    x -> x * `scale` -> the gray value in all 3 channels -> (x - `mean`) / `std` per channel. The defaults are
+    keras.applications' "caffe" mode of its ResNet50 weights (`keras.applications.resnet50.preprocess_input` of
+    the gray image as an RGB picture: 8-bit values minus the BGR ImageNet mean; for a gray image the RGB -> BGR
+    swap changes nothing). torchvision's weights take scale 1 and `IMAGENET_MEAN_RGB` / `IMAGENET_STD_RGB`.
     """
 
-    def __init__(self, scale: float = 255.0, mean=IMAGENET_MEAN_BGR, **kwargs):
+    def __init__(self, scale: float = 255.0, mean=IMAGENET_MEAN_BGR, std=(1.0, 1.0, 1.0), **kwargs):
         super().__init__(**kwargs)
         self.scale = float(scale)
         self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        if len(self.std) != len(self.mean) or min(self.std) <= 0:
+            raise ValueError(f"NaturalImageAdapter: std {self.std} must be > 0, one per mean {self.mean}")
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype) * self.scale
         x = ops.concatenate([x] * len(self.mean), axis=-1)
-        return x - ops.cast(ops.convert_to_tensor(self.mean), self.compute_dtype)
+        x = x - ops.cast(ops.convert_to_tensor(self.mean), self.compute_dtype)
+        if any(s != 1.0 for s in self.std):
+            x = x / ops.cast(ops.convert_to_tensor(self.std), self.compute_dtype)
+        return x
 
     def compute_output_shape(self, input_shape):
         if input_shape[-1] != 1:
@@ -93,7 +103,7 @@ class NaturalImageAdapter(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (len(self.mean),)
 
     def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "mean": list(self.mean)}
+        return {**super().get_config(), "scale": self.scale, "mean": list(self.mean), "std": list(self.std)}
 
 
 @keras.saving.register_keras_serializable(package="ivus_tf")
@@ -111,3 +121,34 @@ class SpatialBroadcast(keras.layers.Layer):
     def compute_output_shape(self, input_shapes):
         pooled, reference = input_shapes
         return tuple(reference[:-1]) + (pooled[-1],)
+
+
+@keras.saving.register_keras_serializable(package="ivus_tf")
+class ResizeToMatch(keras.layers.Layer):
+    """[x (B, h, w, C), reference (B, H, W, *)] -> x resized bilinearly to H x W.
+
+    Half-pixel centres without antialiasing, as PyTorch's `F.interpolate(mode="bilinear", align_corners=False)`
+    computes it (source coordinate (i + 0.5) * h / H - 0.5, clamped at 0; the upper neighbour clamped at h - 1),
+    for any sizes, including ones known only at run time and non-integer ratios (torchvision's DeepLabV3 upsamples
+    its stride-8 logits to the input size this way).
+    """
+
+    @staticmethod
+    def _resize_axis(x, out_size, axis: int):
+        in_size = ops.shape(x)[axis]
+        scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
+        source = ops.maximum((ops.cast(ops.arange(out_size), "float32") + 0.5) * scale - 0.5, 0.0)
+        lower = ops.minimum(ops.cast(ops.floor(source), "int32"), in_size - 1)
+        upper = ops.minimum(lower + 1, in_size - 1)
+        fraction = ops.cast(source - ops.cast(lower, "float32"), x.dtype)
+        fraction = ops.reshape(fraction, (1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
+        return ops.take(x, lower, axis=axis) * (1 - fraction) + ops.take(x, upper, axis=axis) * fraction
+
+    def call(self, inputs):
+        x, reference = inputs
+        size = ops.shape(reference)
+        return self._resize_axis(self._resize_axis(x, size[1], axis=1), size[2], axis=2)
+
+    def compute_output_shape(self, input_shapes):
+        x, reference = input_shapes
+        return (x[0], reference[1], reference[2], x[-1])

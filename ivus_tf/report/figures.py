@@ -24,7 +24,8 @@ PANELS = (("calcium", "dice", "Calcium", "Dice [%]", 100.0),
           ("calcium", "average_hausdorff_mm", "Calcium", "Average Hausdorff distance [mm]", 1.0),
           ("wall_lumen_mean", "average_hausdorff_mm", "Wall-lumen (mean of lumen and vessel wall)",
            "Average Hausdorff distance [mm]", 1.0))
-COLORS = {"U-Net Res": "tab:orange", "DeepLabV3": "tab:blue", "DeepLabV3 ImageNet": "tab:green"}
+COLORS = {"U-Net Res": "tab:orange", "DeepLabV3": "tab:blue", "DeepLabV3 ImageNet": "tab:green",
+          "DeepLabV3 COCO": "tab:purple"}
 
 
 def lambda_sweep_data(records: Sequence[Mapping]) -> dict:

@@ -18,8 +18,8 @@ Rules (each broken rule is an `InputError` naming the file and line):
 
 * every field of `RESULT_FIELDS` is present, except `val_calcium_dice`, which may be left out (= null);
   unknown fields are refused (they are typos or a newer schema);
-* `lam` is a finite number >= 0 for scheme "multitask" and null otherwise; backbone "imagenet" needs arch
-  "deeplabv3";
+* `lam` is a finite number >= 0 for scheme "multitask" and null otherwise; backbone "imagenet" or "coco" needs
+  arch "deeplabv3";
 * `metrics` holds "calcium" and may hold the wall-lumen sections (`METRIC_SECTIONS`) of a run that evaluated a
   wall-lumen head; each section is {"dice": number in [0, 1] or null, "average_hausdorff_mm": number >= 0 or
   null}; null is a metric that could not be computed (e.g. no test frame carries the label) and is left out of
@@ -42,22 +42,22 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.core.vocab import ARCHS, SCHEMES
+from ivus_tf.core.vocab import ARCHS, BACKBONES, SCHEMES
 
 __all__ = ["BACKBONES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME",
            "group_runs", "make_result_line", "metrics_from_run", "read_results", "resolve_run_dir", "run_key",
            "validate_result", "validation_calcium_dice"]
 
 RESULTS_NAME = "results.jsonl"
-BACKBONES = ("none", "imagenet")
 METRIC_SECTIONS = ("calcium", "lumen", "vessel_wall", "vessel", "wall_lumen_mean")
 METRIC_NAMES = ("dice", "average_hausdorff_mm")
 
 RESULT_FIELDS: dict[str, str] = {
     "run_id": "str, unique in the file: the grid's name of the run",
     "arch": f"str, one of {', '.join(ARCHS)} (ivus_tf.models.build_model)",
-    "backbone": "str, 'none' (trained from scratch) or 'imagenet' (natural-image pre-trained ResNet50 encoder, "
-                "deeplabv3 only: the paper's 'DeepLabV3 COCO' row)",
+    "backbone": "str, 'none' (trained from scratch), 'imagenet' (encoder from Keras' ImageNet ResNet50) or 'coco' "
+                "(encoder and ASPP from torchvision's COCO DeepLabV3, python -m ivus_tf.convert: the paper's "
+                "'DeepLabV3 COCO' row); deeplabv3 only",
     "scheme": f"str, one of {', '.join(SCHEMES)} (calcium-only, wall-lumen pre-training, multi-task)",
     "lam": "number >= 0 for scheme multitask (L = lam * L_calcium + L_wall_lumen), null otherwise",
     "repeat": "int >= 0, the cross-validation repeat",

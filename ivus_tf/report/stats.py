@@ -32,7 +32,7 @@ __all__ = ["MODELS", "SCHEME_LABELS", "describe", "metric_values", "model_label"
 
 # (arch, backbone) -> label, in the paper's order.
 MODELS = {("unet_res", "none"): "U-Net Res", ("deeplabv3", "none"): "DeepLabV3",
-          ("deeplabv3", "imagenet"): "DeepLabV3 ImageNet"}
+          ("deeplabv3", "imagenet"): "DeepLabV3 ImageNet", ("deeplabv3", "coco"): "DeepLabV3 COCO"}
 SCHEME_LABELS = {"calcium": "calcium only", "pretrain": "pre-training", "multitask": "multi-task"}
 
 

@@ -1,10 +1,10 @@
 """Table 1 of Bargsten et al. (CDBME 2021): calcium Dice and average Hausdorff distance per model and scheme.
 
-Rows are model x training scheme (U-Net Res, DeepLabV3, DeepLabV3 with an ImageNet backbone when the grid has
-it; calcium only, pre-training, multi-task at one lambda per model); columns mean +- SD over runs of the test
-calcium Dice [%] and average Hausdorff distance [mm], and the number of runs. The best mean of each column is bold
-(highest Dice, lowest distance). A second table gives Welch's t-test p-values: multi-task and pre-training
-against calcium only for each model, DeepLabV3 against U-Net Res (and the ImageNet backbone against DeepLabV3)
+Rows are model x training scheme (U-Net Res, DeepLabV3, and DeepLabV3 ImageNet / DeepLabV3 COCO when the grid
+has them; calcium only, pre-training, multi-task at one lambda per model); columns mean +- SD over runs of the
+test calcium Dice [%] and average Hausdorff distance [mm], and the number of runs. The best mean of each column is
+bold (highest Dice, lowest distance). A second table gives Welch's t-test p-values: multi-task and pre-training
+against calcium only for each model, DeepLabV3 against U-Net Res (and ImageNet / COCO starts against DeepLabV3)
 for each scheme. A third lists every multi-task lambda, the one used marked. Statistics: `ivus_tf.report.stats`.
 
 Outputs: table1.md (the three tables and notes), table1.csv (Table 1, full precision), welch_tests.csv.
@@ -23,6 +23,9 @@ from ivus_tf.report.stats import (MODELS, SCHEME_LABELS, describe, metric_values
 __all__ = ["table1_rows", "welch_tests", "write_table1"]
 
 METRICS = (("dice", "Dice [%]", 100.0, 1), ("average_hausdorff_mm", "Average Hausdorff [mm]", 1.0, 2))
+BACKBONE_NOTES = {"imagenet": " DeepLabV3 ImageNet: the ResNet50 encoder starts from Keras' ImageNet weights.",
+                  "coco": " DeepLabV3 COCO: encoder, ASPP and 3x3 convolution start from torchvision's COCO-trained "
+                          "DeepLabV3 (the paper's \"DeepLabV3 COCO\" row; python -m ivus_tf.convert)."}
 
 
 def _models(records: Sequence[Mapping]) -> list[tuple]:
@@ -83,7 +86,8 @@ def welch_tests(records: Sequence[Mapping], lambdas: Mapping[tuple, Mapping]) ->
             if base and other:
                 text = _scheme_text(scheme, lam_of[model] if scheme == "multitask" else None)
                 tests.append(_comparison(f"{model_label(model)}: {text} vs calcium only", other, base))
-    pairs = [(("deeplabv3", "none"), ("unet_res", "none")), (("deeplabv3", "imagenet"), ("deeplabv3", "none"))]
+    pairs = [(("deeplabv3", "none"), ("unet_res", "none")), (("deeplabv3", "imagenet"), ("deeplabv3", "none")),
+             (("deeplabv3", "coco"), ("deeplabv3", "none"))]
     for scheme in SCHEME_LABELS:
         for a, b in pairs:
             if a not in models or b not in models:
@@ -181,14 +185,14 @@ def write_table1(records: Sequence[Mapping], out_dir: str | Path, lam: float | N
     out_dir = Path(out_dir)
     lambdas = select_lambdas(records, lam)
     rows, tests = table1_rows(records, lambdas), welch_tests(records, lambdas)
+    backbones = {row["backbone"] for row in rows}
     text = ["# Table 1: calcium segmentation on the test set", "",
             *format_table1(rows), "",
             "Mean ± sample standard deviation (ddof=1) over runs (repeats × folds of case-wise cross-validation); "
             "each run contributes its mean over the test frames, scored at the frames' original resolution. "
             "Bold: the best mean of the column (highest Dice, lowest distance). λ: the multi-task weight "
             "(L = λ·L_calcium + L_wall-lumen). A run with a null metric is left out of that metric (n= says how "
-            "many remain). DeepLabV3 ImageNet: the ResNet50 encoder starts from natural-image weights (the "
-            "paper's \"DeepLabV3 COCO\" row).", ""]
+            "many remain)." + "".join(note for b, note in BACKBONE_NOTES.items() if b in backbones), ""]
     if lambdas:
         text += ["Multi-task λ per model: " + " ".join(_selection_notes(lambdas)), ""]
     text += ["## Welch's t-tests", "", *format_tests(tests), "",

@@ -54,7 +54,8 @@ from ivus_tf.core.vocab import ARCHS, HEADS, SCHEMES
 from ivus_tf.training.distribute import STRATEGIES
 
 LOSS_WEIGHTINGS = ("inverse_square", "inverse")
-PHANTOM_PRESETS = ("default", "benchmark")  # keys of tfrecords_builder.phantom.PRESETS (tested)
+PHANTOM_PRESETS = ("randomized", "default", "benchmark")  # tfrecords_builder.phantom.TRAINING_PRESETS (tested);
+# the held-out `shifted` preset is not among them: no training run may use it
 PATH_FIELDS = ("data", "out", "splits", "phantom_config")
 # Fields that do not change what is trained; they stay out of the default run name's hash.
 _NOT_HASHED = ("out", "strategy")
@@ -121,7 +122,7 @@ class TrainConfig:
     repeats: int = 10
     folds: int = 3
     # the embedded phantom (when `data` is empty)
-    phantom_preset: str = "default"
+    phantom_preset: str = "randomized"
     phantom_config: str = ""
     phantom_cases: int = 15
     phantom_frames_per_case: int = 20

@@ -61,6 +61,11 @@ def phantom_folder(config: TrainConfig) -> Path:
     return cache_root() / f"phantom-{settings['preset']}-{settings['cases']}x{settings['frames_per_case']}-{key}"
 
 
+def _span(knob) -> str:
+    """A knob as text: `256` or `256-512` (a range sampled per case)."""
+    return "-".join(f"{v:g}" for v in dict.fromkeys(knob)) if isinstance(knob, list) else f"{knob:g}"
+
+
 def ensure_phantom_records(config: TrainConfig, log=print) -> Path:
     """The records folder of the phantom `config` asks for, generating and building it on first use."""
     folder = phantom_folder(config)
@@ -81,8 +86,8 @@ def ensure_phantom_records(config: TrainConfig, log=print) -> Path:
         phantom = folder / "phantom"
         if not (phantom / "manifest.csv").is_file():
             log(f"data: generating the embedded phantom ({settings['cases']} pullbacks x "
-                f"{settings['frames_per_case']} frames, {knobs['image_size']}x{knobs['image_size']} at "
-                f"{knobs['pixel_spacing_mm']} mm, preset {settings['preset']}) into {folder}")
+                f"{settings['frames_per_case']} frames of {_span(knobs['image_size'])} px at "
+                f"{_span(knobs['pixel_spacing_mm'])} mm, preset {settings['preset']}) into {folder}")
             generate_dataset(phantom, cases=settings["cases"], frames_per_case=settings["frames_per_case"],
                              seed=settings["seed"], preset=config.phantom_preset, config=phantom_knobs(config),
                              disjoint_tasks=True,

@@ -10,10 +10,13 @@ a set of contour functions of the angle phi around the vessel centre (sampled on
     deposits      [r_lumen + offset, r_lumen + offset + thickness)         (calcium, dense fibrous, lipid,
                                                                             attenuating plaque: inside the plaque)
 
-plus objects placed in the plane: side branches (a second lumen opening the wall over an arc; the vessel contour
-is interpolated across it, as annotators do), the guidewire in the lumen, bright perivascular tissue, veins and
-the pericardium outside the EEM. `classify` says which tissue class lies at given points (in mm, catheter at the
-origin); `masks` gives the ground truth from the same functions, so image and labels cannot disagree.
+Calcium is a plate whose leading `layer` (towards the lumen) is the bright echo annotators outline; the rest of
+the plate lies in its acoustic shadow (class `CALCIUM_HIDDEN`, never labelled). Spotty calcium is thin small
+spots with partial shadows. Objects placed in the plane: side branches (a second lumen opening the wall over an
+arc; the vessel contour is interpolated across it, as annotators do), stent struts at the lumen border, the
+guidewire in the lumen, bright perivascular tissue, veins and the pericardium outside the EEM. `classify` says
+which tissue lies at given points (mm, catheter at the origin); `labels.masks` draws the ground truth from the
+same functions, so image and labels cannot disagree beyond the annotators' own wobble.
 """
 
 from __future__ import annotations
@@ -22,75 +25,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfrecords_builder.phantom.config import PhantomConfig
+from tfrecords_builder.phantom.config import PhantomConfig, bounds
+from tfrecords_builder.phantom.contours import (N_PHI, PHI, TWO_PI, AngleSampler, Smooth, _harmonics, _shape,
+                                                 _smooth_periodic, lookup, wrap_angle)
+from tfrecords_builder.phantom.scanner import uniform as _uniform
 
-N_PHI = 720
-PHI = 2 * np.pi * np.arange(N_PHI) / N_PHI
-TWO_PI = 2 * np.pi
-
-# Tissue classes (index into the acoustic property tables of `acoustics.py`).
+# Tissue classes (index into the acoustic property table of `acoustics.py`).
 CATHETER, BLOOD, PLAQUE, FIBROUS, LIPID, ATTENUATING, CALCIUM, MEDIA, ADVENTITIA, PERIVASCULAR, \
-    BRIGHT_PERIVASCULAR, VEIN, PERICARDIUM, GUIDEWIRE = range(14)
+    BRIGHT_PERIVASCULAR, VEIN, PERICARDIUM, GUIDEWIRE, CALCIUM_HIDDEN, STRUT = range(16)
 CLASS_NAMES = ("catheter", "blood", "plaque", "fibrous", "lipid", "attenuating", "calcium", "media", "adventitia",
-               "perivascular", "bright_perivascular", "vein", "pericardium", "guidewire")
+               "perivascular", "bright_perivascular", "vein", "pericardium", "guidewire", "calcium_hidden", "strut")
 DEPOSIT_CLASSES = (FIBROUS, LIPID, ATTENUATING, CALCIUM)  # later ones win where they overlap
 GUIDEWIRE_RADIUS_MM = 0.18  # 0.014-inch wire
-
-
-class AngleSampler:
-    """Periodic linear interpolation of contour functions (sampled on `PHI`) at fixed angles `phi` (radians).
-
-    The indices and weights are computed once per set of points and reused for every contour function.
-    """
-
-    def __init__(self, phi: np.ndarray):
-        u = np.mod(phi, TWO_PI) * (N_PHI / TWO_PI)
-        i0 = np.floor(u).astype(np.int32)
-        self.w = (u - i0).astype(np.float32)
-        self.i0 = i0 % N_PHI
-        self.i1 = (self.i0 + 1) % N_PHI
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        v0 = values[self.i0]
-        return v0 + (values[self.i1] - v0) * self.w
-
-
-def lookup(values: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """Periodic linear interpolation of a contour function sampled on `PHI` at angles `phi` (radians)."""
-    return AngleSampler(np.asarray(phi))(values)
-
-
-def wrap_angle(angle):
-    return np.mod(np.asarray(angle) + np.pi, TWO_PI) - np.pi
-
-
-class Smooth:
-    """A smooth random function of z (mm) with values mostly in [-1, 1]: a few sinusoids of random wavelength."""
-
-    def __init__(self, rng: np.random.Generator, wavelength_mm=(4.0, 20.0), terms: int = 3):
-        self.k = TWO_PI / rng.uniform(*wavelength_mm, terms)
-        self.phase = rng.uniform(0, TWO_PI, terms)
-        amp = rng.uniform(0.5, 1.0, terms)
-        self.amp = amp / amp.sum()
-
-    def __call__(self, z: float) -> float:
-        return float(np.sum(self.amp * np.sin(self.k * z + self.phase)))
-
-
-def _uniform(rng: np.random.Generator, bounds) -> float:
-    return float(rng.uniform(bounds[0], bounds[1]))
-
-
-def _harmonics(rng: np.random.Generator, orders=(2, 3, 4, 5, 6), scale=0.05):
-    """Random smooth shape perturbation: per order an amplitude (decaying with order) and two smooth phases."""
-    return [(k, scale * rng.uniform(0.3, 1.0) / (k - 1), Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI)) for k in orders]
-
-
-def _shape(harmonics, z: float) -> np.ndarray:
-    out = np.zeros(N_PHI)
-    for k, amp, drift, phase in harmonics:
-        out += amp * np.cos(k * PHI + phase + 1.5 * drift(z))
-    return out
+STRUT_HALF_MM = (0.04, 0.08)  # radial, tangential half-size of a stent strut (with its blooming)
 
 
 @dataclass
@@ -108,12 +55,15 @@ class Deposit:
     level_db: float = 0.0
     reverberation: bool = False
     ring: bool = False
+    layer_mm: float = 0.0  # calcium: the bright leading layer (0: the whole thickness)
+    shadow_db: float = 0.0  # calcium: one-way loss behind the leading layer
+    min_arc_deg: float = 10.0
 
-    def arc_deg(self, z: float, min_arc_deg: float) -> float:
+    def arc_deg(self, z: float) -> float:
         if self.ring:
             return 360.0
         u = (z - self.z_start) / (self.z_end - self.z_start)
-        return max(min_arc_deg, self.arc_max_deg * np.sin(np.pi * np.clip(u, 0, 1)) ** 0.6)
+        return max(self.min_arc_deg, self.arc_max_deg * np.sin(np.pi * np.clip(u, 0, 1)) ** 0.6)
 
 
 @dataclass
@@ -145,15 +95,18 @@ class Case:
     catheter_fraction: Smooth
     catheter_direction: Smooth
     slow: list
+    catheter_radius_mm: float = 0.48
     deposits: list = field(default_factory=list)
     blobs: list = field(default_factory=list)
     guidewire: tuple | None = None
+    stent: tuple | None = None  # (z_start, z_end, strut angles at z = 0)
     twist: Smooth | None = None
     acoustics: dict = field(default_factory=dict)
 
 
-def sample_case(config: PhantomConfig, rng: np.random.Generator, frames: int) -> Case:
-    """Draw one pullback's anatomy and imaging parameters."""
+def sample_case(config: PhantomConfig, rng: np.random.Generator, frames: int,
+                catheter_radius_mm: float | None = None) -> Case:
+    """Draw one pullback's anatomy and tissue echo properties (the scanner is drawn apart, `scanner.py`)."""
     spacing = _uniform(rng, config.frame_spacing_mm)
     length = max(spacing * max(frames - 1, 1), 1.0)
     case = Case(
@@ -170,17 +123,20 @@ def sample_case(config: PhantomConfig, rng: np.random.Generator, frames: int) ->
         catheter_direction=Smooth(rng, (8, 30)),
         slow=[Smooth(rng, (6, 25)) for _ in range(4)],
         twist=Smooth(rng, (10, 40)),
+        catheter_radius_mm=float(np.mean(bounds(config.catheter_radius_mm)) if catheter_radius_mm is None
+                                 else catheter_radius_mm),
     )
-    case.acoustics = {
-        name: _uniform(rng, getattr(config, name))
-        for name in ("blood_db", "media_db", "adventitia_db", "perivascular_db", "tissue_attenuation_db_per_mm",
-                     "lateral_psf_sigma_mm", "axial_psf_sigma_mm", "noise_db", "dynamic_range_db", "gain_db",
-                     "fibrous_db")
-    }
+    case.acoustics = {name: _uniform(rng, getattr(config, name)) for name in (
+        "blood_db", "media_db", "adventitia_db", "perivascular_db", "tissue_attenuation_db_per_mm", "fibrous_db")}
     _add_deposits(case, rng)
     _add_blobs(case, rng)
     if rng.random() < config.guidewire_probability:
-        case.guidewire = (rng.uniform(0, TWO_PI), Smooth(rng, (5, 20)), rng.uniform(0.25, 0.9))
+        case.guidewire = (rng.uniform(0, TWO_PI), Smooth(rng, (5, 20)), rng.uniform(0.05, 0.8))
+    if rng.random() < config.stent_probability:
+        z0 = rng.uniform(-0.5, 0.6) * case.length_mm
+        struts = int(rng.integers(8, 16))
+        angles = TWO_PI * (np.arange(struts) + rng.uniform(-0.25, 0.25, struts)) / struts + rng.uniform(0, TWO_PI)
+        case.stent = (z0, z0 + rng.uniform(8.0, 24.0), angles)
     return case
 
 
@@ -196,14 +152,24 @@ def _stretches(rng, rate_per_mm, length_mm, extent_mm):
 
 def _add_deposits(case: Case, rng: np.random.Generator) -> None:
     cfg = case.config
-    for z0, z1 in _stretches(rng, cfg.calcium_segments_per_10mm / 10, case.length_mm, cfg.calcium_segment_length_mm):
-        ring = rng.random() < 0.08
-        arc = cfg.calcium_arc_deg[0] + (cfg.calcium_arc_deg[1] - cfg.calcium_arc_deg[0]) * rng.beta(1.3, 2.0)
+    arc_lo, arc_hi = bounds(cfg.calcium_arc_deg)
+    for z0, z1 in _stretches(rng, cfg.calcium_segments_per_10mm / 10, case.length_mm,
+                             bounds(cfg.calcium_segment_length_mm)):
         case.deposits.append(Deposit(
-            CALCIUM, z0, z1, Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI), arc, _uniform(rng, cfg.calcium_thickness_mm),
+            CALCIUM, z0, z1, Smooth(rng, (8, 30)), rng.uniform(0, TWO_PI),
+            arc_lo + (arc_hi - arc_lo) * rng.beta(1.3, 2.0), _uniform(rng, cfg.calcium_thickness_mm),
             depth=float(rng.uniform(0.0, 0.25) if rng.random() < 0.6 else rng.uniform(0.6, 1.0)),
             level_db=_uniform(rng, cfg.calcium_db), reverberation=rng.random() < cfg.reverberation_probability,
-            ring=ring))
+            ring=rng.random() < 0.08, layer_mm=_uniform(rng, cfg.calcium_layer_mm),
+            shadow_db=_uniform(rng, cfg.calcium_shadow_db), min_arc_deg=arc_lo))
+    for z0, z1 in _stretches(rng, cfg.spotty_calcium_per_10mm / 10, case.length_mm, (1.0, 4.0)):
+        for _ in range(int(rng.integers(1, 5))):  # a cluster of spots, each thin with a partial shadow
+            thin = rng.uniform(0.05, 0.12)
+            case.deposits.append(Deposit(
+                CALCIUM, z0 + rng.uniform(0, 0.5), z1 - rng.uniform(0, 0.5), Smooth(rng, (8, 30)),
+                rng.uniform(0, TWO_PI), rng.uniform(8, 30), thin, depth=float(rng.uniform(0, 1)),
+                level_db=_uniform(rng, cfg.calcium_db) - rng.uniform(0, 3), layer_mm=thin,
+                shadow_db=rng.uniform(2.0, 6.0), min_arc_deg=4.0))
     fib_extent = (2.0, 6.0)
     for z0, z1 in _stretches(rng, cfg.fibrous_per_frame / np.mean(fib_extent), case.length_mm, fib_extent):
         case.deposits.insert(0, Deposit(
@@ -245,7 +211,7 @@ class FrameAnatomy:
     r_eem: np.ndarray
     media: np.ndarray
     adventitia: np.ndarray
-    deposits: dict  # class -> (offset_mm array, thickness_mm array, level_db array)
+    deposits: dict  # class -> {"offset", "thickness", "layer", "level", "shadow"}: arrays over phi (mm, dB)
     center_mm: tuple  # vessel centre, catheter at the origin
     rotation: float
     scale: float
@@ -254,6 +220,7 @@ class FrameAnatomy:
     guidewire_mm: tuple | None
     reverberating: np.ndarray  # per phi: calcium here reverberates
     z_mm: float
+    struts: np.ndarray | None = None  # (n, 2): strut centres as (rho mm, phi) in vessel coordinates
 
 
 def frame_anatomy(case: Case, z: float, rng: np.random.Generator) -> FrameAnatomy:
@@ -272,16 +239,18 @@ def frame_anatomy(case: Case, z: float, rng: np.random.Generator) -> FrameAnatom
 
     deposits, reverb = _deposit_arrays(case, z)
     if CALCIUM in deposits:  # calcium thickens the plaque where it sits (it may bulge into the lumen)
-        thickness = deposits[CALCIUM][1]
-        plaque = np.maximum(plaque, _smooth_periodic(np.where(thickness > 0, thickness / 0.75 + 0.08, 0), 15))
+        calc = deposits[CALCIUM]
+        bulk = np.where(calc["thickness"] > 0, calc["layer"] + 0.5 * calc["thickness"] + 0.1, 0)
+        plaque = np.maximum(plaque, _smooth_periodic(bulk, 15))
     inner = r_eem - media
     r_lumen = np.maximum(inner - plaque, 0.8)
     available = inner - r_lumen
-    for kind, (depth, thickness, level) in list(deposits.items()):
-        thickness = np.minimum(thickness, np.maximum(available - 0.06, 0))
-        offset = np.clip(depth * (available - thickness - 0.05), 0.02, None)
+    for arrays in deposits.values():  # placed by the deposit's full thickness, so tapered ends keep their depth
+        thickness = np.minimum(arrays["thickness"], np.maximum(available - 0.06, 0))
+        nominal = np.minimum(arrays["nominal"], np.maximum(available - 0.06, 0))
+        offset = np.clip(arrays["depth"] * (available - nominal - 0.05), 0.02, None)
         thickness = np.minimum(thickness, np.maximum(available - offset - 0.04, 0))
-        deposits[kind] = (offset, thickness, level)
+        arrays.update(offset=offset, thickness=thickness, layer=np.minimum(arrays["layer"], thickness))
 
     adventitia = np.full(N_PHI, case.adventitia_mm) * (1 + 0.5 * _shape(case.eem_shape[:2], z + 3))
     rotation = TWO_PI * 0.15 * case.twist(z) + np.deg2rad(cfg.cardiac_rotation_deg) * np.sin(rng.uniform(0, TWO_PI))
@@ -292,32 +261,32 @@ def frame_anatomy(case: Case, z: float, rng: np.random.Generator) -> FrameAnatom
     if case.guidewire is not None:
         angle0, drift, gap = case.guidewire
         angle = angle0 + 0.8 * drift(z)
-        for gap_mm in (gap, gap / 2, 0.1):
-            r = cfg.catheter_radius_mm + gap_mm + GUIDEWIRE_RADIUS_MM
+        for gap_mm in (gap, gap / 2, 0.03):
+            r = case.catheter_radius_mm + gap_mm + GUIDEWIRE_RADIUS_MM
             gx, gy = r * np.cos(angle), r * np.sin(angle)
             rho, phi = _to_vessel(gx, gy, center, 1.0)
             if rho + GUIDEWIRE_RADIUS_MM + 0.05 < lookup(r_lumen, phi) * (1 - cfg.cardiac_scale):
                 guidewire = (gx, gy)
                 break
+    struts = None
+    if case.stent is not None and case.stent[0] <= z < case.stent[1]:
+        phi_s = case.stent[2] + 0.3 * case.twist(z)
+        struts = np.stack([lookup(r_lumen, phi_s) + STRUT_HALF_MM[0] + 0.01, phi_s], axis=1)
     return FrameAnatomy(r_lumen, r_eem, media, adventitia, deposits, center, rotation, scale,
-                        cfg.catheter_radius_mm, blobs, guidewire, reverb, z)
-
-
-def _smooth_periodic(values: np.ndarray, sigma_samples: float) -> np.ndarray:
-    freq = np.fft.rfftfreq(N_PHI)
-    return np.fft.irfft(np.fft.rfft(values) * np.exp(-2 * (np.pi * sigma_samples * freq) ** 2), N_PHI)
+                        case.catheter_radius_mm, blobs, guidewire, reverb, z, struts)
 
 
 def _deposit_arrays(case: Case, z: float):
-    """Per class: (depth 0..1, thickness mm, level dB) over phi; and where calcium reverberates."""
-    cfg = case.config
+    """Per class: arrays over phi (depth 0..1; thickness, the deposit's untapered thickness and its bright layer, mm;
+    level and shadow, dB); and where calcium reverberates."""
     out = {}
     reverb = np.zeros(N_PHI, bool)
     for dep in case.deposits:
         if not dep.z_start <= z < dep.z_end:
             continue
-        depth, thickness, level = out.setdefault(dep.kind, (np.zeros(N_PHI), np.zeros(N_PHI), np.zeros(N_PHI)))
-        half = np.deg2rad(dep.arc_deg(z, cfg.calcium_arc_deg[0])) / 2
+        arrays = out.setdefault(dep.kind, {k: np.zeros(N_PHI) for k in ("depth", "thickness", "nominal", "layer",
+                                                                        "level", "shadow")})
+        half = np.deg2rad(dep.arc_deg(z)) / 2
         center = dep.center0 + 0.6 * dep.center(z)
         delta = np.abs(wrap_angle(PHI - center))
         if dep.ring or half >= np.pi - 1e-3:
@@ -326,10 +295,16 @@ def _deposit_arrays(case: Case, z: float):
             taper = np.sqrt(np.clip(1 - (delta / half) ** 4, 0, 1))
         wobble = 1 + 0.15 * np.cos(3 * PHI + dep.center0) * np.cos(5 * PHI + 2 * dep.center0)
         local = dep.thickness_mm * taper * wobble
-        take = local > thickness
-        thickness[take] = local[take]
-        depth[take] = dep.depth
-        level[take] = dep.level_db
+        if dep.kind == CALCIUM:  # blunt ends: the bright layer keeps most of its thickness to the arc's end
+            local = np.where(local > 0.02, np.maximum(local, 0.6 * min(dep.layer_mm, dep.thickness_mm)), 0)
+        take = local > arrays["thickness"]
+        arrays["thickness"][take] = local[take]
+        arrays["depth"][take] = dep.depth
+        arrays["nominal"][take] = dep.thickness_mm
+        arrays["level"][take] = dep.level_db
+        layer = np.minimum(dep.layer_mm or dep.thickness_mm, local)
+        arrays["layer"][take] = layer[take]
+        arrays["shadow"][take] = (dep.shadow_db * np.clip(local / 0.1, 0.3, 1.0))[take]
         if dep.kind == CALCIUM and dep.reverberation:
             reverb |= taper > 0
     return out, reverb
@@ -350,7 +325,7 @@ def _place_catheter(case: Case, z: float, r_lumen: np.ndarray) -> tuple:
     direction = np.pi * 2 * case.catheter_direction(z)
     fraction = 0.35 + 0.35 * case.catheter_fraction(z)
     ring = np.linspace(0, TWO_PI, 48, endpoint=False)
-    margin = cfg.catheter_radius_mm + 0.06
+    margin = case.catheter_radius_mm + 0.06
     for shrink in (1.0, 0.7, 0.45, 0.2, 0.0):
         reach = fraction * shrink * max(float(np.min(r_lumen)) - margin, 0)
         px, py = cx + reach * np.cos(direction), cy + reach * np.sin(direction)
@@ -366,61 +341,63 @@ def _anatomy_coords(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
     return c * x + s * y, -s * x + c * y
 
 
-def _vessel_fields(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
+def vessel_fields(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
+    """At points (catheter frame, mm): anatomy-frame x, y, vessel-centred rho, phi and an `AngleSampler` there."""
     ax, ay = _anatomy_coords(anat, x, y)
     rho, phi = _to_vessel(ax, ay, anat.center_mm, anat.scale)
-    at = AngleSampler(phi)
-    return ax, ay, rho, phi, at, at(anat.r_lumen), at(anat.r_eem)
-
-
-def _in_deposit(anat: FrameAnatomy, kind: int, rho, at: AngleSampler, r_lumen):
-    if kind not in anat.deposits:
-        return np.zeros(rho.shape, bool)
-    offset, thickness, _ = anat.deposits[kind]
-    start = r_lumen + at(offset)
-    thickness = at(thickness)
-    return (thickness > 0.02) & (rho >= start) & (rho < start + thickness)
-
-
-def masks(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
-    """Ground truth at points (mm): calcium (bool), wall_lumen (uint8: 0 background, 1 lumen, 2 vessel wall)."""
-    _, _, rho, _, at, r_lumen, r_eem = _vessel_fields(anat, x, y)
-    wall_lumen = np.where(rho < r_lumen, 1, np.where(rho < r_eem, 2, 0)).astype(np.uint8)
-    calcium = _in_deposit(anat, CALCIUM, rho, at, r_lumen) & (wall_lumen == 2)
-    return calcium, wall_lumen
+    return ax, ay, rho, phi, AngleSampler(phi)
 
 
 def classify(anat: FrameAnatomy, x: np.ndarray, y: np.ndarray):
-    """Tissue class at points (mm, catheter at the origin), plus the echo level offset (dB) of deposits/blobs."""
-    ax, ay, rho, phi, at, r_lumen, r_eem = _vessel_fields(anat, x, y)
-    media_in = r_eem - at(anat.media)
+    """Tissue class at points (mm, catheter at the origin), the echo level offset (dB) of deposits/blobs, and the
+    extra one-way loss (dB) where the beam leaves a calcium layer (its shadow; partial for thin spots)."""
+    ax, ay, rho, phi, at = vessel_fields(anat, x, y)
+    r_lumen, r_eem = at(anat.r_lumen), at(anat.r_eem)
     cls = np.full(rho.shape, PERIVASCULAR, np.int8)
     level = np.zeros(rho.shape, np.float32)
+    shadow = np.zeros(rho.shape, np.float32)
     for blob in anat.blobs:
-        if blob.kind in (BLOOD,):
+        if blob.kind == BLOOD:
             continue
-        inside = _in_blob(anat, blob, rho, phi, r_eem)
+        inside = _in_blob(anat, blob, rho, phi)
         cls[inside] = blob.kind
         level[inside] = blob.level_db
     cls[rho < r_eem + at(anat.adventitia)] = ADVENTITIA
     cls[rho < r_eem] = MEDIA
-    cls[rho < media_in] = PLAQUE
+    cls[rho < r_eem - at(anat.media)] = PLAQUE
     for kind in DEPOSIT_CLASSES:
-        inside = _in_deposit(anat, kind, rho, at, r_lumen)
+        if kind not in anat.deposits:
+            continue
+        arrays = anat.deposits[kind]
+        start = r_lumen + at(arrays["offset"])
+        thickness = at(arrays["thickness"])
+        inside = (thickness > 0.02) & (rho >= start) & (rho < start + thickness)
+        if kind == CALCIUM:
+            layer = inside & (rho < start + at(arrays["layer"]))
+            cls[inside & ~layer] = CALCIUM_HIDDEN
+            inside = layer
+            shadow[inside] = at(arrays["shadow"])[inside]
         cls[inside] = kind
-        level[inside] = at(anat.deposits[kind][2])[inside] if kind in anat.deposits else 0
+        level[inside] = at(arrays["level"])[inside]
     for blob in anat.blobs:
         if blob.kind == BLOOD:  # side branch: opens everything but calcium
-            inside = _in_blob(anat, blob, rho, phi, r_eem) & (cls != CALCIUM)
+            inside = _in_blob(anat, blob, rho, phi) & (cls != CALCIUM) & (cls != CALCIUM_HIDDEN)
             cls[inside] = BLOOD
     cls[rho < r_lumen] = BLOOD
+    if anat.struts is not None:
+        near = np.flatnonzero(np.abs(rho - r_lumen).ravel() < 0.2)
+        rho_near, phi_near, flat = rho.ravel()[near], phi.ravel()[near], cls.reshape(-1)
+        for rho_s, phi_s in anat.struts:
+            hit = ((rho_near - rho_s) / STRUT_HALF_MM[0]) ** 2 \
+                + (wrap_angle(phi_near - phi_s) * rho_s / STRUT_HALF_MM[1]) ** 2 < 1
+            flat[near[hit]] = STRUT
     if anat.guidewire_mm is not None:
         cls[np.hypot(ax - anat.guidewire_mm[0], ay - anat.guidewire_mm[1]) < GUIDEWIRE_RADIUS_MM] = GUIDEWIRE
     cls[np.hypot(x, y) < anat.catheter_radius_mm] = CATHETER
-    return cls, level
+    return cls, level, shadow
 
 
-def _in_blob(anat: FrameAnatomy, blob: Blob, rho, phi, r_eem):
+def _in_blob(anat: FrameAnatomy, blob: Blob, rho, phi):
     """Ellipse `distance_mm` outside the EEM (a side branch: the lumen border) at `angle`, long axis tangential."""
     border = anat.r_lumen if blob.kind == BLOOD else anat.r_eem  # a side branch starts at the lumen border
     base = float(lookup(border, np.array([blob.angle]))[0]) + blob.distance_mm + blob.radius_mm[1]

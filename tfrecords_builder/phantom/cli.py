@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from ivus_tf.core.config import load_yaml
-from tfrecords_builder.phantom.config import PRESETS
+from tfrecords_builder.phantom.config import PRESETS, bounds
 from tfrecords_builder.phantom.generate import TASK_CHOICES, generate_dataset
 
 
@@ -19,27 +19,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which labels to write (default both)")
     parser.add_argument("--disjoint-tasks", action="store_true",
                         help="with --task both: each frame carries only one label, alternating, as in the paper")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                        help="knob preset; 'benchmark' is frozen for accuracy numbers")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="randomized",
+                        help="knob preset (default randomized: scanners vary per case; default: one scanner; "
+                             "benchmark: frozen, harder; shifted: held-out scanner look, never trained on)")
     parser.add_argument("--config", help="YAML file overriding preset knobs (keys of PhantomConfig)")
-    parser.add_argument("--image-size", type=int, help="frame size in pixels (default 500)")
-    parser.add_argument("--pixel-spacing-mm", type=float, help="pixel spacing (default 0.02 mm)")
+    parser.add_argument("--image-size", type=int, help="fix the frame size in pixels (default: the preset's range)")
+    parser.add_argument("--pixel-spacing-mm", type=float,
+                        help="fix the pixel spacing in mm (default: the preset's range)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (output is identical)")
     parser.add_argument("--overwrite", action="store_true")
+
+
+def fix_geometry(config, image_size: int | None, pixel_spacing_mm: float | None):
+    """`config` with the frame size and/or pixel spacing fixed; the field of view follows from them."""
+    if image_size is None and pixel_spacing_mm is None:
+        return config
+    size = bounds(config.image_size) if image_size is None else (image_size, image_size)
+    spacing = bounds(config.pixel_spacing_mm) if pixel_spacing_mm is None else (pixel_spacing_mm, pixel_spacing_mm)
+    return dataclasses.replace(config, image_size=size, pixel_spacing_mm=spacing,
+                               field_of_view_mm=(size[0] * spacing[0], size[1] * spacing[1]))
 
 
 def run(args: argparse.Namespace) -> int:
     config = PRESETS[args.preset]
     if args.config:
         config = load_yaml(type(config), args.config, base=config)
-    overrides = {k: v for k, v in (("image_size", args.image_size), ("pixel_spacing_mm", args.pixel_spacing_mm))
-                 if v is not None}
-    config = dataclasses.replace(config, **overrides)
+    config = fix_geometry(config, args.image_size, args.pixel_spacing_mm)
     info = generate_dataset(args.out, cases=args.cases, frames_per_case=args.frames_per_case, seed=args.seed,
                             task=args.task, preset=args.preset, config=config, disjoint_tasks=args.disjoint_tasks,
                             workers=args.workers, overwrite=args.overwrite)
     frames = args.cases * args.frames_per_case
     with_calcium = sum(c["frames_with_calcium"] for c in info["cases"].values())
-    print(f"phantom: {args.cases} cases, {frames} frames ({with_calcium} with calcium), "
-          f"{config.image_size}x{config.image_size} px at {config.pixel_spacing_mm} mm -> {args.out}/manifest.csv")
+    sizes = sorted({c["render"]["scanner"]["image_size"] for c in info["cases"].values()})
+    spacings = sorted({c["render"]["scanner"]["pixel_spacing_mm"] for c in info["cases"].values()})
+    print(f"phantom: {args.cases} cases, {frames} frames ({with_calcium} with calcium), frames {sizes[0]}-{sizes[-1]} "
+          f"px at {spacings[0]:.4f}-{spacings[-1]:.4f} mm (preset {args.preset}) -> {args.out}/manifest.csv")
     return 0

@@ -4,12 +4,13 @@
     OUT/images/<case_id>/<frame_id>.png    B-mode frame, uint8
     OUT/calcium/<case_id>/<frame_id>.png   0 / 255 (nonzero = calcium)
     OUT/wall_lumen/<case_id>/<frame_id>.png  0 background, 1 lumen, 2 vessel wall
-    OUT/phantom.json                       preset, knobs, seed, and per-case facts (length, frames with calcium)
+    OUT/phantom.json                       preset, knobs, seed, and per case: frames with calcium, frame
+                                           positions, and how it was rendered (scanner, tissue, annotator)
 
 Each case is a pullback: frames are equally spaced along it (spacing drawn per case from `frame_spacing_mm`),
-each at a random cardiac phase. Random streams are keyed by (seed, case index[, frame index]), so a dataset is
-deterministic for a seed whatever the number of worker processes, and case k is the same in a 5-case and a
-50-case dataset.
+each at a random cardiac phase, all imaged by the case's scanner (so frame size and pixel spacing are per case;
+the manifest has each frame's `pixel_spacing_mm`). Deterministic for a seed whatever the number of workers
+(`render.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,24 +28,10 @@ from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
 from ivus_tf.core.vocab import CALCIUM, TASKS, WALL_LUMEN
 from tfrecords_builder.manifest import write_manifest
-from tfrecords_builder.phantom import acoustics, anatomy
 from tfrecords_builder.phantom.config import PRESETS, PhantomConfig
+from tfrecords_builder.phantom.render import render_frame, sample_phantom_case
 
 TASK_CHOICES = (*TASKS, "both")
-
-
-def render_case_frames(config: PhantomConfig, seed: int, case_index: int, frames: int):
-    """Yield (frame_index, z_mm, image, calcium bool mask, wall_lumen label map) for one pullback."""
-    case = anatomy.sample_case(config, np.random.default_rng([seed, case_index]), frames)
-    x_mm, y_mm = acoustics.pixel_grid_mm(config.image_size, config.pixel_spacing_mm)
-    for i in range(frames):
-        rng = np.random.default_rng([seed, case_index, i])
-        z = case.length_mm * i / max(frames - 1, 1)
-        anat = anatomy.frame_anatomy(case, z, rng)
-        image = acoustics.render_frame(anat, case.acoustics, config.image_size, config.pixel_spacing_mm,
-                                       config.a_lines, rng)
-        calcium, wall_lumen = anatomy.masks(anat, x_mm, y_mm)
-        yield i, z, image, calcium, wall_lumen
 
 
 def frame_tasks(task: str, disjoint: bool, frame_index: int) -> tuple:
@@ -59,14 +45,17 @@ def frame_tasks(task: str, disjoint: bool, frame_index: int) -> tuple:
 
 def _write_case(args) -> tuple:
     out_dir, config, seed, case_index, case_id, frames, task, disjoint = args
-    rows, facts = [], {"frames_with_calcium": 0, "frame_z_mm": []}
+    pc = sample_phantom_case(config, seed, case_index, frames)
+    rows, facts = [], {"frames_with_calcium": 0, "frame_z_mm": [], "render": pc.describe()}
     for sub in ("images", "calcium", "wall_lumen"):
         (out_dir / sub / case_id).mkdir(parents=True, exist_ok=True)
-    for i, z, image, calcium, wall_lumen in render_case_frames(config, seed, case_index, frames):
+    for i in range(frames):
+        _, image, calcium, wall_lumen = render_frame(pc, i)
+        z = pc.z_mm(i)
         frame_id = f"{i:04d}"
         tasks = frame_tasks(task, disjoint, i)
         row = {"case_id": case_id, "frame_id": frame_id, "image": f"images/{case_id}/{frame_id}.png",
-               "pixel_spacing_mm": config.pixel_spacing_mm}
+               "pixel_spacing_mm": pc.scanner.pixel_spacing_mm}
         cv2.imwrite(str(out_dir / row["image"]), image)
         if CALCIUM in tasks:
             row["calcium_mask"] = f"calcium/{case_id}/{frame_id}.png"
@@ -81,7 +70,7 @@ def _write_case(args) -> tuple:
 
 
 def generate_dataset(out_dir, cases: int = 12, frames_per_case: int = 20, seed: int = 0, task: str = "both",
-                     preset: str = "default", config: PhantomConfig | None = None, disjoint_tasks: bool = False,
+                     preset: str = "randomized", config: PhantomConfig | None = None, disjoint_tasks: bool = False,
                      workers: int = 1, overwrite: bool = False, case_prefix: str = "phantom") -> dict:
     """Generate `cases` pullbacks of `frames_per_case` frames into `out_dir` (atomically); return phantom.json."""
     if task not in TASK_CHOICES:

@@ -1,0 +1,203 @@
+"""Where each frame lies along the pullback, in mm, and where that number came from.
+
+A motorised pullback moves the catheter at a constant speed v (mm/s) while frames are acquired at a rate f (Hz),
+so frame i is acquired at time t_i and lies at `z_i = v * t_i` from the first frame (t_i = i / f for a constant
+rate). Each frame stands for the slab of vessel pulled past during its frame interval, `w_i = z_{i+1} - z_i`
+(the last frame: the nominal interval v / f), so a run of frames a..b is `sum(w_a..w_b)` long.
+
+Sources, first found wins (command-line flags override the file):
+- frame rate: `--frame-rate-hz`; DICOM FrameTimeVector (0018,1065) (time increments in ms, the first 0: frame
+  times exactly, also when they vary); FrameTime (0018,1063) (ms per frame); CineRate (0018,0040) (frames/s);
+  RecommendedDisplayFrameRate (0008,2144) (a display setting, used last and with a warning);
+- pullback speed: `--pullback-speed-mm-s`; DICOM IVUSPullbackRate (0018,3101) (mm/s, IVUS Image module of the US
+  IODs, DICOM Supplement 48). Vendors that keep the speed only in private tags need the flag.
+- ECG-gated pullbacks (IVUSAcquisition (0018,3100) GATED_PULLBACK) with IVUSGatedRate (0018,3102), the pullback
+  distance per heartbeat in mm: one frame per beat is assumed, so the frame interval is that distance (a warning
+  says so; the flags override it). Non-gated pullbacks are the norm.
+- IVUSPullbackStartFrameNumber / StopFrameNumber (0018,3103/3104, 1-based): frames outside that range were
+  acquired while the catheter stood still: their slabs have zero length and they all lie at the range's ends.
+
+Without a pullback speed and a frame rate (or a gated rate) there are no lengths: `positions_mm` is None and
+`require_lengths` refuses anything that needs them with one line naming the missing flags.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ivus_tf.core.errors import InputError, positive_number
+
+SPEED_FLAG, RATE_FLAG = "--pullback-speed-mm-s", "--frame-rate-hz"
+
+
+@dataclass(frozen=True)
+class DicomTiming:
+    """Timing and pullback tags of a DICOM file (all optional); `notes` are anomalies worth one warning each."""
+
+    frame_rate_hz: float | None = None
+    frame_rate_source: str | None = None
+    frame_times_s: tuple | None = None  # from FrameTimeVector, frame 0 at 0 s
+    pullback_speed_mm_s: float | None = None
+    gated_interval_mm: float | None = None
+    acquisition: str | None = None
+    pullback_frame_range: tuple | None = None  # (first, last), 0-based, inclusive
+    notes: tuple = ()
+
+
+def _number(dataset, keyword: str, notes: list) -> float | None:
+    raw = getattr(dataset, keyword, None)
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        notes.append(f"DICOM {keyword} {raw!r} is not a number; ignored")
+        return None
+    if not math.isfinite(value) or value <= 0:
+        notes.append(f"DICOM {keyword} {raw!r} is not a positive number; ignored")
+        return None
+    return value
+
+
+def dicom_timing(dataset, frames: int) -> DicomTiming:
+    """Read the frame timing and IVUS pullback tags (module docstring) from a pydicom dataset."""
+    notes: list[str] = []
+    rate = source = times = None
+    vector = getattr(dataset, "FrameTimeVector", None)
+    if vector not in (None, ""):
+        try:
+            increments = np.asarray([float(v) for v in (vector if isinstance(vector, Sequence) else [vector])])
+        except (TypeError, ValueError):
+            increments = None
+            notes.append("DICOM FrameTimeVector holds values that are not numbers; ignored")
+        if increments is not None:
+            if len(increments) != frames:
+                notes.append(f"DICOM FrameTimeVector has {len(increments)} values for {frames} frames; ignored")
+            elif frames > 1 and (not np.all(np.isfinite(increments)) or np.any(increments[1:] <= 0)):
+                notes.append("DICOM FrameTimeVector has time increments <= 0; ignored")
+            elif frames > 1:
+                times = tuple(float(t) for t in np.cumsum(increments) / 1000.0 - increments[0] / 1000.0)
+                rate, source = 1000.0 / float(np.median(increments[1:])), "DICOM FrameTimeVector"
+    for keyword, to_rate in (("FrameTime", lambda ms: 1000.0 / ms), ("CineRate", float),
+                             ("RecommendedDisplayFrameRate", float)):
+        value = _number(dataset, keyword, notes)
+        if rate is None and value is not None:
+            rate, source = to_rate(value), f"DICOM {keyword}"
+            if keyword == "RecommendedDisplayFrameRate":
+                notes.append("frame rate taken from DICOM RecommendedDisplayFrameRate, a display setting; pass "
+                             f"{RATE_FLAG} if the acquisition rate differs")
+    acquisition = str(getattr(dataset, "IVUSAcquisition", "") or "").strip().upper() or None
+    speed = _number(dataset, "IVUSPullbackRate", notes)
+    gated = _number(dataset, "IVUSGatedRate", notes) if acquisition == "GATED_PULLBACK" else None
+    frame_range = None
+    start, stop = (getattr(dataset, k, None) for k in ("IVUSPullbackStartFrameNumber", "IVUSPullbackStopFrameNumber"))
+    if start not in (None, "") or stop not in (None, ""):
+        try:
+            first, last = int(start or 1) - 1, int(stop or frames) - 1
+        except (TypeError, ValueError):
+            first = last = -1
+        if 0 <= first <= last < frames:
+            frame_range = (first, last)
+        else:
+            notes.append(f"DICOM IVUSPullbackStart/StopFrameNumber ({start}, {stop}) outside 1..{frames}; ignored")
+    return DicomTiming(rate, source, times, speed, gated, acquisition, frame_range, tuple(notes))
+
+
+@dataclass(frozen=True)
+class PullbackGeometry:
+    """Frame positions along one pullback; None where the inputs do not give lengths."""
+
+    frames: int
+    pullback_speed_mm_s: float | None = None
+    pullback_speed_source: str | None = None
+    frame_rate_hz: float | None = None
+    frame_rate_source: str | None = None
+    frame_interval_mm: float | None = None
+    position_source: str = "no lengths: frame numbers only"
+    positions_mm: np.ndarray | None = field(default=None, repr=False)
+    slabs_mm: np.ndarray | None = field(default=None, repr=False)
+    pullback_frame_range: tuple | None = None
+    gated: bool = False
+
+    @property
+    def has_lengths(self) -> bool:
+        return self.positions_mm is not None
+
+    def position_mm(self, index: int) -> float:
+        return math.nan if self.positions_mm is None else float(self.positions_mm[index])
+
+    def run_length_mm(self, first: int, last: int) -> float:
+        """Length of the frames first..last (inclusive): the sum of their slabs."""
+        return math.nan if self.slabs_mm is None else float(self.slabs_mm[first:last + 1].sum())
+
+    def to_json(self) -> dict:
+        length = None if self.slabs_mm is None else float(self.slabs_mm.sum())
+        return {"frames": self.frames, "pullback_speed_mm_s": self.pullback_speed_mm_s,
+                "pullback_speed_source": self.pullback_speed_source, "frame_rate_hz": self.frame_rate_hz,
+                "frame_rate_source": self.frame_rate_source, "frame_interval_mm": self.frame_interval_mm,
+                "pullback_length_mm": length, "position_source": self.position_source, "gated": self.gated,
+                "pullback_frame_range": None if self.pullback_frame_range is None
+                else list(self.pullback_frame_range)}
+
+
+def resolve_geometry(frames: int, pullback_speed_mm_s: float | None = None, frame_rate_hz: float | None = None,
+                     timing: DicomTiming | None = None) -> PullbackGeometry:
+    """Combine the flags (which win) with the DICOM timing into frame positions (module docstring)."""
+    timing = timing or DicomTiming()
+    speed = rate = speed_source = rate_source = times = None
+    if pullback_speed_mm_s is not None:
+        speed, speed_source = positive_number(pullback_speed_mm_s, SPEED_FLAG), SPEED_FLAG
+    elif timing.pullback_speed_mm_s is not None:
+        speed, speed_source = timing.pullback_speed_mm_s, "DICOM IVUSPullbackRate"
+    if frame_rate_hz is not None:
+        rate, rate_source = positive_number(frame_rate_hz, RATE_FLAG), RATE_FLAG
+    elif timing.frame_rate_hz is not None:
+        rate, rate_source, times = timing.frame_rate_hz, timing.frame_rate_source, timing.frame_times_s
+    common = dict(frames=frames, pullback_speed_mm_s=speed, pullback_speed_source=speed_source,
+                  frame_rate_hz=rate, frame_rate_source=rate_source, pullback_frame_range=timing.pullback_frame_range)
+    if speed is not None and rate is not None:
+        interval = speed / rate
+        if times is not None and len(times) == frames:
+            positions = speed * np.asarray(times, np.float64)
+            how = f"frame times (DICOM FrameTimeVector) x {speed:g} mm/s ({speed_source})"
+        else:
+            positions = np.arange(frames, dtype=np.float64) * interval
+            how = (f"frame index x {interval:.5g} mm per frame = {speed:g} mm/s ({speed_source}) / {rate:g} Hz "
+                   f"({rate_source})")
+        gated = False
+    elif timing.gated_interval_mm is not None and pullback_speed_mm_s is None and frame_rate_hz is None:
+        interval = timing.gated_interval_mm
+        positions = np.arange(frames, dtype=np.float64) * interval
+        how = f"frame index x {interval:g} mm per heartbeat (DICOM IVUSGatedRate; one frame per beat assumed)"
+        gated = True
+    else:
+        return PullbackGeometry(**common)
+    slabs = np.empty(frames, np.float64)
+    slabs[:-1] = np.diff(positions)
+    slabs[-1:] = interval
+    if timing.pullback_frame_range is not None:
+        first, last = timing.pullback_frame_range
+        slabs[:first] = 0.0
+        slabs[last + 1:] = 0.0
+        positions = np.concatenate([[0.0], np.cumsum(slabs)[:-1]])
+        how += f"; frames {first}..{last} only (DICOM IVUSPullbackStart/StopFrameNumber), the others stood still"
+    return PullbackGeometry(**common, frame_interval_mm=interval, position_source=how, positions_mm=positions,
+                            slabs_mm=slabs, gated=gated)
+
+
+def require_lengths(geometry: PullbackGeometry, what: str, where: str) -> None:
+    """InputError naming the missing flags unless `geometry` gives lengths (`what` needs them, `where` is the
+    input)."""
+    if geometry.has_lengths:
+        return
+    missing = []
+    if geometry.pullback_speed_mm_s is None:
+        missing.append(f"{SPEED_FLAG} (no IVUSPullbackRate in the input)")
+    if geometry.frame_rate_hz is None:
+        missing.append(f"{RATE_FLAG} (no FrameTime, FrameTimeVector or CineRate in the input)")
+    raise InputError(f"{where}: {what} measures lengths along the pullback in mm and needs the frame spacing: pass "
+                     + " and ".join(missing))
