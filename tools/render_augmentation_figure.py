@@ -3,8 +3,8 @@ and docs/augmentation_batch.png: a training batch with the default appearance au
 
     python tools/render_augmentation_figure.py --out docs/augmentation.png --batch-out docs/augmentation_batch.png
 
-The frames come from the phantom of configs/phantom_small_cpu.yaml (256x256 at 0.04 mm, the quickstart's data), so
-the figure shows what the quickstart model trains on. The batch uses `augment_batch` exactly as the pipeline does
+The frames come from the quickstart's phantom (preset `randomized`: every pullback imaged by its own scanner),
+resized to 256x256 as the pipeline resizes them. The batch uses `augment_batch` exactly as the pipeline does
 (flips, rotations, zoom in one warp; appearance on the image only); contours: calcium red, lumen yellow, vessel cyan.
 """
 
@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,26 +22,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ivus_tf.augment_config import AugmentConfig  # noqa: E402
-from ivus_tf.core.config import load_yaml  # noqa: E402
 from ivus_tf.data import appearance as A  # noqa: E402
 from ivus_tf.data.augment import augment_batch, transform_batch  # noqa: E402
 from ivus_tf.demo import draw_batch  # noqa: E402
-from tfrecords_builder.phantom import PRESETS, PhantomConfig  # noqa: E402
-from tfrecords_builder.phantom.generate import render_case_frames  # noqa: E402
+from tfrecords_builder.phantom import PRESETS, render_case_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def phantom_frames(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images [N,256,256] in [0,1], calcium [N,256,256], wall_lumen [N,256,256]) from `count` pullbacks."""
-    config = load_yaml(PhantomConfig, ROOT / "configs" / "phantom_small_cpu.yaml", base=PRESETS["default"])
+def phantom_frames(count: int, seed: int, size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images [N,S,S] in [0,1], calcium [N,S,S], wall_lumen [N,S,S]): the middle frame of `count` pullbacks of the
+    `randomized` preset, resized like the pipeline (image bilinear, masks nearest)."""
     images, calcium, wall_lumen = [], [], []
     for case in range(count):
-        frames = list(render_case_frames(config, seed, case, 3))
-        _, _, image, calcium_mask, wall_lumen_mask = frames[1]
-        images.append(image.astype(np.float32) / 255.0)
-        calcium.append(calcium_mask.astype(np.uint8))
-        wall_lumen.append(wall_lumen_mask.astype(np.uint8))
+        _, _, image, calcium_mask, wall_lumen_mask = list(render_case_frames(PRESETS["randomized"], seed, case, 3))[1]
+        images.append(cv2.resize(image.astype(np.float32) / 255.0, (size, size), interpolation=cv2.INTER_LINEAR))
+        for masks, mask in ((calcium, calcium_mask), (wall_lumen, wall_lumen_mask)):
+            masks.append(cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST))
     return np.stack(images), np.stack(calcium), np.stack(wall_lumen)
 
 
