@@ -14,18 +14,32 @@ resized to S x S, but a distance in mm only means something on the frame's own p
 
 Only frames carrying a task's label count for that task (a calcium-only frame says nothing about the lumen).
 
+4. with `postprocess` (a `PostprocessConfig`; training runs pass their `postprocess` preset, "default" unless
+   the config says "none"), the label maps of all tasks of a frame are also cleaned (`ivus_tf.postprocess`:
+   one lumen around the catheter, one vessel enclosing it, calcium outside the lumen and near the vessel, small
+   islands removed) and scored again. The post-processed scores are then the HEADLINE (the top-level sections,
+   which reports and the grid read) and the raw argmax scores are kept under "raw", so the effect of the
+   cleaning is measured on every run; "postprocess" records the steps and says which is the headline.
+
 `evaluate_model` returns the content of metrics.json (`write_metrics_json` writes it atomically, NaN as null):
 
     {"tasks": [...], "case_ids": [...], "image_size": S, "points": "all", "empty": "diagonal",
      "num_frames": N,                        # frames carrying a label of at least one task
      "frames_per_task": {task: n},
      "metric_definitions": {name: text},
-     "calcium": SECTION,                     # calcium in tasks; plus "predict_nothing_baseline": summary
-     "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION}  # wall_lumen
+     "calcium": SECTION,                     # calcium in tasks; from `rule_baseline` (training runs) also
+                                             # "rule_baseline": RULE
+     "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION,  # wall_lumen
+     "postprocess": {"headline": "postprocessed" | "raw", "preset", "enabled", <PostprocessConfig fields>},
+     "raw": {"calcium": SECTION, ...}}       # with post-processing only: the same sections without it
 
     SECTION = {"frames": [{"case_id", "frame_id", "dice", "average_hausdorff_mm", "empty_case"}, ...],
                "summary": ivus_tf.metrics.summarize_frames(frames),
-               "per_case": {case_id: summarize_frames(that case's frames)}}
+               "per_case": {case_id: summarize_frames(that case's frames)},
+               "predict_nothing_baseline": summarize_frames of a model predicting background on the same frames}
+
+    RULE = {"params": RuleParams dict, "fitted_on": {"case_ids", "frames", "mean_dice"}, "seconds": fit time,
+            "frames": [...], "summary": ..., "per_case": ...}   # the calcium rule, scored like SECTION
 
 "vessel" is the area inside the external elastic membrane (labels 1 | 2); "wall_lumen_mean" is the mean of lumen
 and vessel wall per frame (the paper's Figure 4; its frames carry no "empty_case").
@@ -48,11 +62,12 @@ from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.core.vocab import check_tasks
 from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset
 from ivus_tf.data.records import iterate_frames
+from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, postprocess_frame
 
 tf = import_tensorflow()
 
 __all__ = ["SECTIONS", "evaluate_model", "format_summary", "predict_nothing_baseline", "predicted_labels",
-           "resize_probabilities", "write_metrics_json"]
+           "resize_probabilities", "rule_baseline", "write_metrics_json"]
 
 WALL_LUMEN_REGIONS = ("lumen", "vessel_wall", "vessel")
 WALL_LUMEN_MEAN = "wall_lumen_mean"
@@ -134,6 +149,13 @@ def _write_prediction(folder: Path, case_id: str, frame_id: str, task: str, labe
         raise OSError(f"{path}: could not write the prediction PNG")
 
 
+def _clean(labels: dict, spacing: float, postprocess: PostprocessConfig) -> dict:
+    """{task: label map} of one frame after `postprocess_frame` (calcium 0/1, wall-lumen 0/1/2, both uint8)."""
+    calcium, wall_lumen = postprocess_frame(labels.get("calcium"), labels.get("wall_lumen"), spacing, postprocess)
+    cleaned = {"calcium": calcium, "wall_lumen": wall_lumen}
+    return {task: cleaned[task] for task in labels}
+
+
 def _definitions(points: str, empty: str, image_size: int) -> dict:
     point_text = ("every foreground pixel" if points == "all"
                   else "contour pixels (foreground with a 4-neighbour in the background)")
@@ -152,13 +174,15 @@ def _definitions(points: str, empty: str, image_size: int) -> dict:
         "frames": "only frames carrying a task's label count for that task",
         "sections": "calcium; lumen (label 1), vessel_wall (label 2), vessel (inside the EEM, labels 1|2), "
                     "wall_lumen_mean (per-frame mean of lumen and vessel wall, Bargsten et al. Fig. 4)",
+        "postprocess": "with post-processing (ivus_tf.postprocess) the top-level sections score the cleaned maps "
+                       "(the headline) and 'raw' the argmax maps; 'postprocess' names the steps",
         "summary": "mean, sample std (ddof=1) and median over frames; n_nan values left out; per_case: the same "
                    "over each case's frames",
     }
 
 
 def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=12, predictions_dir=None,
-                   points="all", empty="diagonal") -> dict:
+                   points="all", empty="diagonal", postprocess: PostprocessConfig | None = None) -> dict:
     """Run `model` on the frames of `case_ids` and return the metrics.json content (layout: module docstring).
 
     `model` is a Keras model (or any object with `predict_on_batch` or `__call__`) whose outputs are
@@ -168,6 +192,8 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
     With `predictions_dir`, the argmax maps of every evaluated frame and task are written at original resolution as
     `<predictions_dir>/<case_id>/<frame_id>_calcium.png` (0/255) and `_wall_lumen.png` (0/1/2), the manifest's mask
     formats; the folder is built under a temporary name and renamed at the end, replacing an existing one.
+    With `postprocess` (and any of its steps on), the maps are also cleaned: the cleaned scores are the headline,
+    the raw ones go under "raw", and `predictions_dir` holds the cleaned maps.
     """
     tasks = _check_options(tasks, points, empty)
     case_ids = _check_cases(case_ids)
@@ -175,8 +201,10 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
                             rotate=False, shuffle_buffer=0, cache=False)
     dataset = make_eval_dataset(records_dir, case_ids, config, with_metadata=True)
     originals = _labelled_frames(records_dir, case_ids, tasks)
+    cleaning = postprocess is not None and postprocess.enabled
     sections = {name: [] for task in tasks for name in SECTIONS[task]}
-    nothing = []
+    raw_sections = {name: [] for name in sections}
+    nothing = {name: [] for name in sections}
     frames_per_task = dict.fromkeys(tasks, 0)
     num_frames = 0
     writing = (atomic_output_dir(predictions_dir, overwrite=True) if predictions_dir is not None
@@ -193,21 +221,24 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
                 height, width = frame["image"].shape
                 spacing = frame["pixel_spacing_mm"]
                 ids = {"case_id": key[0], "frame_id": key[1]}
+                wanted = [t for t in tasks if cleaning or folder is not None or frame[f"{t}_mask"] is not None]
+                raw = {task: predicted_labels(probabilities[task][i], height, width) for task in wanted}
+                labels = _clean(raw, spacing, postprocess) if cleaning else raw
                 for task in tasks:
                     truth = frame[f"{task}_mask"]
-                    if truth is None and folder is None:
-                        continue
-                    labels = predicted_labels(probabilities[task][i], height, width)
                     if folder is not None:
-                        _write_prediction(folder, key[0], key[1], task, labels)
+                        _write_prediction(folder, key[0], key[1], task, labels[task])
                     if truth is None:
                         continue
                     frames_per_task[task] += 1
-                    for name, result in _frame_metrics(task, labels, truth, spacing, points, empty).items():
+                    for name, result in _frame_metrics(task, labels[task], truth, spacing, points, empty).items():
                         sections[name].append({**ids, **result})
-                    if task == "calcium":
-                        nothing.append(M.evaluate_frame(np.zeros_like(truth), truth, spacing, points=points,
-                                                        empty=empty))
+                    if cleaning:
+                        for name, result in _frame_metrics(task, raw[task], truth, spacing, points, empty).items():
+                            raw_sections[name].append({**ids, **result})
+                    for name, result in _frame_metrics(task, np.zeros_like(truth), truth, spacing, points,
+                                                       empty).items():
+                        nothing[name].append(result)
         if next(originals, None) is not None:
             raise RuntimeError("records reader and eval pipeline disagree: the reader has more labelled frames")
     result = {"tasks": list(tasks), "case_ids": case_ids, "image_size": int(image_size), "points": points,
@@ -215,8 +246,10 @@ def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=1
               "metric_definitions": _definitions(points, empty, int(image_size))}
     for name, frames in sections.items():
         result[name] = _section(frames, case_ids)
-    if "calcium" in tasks:
-        result["calcium"]["predict_nothing_baseline"] = M.summarize_frames(nothing)
+        result[name]["predict_nothing_baseline"] = M.summarize_frames(nothing[name])
+    result["postprocess"] = {"headline": "postprocessed" if cleaning else "raw", **describe_postprocess(postprocess)}
+    if cleaning:
+        result["raw"] = {name: _section(frames, case_ids) for name, frames in raw_sections.items()}
     return result
 
 
@@ -238,6 +271,50 @@ def predict_nothing_baseline(records_dir, case_ids, task="calcium", *, points="a
         else:
             results.append(M.wall_lumen_metrics(nothing, truth, spacing, points=points, empty=empty))
     return M.summarize_frames(results) if task == "calcium" else M.summarize_wall_lumen(results)
+
+
+def _calcium_frames(records_dir, case_ids: Sequence[str]) -> list[dict]:
+    return [f for f in iterate_frames(records_dir, case_ids) if f["calcium_mask"] is not None]
+
+
+def rule_baseline(records_dir, train_cases, test_cases, *, points="all", empty="diagonal", log=None) -> dict:
+    """Fit the calcium rule (`ivus_tf.baselines`: bright leading edge + shadow behind) on the calcium frames of
+    `train_cases` and score it on those of `test_cases` exactly as `evaluate_model` scores a model (original
+    resolution, the same metrics and empty-mask rules); returns the RULE layout of the module docstring.
+
+    Only training cases may be passed as `train_cases`: the fit must not see the test set. Without a calcium
+    training frame the rule cannot be fitted and `InputError` says so.
+    """
+    import time
+
+    from ivus_tf.baselines import fit_rule, predict_calcium, score_rule
+
+    _check_options(("calcium",), points, empty)
+    train_cases, test_cases = _check_cases(train_cases), _check_cases(test_cases)
+    leaked = sorted(set(train_cases) & set(test_cases))
+    if leaked:
+        raise InputError(f"rule baseline: case(s) {', '.join(leaked)} are both training and test cases")
+    train = _calcium_frames(records_dir, train_cases)
+    if not train:
+        raise InputError(f"{records_dir}: the training cases carry no calcium frame to fit the rule baseline on")
+    started = time.perf_counter()
+    images, masks, spacings = ([f[key] for f in train] for key in ("image", "calcium_mask", "pixel_spacing_mm"))
+    params = fit_rule(images, masks, spacings)
+    seconds = time.perf_counter() - started
+    fitted_on = {"case_ids": sorted({f["case_id"] for f in train}), "frames": len(train),
+                 "mean_dice": float(score_rule(images, masks, spacings, params).mean())}
+    frames = []
+    for frame in _calcium_frames(records_dir, test_cases):
+        prediction = predict_calcium(frame["image"], frame["pixel_spacing_mm"], params)
+        frames.append({"case_id": frame["case_id"], "frame_id": frame["frame_id"],
+                       **M.evaluate_frame(prediction, frame["calcium_mask"], frame["pixel_spacing_mm"],
+                                          points=points, empty=empty)})
+    if log:
+        cases = len(fitted_on["case_ids"])
+        log(f"rule baseline: fitted on {len(train)} calcium frames of {cases} training case{'s' * (cases != 1)} "
+            f"in {seconds:.0f} s (training Dice {fitted_on['mean_dice']:.3f}); scored on {len(frames)} test frames")
+    return {"params": params.to_dict(), "fitted_on": fitted_on, "seconds": round(seconds, 1),
+            **_section(frames, test_cases)}
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -280,7 +357,17 @@ def format_summary(metrics: Mapping) -> str:
             continue
         lines.append(_summary_line(label, what, metrics[name]["summary"]))
         baseline = metrics[name].get("predict_nothing_baseline")
-        if baseline is not None and baseline["frames"]:
+        if baseline is not None and baseline["frames"] and name != WALL_LUMEN_MEAN:
             lines.append(f"  predicting no {what}: Dice {_number(baseline['dice']['mean'])}, average Hausdorff "
                          f"{_number(baseline['average_hausdorff_mm']['mean'])} mm")
+        rule = metrics[name].get("rule_baseline")
+        if rule is not None and rule["summary"]["frames"]:
+            summary = rule["summary"]
+            lines.append(f"  calcium rule (bright edge + shadow, fitted on {len(rule['fitted_on']['case_ids'])} "
+                         f"training cases): Dice {_number(summary['dice']['mean'])}, average Hausdorff "
+                         f"{_number(summary['average_hausdorff_mm']['mean'])} mm")
+        raw = (metrics.get("raw") or {}).get(name)
+        if raw is not None:
+            lines.append(f"  without post-processing: Dice {_number(raw['summary']['dice']['mean'])}, average "
+                         f"Hausdorff {_number(raw['summary']['average_hausdorff_mm']['mean'])} mm")
     return "\n".join(lines)

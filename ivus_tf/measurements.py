@@ -24,6 +24,17 @@ Because whole pixels count, a rasterised sector measures a little more than its 
 for calcium 1 mm from the centre at 0.02 mm per pixel; the tests pin this bound).
 Angles are measured in millimetres (row and column spacing applied), so non-square pixels give true angles.
 
+Fragments (`gap_deg`, off by default in `angular_extent_deg` / `calcium_arc_deg`; `frame_measurements` bridges
+gaps below `DEFAULT_ARC_GAP_DEG` = 20 degrees and also reports the exact union as `calcium_arc_unbridged_deg`):
+a network often predicts one calcification as several pieces separated by thin angular gaps (a speckle-dark
+spot in the bright edge, a partial shadow), and the union then under-measures the arc (a 180-degree arc in six
+pieces with 5-degree gaps measures 155). A gap in the union narrower than `gap_deg` is counted as covered when
+the calcium on its two sides lies at a similar depth: the radial distances (mm, pixel centres) of the calcium
+pixels whose footprints reach within `gap_deg` of the gap's edge, on each side, form two ranges, and the gap is
+bridged when these ranges are at most `gap_depth_mm` (default 0.5 mm) apart. So pieces of one leading edge are
+joined, two calcifications far apart in angle are not, nor a superficial and a deep deposit that happen to be
+close in angle. Bridging only adds gaps, never removes coverage: bridged >= unbridged, and both are 360 for a ring.
+
 The viewpoint (`arc_center`) is, in order of preference:
 1. "lumen": the centroid of the largest 8-connected lumen region (so a stray lumen blob or a side-branch lumen
    does not pull it away);
@@ -58,14 +69,17 @@ from ivus_tf.core.vocab import LUMEN, VESSEL_WALL, check_wall_lumen_labels
 from ivus_tf.metrics import as_mask, validate_pixel_spacing_mm
 
 __all__ = [
-    "ARC_CENTERS", "MEASUREMENT_COLUMNS", "angular_extent_deg", "arc_center", "calcium_area_mm2",
+    "ARC_CENTERS", "DEFAULT_ARC_GAP_DEG", "DEFAULT_ARC_GAP_DEPTH_MM", "MEASUREMENT_COLUMNS", "angular_extent_deg",
+    "arc_center", "calcium_area_mm2",
     "calcium_arc_deg", "frame_measurements", "lumen_area_mm2", "plaque_burden_percent", "pullback_summary",
     "vessel_area_mm2",
 ]
 
 ARC_CENTERS = ("lumen", "vessel", "image")
 MEASUREMENT_COLUMNS = ("calcium_area_mm2", "calcium_arc_deg", "arc_center", "lumen_area_mm2", "vessel_area_mm2",
-                       "plaque_burden_percent")
+                       "plaque_burden_percent", "calcium_arc_unbridged_deg")
+DEFAULT_ARC_GAP_DEG = 20.0
+DEFAULT_ARC_GAP_DEPTH_MM = 0.5
 CALCIUM_SCORE_ARC_DEG = 270.0
 CALCIUM_SCORE_LENGTH_MM = 5.0
 
@@ -136,11 +150,17 @@ def arc_center(shape: Sequence[int], lumen_mask=None, vessel_mask=None) -> tuple
     return (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0, "image"
 
 
-def angular_extent_deg(mask, center_rc: Sequence[float], pixel_spacing_mm=1.0) -> float:
+def angular_extent_deg(mask, center_rc: Sequence[float], pixel_spacing_mm=1.0, gap_deg: float = 0.0,
+                       gap_depth_mm: float = DEFAULT_ARC_GAP_DEPTH_MM) -> float:
     """Length in degrees of the union of the angular intervals that the pixel squares of `mask` cover, seen from
-    `center_rc` = (row, column) in pixel coordinates (pixel centres at integers). 360 when a pixel contains it."""
+    `center_rc` = (row, column) in pixel coordinates (pixel centres at integers). 360 when a pixel contains it.
+    With `gap_deg` > 0, gaps narrower than that between calcium at depths at most `gap_depth_mm` apart count as
+    covered (module docstring)."""
     mask = as_mask(mask)
     dy, dx = validate_pixel_spacing_mm(pixel_spacing_mm)
+    if not (math.isfinite(gap_deg) and gap_deg >= 0) or not (math.isfinite(gap_depth_mm) and gap_depth_mm >= 0):
+        raise InputError(f"arc gap bridging needs finite gap_deg >= 0 and gap_depth_mm >= 0, got {gap_deg}, "
+                         f"{gap_depth_mm}")
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return 0.0
@@ -159,9 +179,54 @@ def angular_extent_deg(mask, center_rc: Sequence[float], pixel_spacing_mm=1.0) -
     shift = np.floor(starts / _TWO_PI) * _TWO_PI
     starts, ends = starts - shift, ends - shift  # starts in [0, 2 pi), ends < starts + pi
     wrapped = ends > _TWO_PI
-    starts = np.concatenate([starts, np.zeros(int(wrapped.sum()))])
-    ends = np.concatenate([np.minimum(ends, _TWO_PI), ends[wrapped] - _TWO_PI])
-    return math.degrees(_union_length(starts, ends))
+    covered = _union_length(np.concatenate([starts, np.zeros(int(wrapped.sum()))]),
+                            np.concatenate([np.minimum(ends, _TWO_PI), ends[wrapped] - _TWO_PI]))
+    if gap_deg > 0:
+        depth_mm = np.hypot(rel_rows * dy, rel_cols * dx)
+        covered += _bridged_gaps(starts, ends, depth_mm, math.radians(gap_deg), gap_depth_mm)
+    return min(math.degrees(covered), 360.0)
+
+
+def _circle_segments(starts: np.ndarray, ends: np.ndarray) -> list[list[float]]:
+    """The union of intervals [start, end] (starts in [0, 2 pi)) as disjoint arcs [a, b] on the circle, sorted by
+    a, b possibly beyond 2 pi for the arc crossing 0; one arc of length >= 2 pi when they cover the circle."""
+    order = np.argsort(starts, kind="stable")
+    segments: list[list[float]] = []
+    for start, end in zip(starts[order].tolist(), ends[order].tolist()):
+        if segments and start <= segments[-1][1]:
+            segments[-1][1] = max(segments[-1][1], end)
+        else:
+            segments.append([start, end])
+    while len(segments) > 1 and segments[-1][1] - _TWO_PI >= segments[0][0]:  # the last arc runs past 0
+        first = segments.pop(0)
+        segments[-1][1] = max(segments[-1][1], first[1] + _TWO_PI)
+    return segments
+
+
+def _bridged_gaps(starts: np.ndarray, ends: np.ndarray, depth_mm: np.ndarray, gap: float,
+                  gap_depth_mm: float) -> float:
+    """Total angle (radians) of the gaps of the union narrower than `gap` whose two sides' calcium lies at depths
+    at most `gap_depth_mm` apart (module docstring)."""
+    segments = _circle_segments(starts, ends)
+    if len(segments) == 1 and segments[0][1] - segments[0][0] >= _TWO_PI:
+        return 0.0
+    widths = ends - starts
+    bridged = 0.0
+    for k, (_, left_edge) in enumerate(segments):
+        right_edge = segments[(k + 1) % len(segments)][0] + (_TWO_PI if k + 1 == len(segments) else 0.0)
+        width = right_edge - left_edge
+        if not 0 < width < gap:
+            continue
+        end_rel = (ends - left_edge + math.pi) % _TWO_PI - math.pi  # pixel ends relative to the gap's left edge
+        left = (end_rel >= -gap) & (end_rel - widths <= 0)
+        start_rel = (starts - right_edge + math.pi) % _TWO_PI - math.pi
+        right = (start_rel <= gap) & (start_rel + widths >= 0)
+        if not (left.any() and right.any()):
+            continue
+        apart = max(depth_mm[right].min() - depth_mm[left].max(), depth_mm[left].min() - depth_mm[right].max(), 0.0)
+        if apart <= gap_depth_mm + 1e-9:
+            bridged += width
+    return bridged
 
 
 def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
@@ -173,29 +238,34 @@ def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
     return float(reach[-1] - starts[0] - gaps.sum())
 
 
-def calcium_arc_deg(calcium_mask, lumen_mask=None, vessel_mask=None, pixel_spacing_mm=1.0) -> float:
+def calcium_arc_deg(calcium_mask, lumen_mask=None, vessel_mask=None, pixel_spacing_mm=1.0, gap_deg: float = 0.0,
+                    gap_depth_mm: float = DEFAULT_ARC_GAP_DEPTH_MM) -> float:
     """Calcium arc in degrees seen from the lumen centroid (fallbacks: vessel centroid, image centre).
 
-    See the module docstring for the exact definition; `arc_center` says which viewpoint a frame gets.
+    See the module docstring for the exact definition and gap bridging (off unless `gap_deg` > 0);
+    `arc_center` says which viewpoint a frame gets.
     """
     calcium = as_mask(calcium_mask, "calcium_mask")
     row, col, _ = arc_center(calcium.shape, lumen_mask, vessel_mask)
-    return angular_extent_deg(calcium, (row, col), pixel_spacing_mm)
+    return angular_extent_deg(calcium, (row, col), pixel_spacing_mm, gap_deg, gap_depth_mm)
 
 
 # -------------------------------------------------------------------------------------------------- a frame
 
-def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dict:
+def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm, arc_gap_deg: float = DEFAULT_ARC_GAP_DEG,
+                       arc_gap_depth_mm: float = DEFAULT_ARC_GAP_DEPTH_MM) -> dict:
     """All measurements of one frame: the `MEASUREMENT_COLUMNS` dict, plus "arc_center_rc", the (row, column) of the
     arc's viewpoint (None without a calcium mask), for overlays and later measurements from the same viewpoint.
 
     Either input may be None (a model without that head): its measurements are NaN; without wall-lumen labels the
     arc is seen from the image centre (arc_center "image"). Both given: they must have the same shape.
+    `calcium_arc_deg` bridges gaps below `arc_gap_deg` (0: no bridging); `calcium_arc_unbridged_deg` is the exact
+    union of the pixel footprints.
     """
     pixel_area = _pixel_area_mm2(pixel_spacing_mm)
     result = {"calcium_area_mm2": math.nan, "calcium_arc_deg": math.nan, "arc_center": "",
               "lumen_area_mm2": math.nan, "vessel_area_mm2": math.nan, "plaque_burden_percent": math.nan,
-              "arc_center_rc": None}
+              "calcium_arc_unbridged_deg": math.nan, "arc_center_rc": None}
     lumen = vessel = None
     if wall_lumen_labels is not None:
         labels = check_wall_lumen_labels(wall_lumen_labels)
@@ -209,9 +279,11 @@ def frame_measurements(calcium_mask, wall_lumen_labels, pixel_spacing_mm) -> dic
         if lumen is not None and calcium.shape != lumen.shape:
             raise InputError(f"calcium_mask {calcium.shape} and wall_lumen_labels {lumen.shape} shapes differ")
         row, col, source = arc_center(calcium.shape, lumen, vessel)
-        result.update(calcium_area_mm2=int(np.count_nonzero(calcium)) * pixel_area,
-                      calcium_arc_deg=angular_extent_deg(calcium, (row, col), pixel_spacing_mm),
-                      arc_center=source, arc_center_rc=(row, col))
+        unbridged = angular_extent_deg(calcium, (row, col), pixel_spacing_mm)
+        bridged = (angular_extent_deg(calcium, (row, col), pixel_spacing_mm, arc_gap_deg, arc_gap_depth_mm)
+                   if arc_gap_deg > 0 and 0 < unbridged < 360 else unbridged)
+        result.update(calcium_area_mm2=int(np.count_nonzero(calcium)) * pixel_area, calcium_arc_deg=bridged,
+                      calcium_arc_unbridged_deg=unbridged, arc_center=source, arc_center_rc=(row, col))
     return result
 
 

@@ -1,17 +1,25 @@
 """`predict`: turn a pullback into masks, overlays and calcium measurements with an exported model.
 
-    python -m ivus_tf.predict --model saved_models/NAME/V --input PATH --out DIR [--pixel-spacing-mm S]
-        [--batch-size 12] [--pullback-speed-mm-s V --frame-rate-hz F] [--engine auto|onnxruntime|tensorflow]
-        [--no-overlays] [--overwrite] [--report [--lmode-angle-deg A] [--lesion-gap-mm G] ...] [--dicom-seg]
+    python -m ivus_tf.predict --model saved_models/NAME/V [--model ...] --input PATH --out DIR [--tta]
+        [--pixel-spacing-mm S] [--batch-size 12] [--pullback-speed-mm-s V --frame-rate-hz F]
+        [--engine auto|onnxruntime|tensorflow] [--postprocess default|none|FILE.yaml | --no-postprocess]
+        [--arc-gap-deg 20] [--no-overlays] [--overwrite] [--report [--lmode-angle-deg A] [--lesion-gap-mm G] ...]
+        [--dicom-seg]
 
 PATH is a folder of frames, a multi-frame DICOM file or a manifest CSV (`ivus_tf.pullback_io`). The model is an
 export of `ivus_tf.export` (SavedModel, optionally `model.onnx` beside it), loaded with `load_exported`; it takes
 uint8 frames of any size and answers at that size. Frames stream through: read one at a time, predicted in
 batches of consecutive frames of equal size, written, dropped; memory does not grow with the pullback.
+`--model` given several times averages the models' probabilities, `--tta` adds mirrored passes
+(`ivus_tf.ensemble`: members x 4 forward passes per frame); the masks are then cleaned (`ivus_tf.postprocess`,
+default on) before they are measured, written and drawn.
 
 DIR holds, per frame (`<name>` = frame_id, or `<case_id>_<frame_id>` for a manifest):
     masks/<name>_calcium.png      calcium mask, 0 / 255
     masks/<name>_wall_lumen.png   labels 0 background, 1 lumen, 2 vessel wall
+    masks/<name>_calcium_uncertainty.png, _wall_lumen_uncertainty.png
+                                  with several models or --tta: the per-pixel spread across the passes, 16-bit,
+                                  std of the probability = value / 131070 (65535 = 0.5, the largest possible)
     overlays/<name>.png           the frame with contours: calcium red, lumen yellow, vessel (EEM) cyan, the arc's
                                   viewpoint as a small white cross, and the frame's numbers (unless --no-overlays)
 and once:
@@ -44,21 +52,26 @@ import cv2
 import numpy as np
 
 from ivus_tf.core.atomic import atomic_output_dir, check_output_dir, json_ready, json_text
-from ivus_tf.core.errors import (ArgumentParser, InputError, positive_float_arg, positive_int_arg, positive_number,
-                                 run_cli)
+from ivus_tf.core.errors import (ArgumentParser, InputError, pixel_spacing_arg, positive_float_arg, positive_int_arg,
+                                 positive_number, run_cli)
 from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
-from ivus_tf.measurements import frame_measurements, pullback_summary
+from ivus_tf.ensemble import Ensemble, add_ensemble_arguments, ensemble_summary_lines, model_text, uncertainty_png
+from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG, frame_measurements, pullback_summary
+from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_postprocess, postprocess_frame
 from ivus_tf.pullback.assemble import ReportSettings, add_report_arguments, report_summary_lines
+from ivus_tf.pullback.batching import BatchLimit, batches
 from ivus_tf.pullback.collect import FRAME_COLUMNS, PullbackCollector
 from ivus_tf.pullback.geometry import require_lengths, resolve_geometry
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
 
+ENSEMBLE_COLUMNS = ("calcium_arc_unbridged_deg", "calcium_uncertainty_mean", "wall_lumen_uncertainty_mean")
 CSV_COLUMNS = ("case_id", "frame_id", "calcium_area_mm2", "calcium_arc_deg", "lumen_area_mm2", "vessel_area_mm2",
-               "plaque_burden_percent", "pixel_spacing_mm", "arc_center") + FRAME_COLUMNS
+               "plaque_burden_percent", "pixel_spacing_mm", "arc_center") + FRAME_COLUMNS + ENSEMBLE_COLUMNS
 CSV_DECIMALS = {"calcium_area_mm2": 4, "calcium_arc_deg": 2, "lumen_area_mm2": 4, "vessel_area_mm2": 4,
                 "plaque_burden_percent": 2, "position_mm": 4, "superficial_calcium_arc_deg": 2,
-                "lumen_diameter_mm": 4, "vessel_diameter_mm": 4}
+                "lumen_diameter_mm": 4, "vessel_diameter_mm": 4, "calcium_arc_unbridged_deg": 2,
+                "calcium_uncertainty_mean": 5, "wall_lumen_uncertainty_mean": 5}
 SEG_NAME = "segmentation.dcm"
 TASK_OUTPUTS = {"calcium": "calcium_mask", "wall_lumen": "wall_lumen_labels"}
 ENGINES = ("auto", "onnxruntime", "tensorflow")
@@ -94,26 +107,18 @@ def model_tasks(model, where: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------------- streaming
 
-def batches(frames: Iterable[Frame], batch_size: int) -> Iterator[list[Frame]]:
-    """Consecutive frames in lists of at most `batch_size`, cut where the frame size changes (one size a call)."""
-    batch: list[Frame] = []
-    for frame in frames:
-        if batch and frame.image.shape != batch[0].image.shape:
-            yield batch
-            batch = []
-        batch.append(frame)
-        if len(batch) == batch_size:  # at once: the reader never runs more than one batch ahead of the model
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str], where: str = "model",
+                   memory_budget_bytes: int | None = None, memory_total_bytes: int | None = None,
+                   warnings: Warnings | None = None) -> Iterator[tuple[Frame, dict]]:
+    """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call.
 
-
-def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Sequence[str],
-                   where: str = "model") -> Iterator[tuple[Frame, dict]]:
-    """Yield (frame, {output name: [H, W] array}) for each frame, predicting `batch_size` frames per call."""
+    The memory guard (`ivus_tf.pullback.batching.BatchLimit`): a batch of large frames is cut to what fits in
+    `memory_budget_bytes` (default half of `memory_total_bytes`, default this machine's memory), with one warning
+    per frame size; a frame that alone needs more than the whole memory is refused."""
     names = [TASK_OUTPUTS[task] for task in tasks]
-    for batch in batches(frames, batch_size):
+    warnings = warnings or Warnings()
+    limit = BatchLimit(model, batch_size, warnings.once, memory_budget_bytes, memory_total_bytes)
+    for batch in batches(frames, batch_size, limit):
         stack = np.stack([frame.image for frame in batch])
         outputs = model.predict(stack, batch_size=len(batch))
         for name in names:
@@ -122,7 +127,8 @@ def predict_frames(model, frames: Iterable[Frame], batch_size: int, tasks: Seque
             shape = tuple(np.shape(outputs[name]))
             if shape != stack.shape:
                 raise InputError(f"{where}: output {name!r} has shape {shape} for frames of shape {stack.shape}")
-        arrays = {name: np.asarray(outputs[name]) for name in names}
+        extra = [f"{task}_uncertainty{suffix}" for task in tasks for suffix in ("", "_mean")]
+        arrays = {name: np.asarray(outputs[name]) for name in names + [n for n in extra if n in outputs]}
         for i, frame in enumerate(batch):
             yield frame, {name: array[i] for name, array in arrays.items()}
 
@@ -190,17 +196,23 @@ def _write_png(path: Path, array: np.ndarray, params: Sequence[int] = ()) -> Non
 
 # ---------------------------------------------------------------------------------------------------- runner
 
-def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+def run_predict(model_path, input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                 pixel_spacing_mm: float | None = None, batch_size: int = 12,
                 pullback_speed_mm_s: float | None = None, frame_rate_hz: float | None = None,
                 overlays: bool = True, overwrite: bool = False, engine: str = "auto", model=None,
                 warnings: Warnings | None = None, show_summary: bool = True, report: bool = False,
-                report_settings: ReportSettings | None = None, dicom_seg: bool = False) -> dict:
+                report_settings: ReportSettings | None = None, dicom_seg: bool = False, tta: bool = False,
+                postprocess: PostprocessConfig | str | None = "default",
+                arc_gap_deg: float = DEFAULT_ARC_GAP_DEG) -> dict:
     """Predict every frame of `input_path` into `out_dir` (module docstring); return the summary.json dict.
 
-    `model` is an already loaded ExportedModel-like object (`.engine`, `.tasks`, `.info`, `.predict(frames)`);
-    by default it is loaded from `model_path` with `load_model`. `report` writes the pullback report
-    (`ivus_tf.pullback`), `dicom_seg` the DICOM Segmentation of a DICOM input.
+    `model_path` is one export folder or a list of them (an ensemble); `model` is an already loaded
+    ExportedModel-like object (`.engine`, `.tasks`, `.info`, `.predict(frames)`) or a list of them; by default
+    they are loaded from `model_path` with `load_model`. `report` writes the pullback report (`ivus_tf.pullback`),
+    `dicom_seg` the DICOM Segmentation of a DICOM input. `tta` adds mirrored passes (`ivus_tf.ensemble`).
+    `postprocess`: a `PostprocessConfig`, a preset name or YAML file (`ivus_tf.postprocess.load_postprocess`), or
+    None (off); the cleaned masks are what is written, measured and reported. `arc_gap_deg`: calcium arc gap
+    bridging (`ivus_tf.measurements`; 0 = off).
     """
     start = time.perf_counter()
     if int(batch_size) < 1:
@@ -211,7 +223,12 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
     rate = None if frame_rate_hz is None else positive_number(frame_rate_hz, "--frame-rate-hz")
     settings = report_settings or ReportSettings()
     warnings = warnings or Warnings()
-    model_path, out_dir = Path(model_path), Path(out_dir)
+    model_paths = [Path(p) for p in (model_path if isinstance(model_path, (list, tuple)) else [model_path])]
+    model_path, out_dir = model_paths[0], Path(out_dir)
+    if isinstance(postprocess, str):
+        postprocess = load_postprocess(postprocess)
+    if not (math.isfinite(arc_gap_deg) and 0 <= arc_gap_deg < 180):
+        raise InputError(f"--arc-gap-deg must be in [0, 180), got {arc_gap_deg}")
     pullback = open_pullback(input_path, pixel_spacing_mm, warnings)
     case_frames = pullback.case_frames or {case: pullback.frames for case in pullback.case_ids[:1]}
     geometries = {case: resolve_geometry(frames, speed, rate, pullback.timing) for case, frames in case_frames.items()}
@@ -227,9 +244,13 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         warnings.once("length", "calcium lengths in mm need both --pullback-speed-mm-s and --frame-rate-hz "
                                 f"({'no pullback speed' if first.pullback_speed_mm_s is None else 'no frame rate'} "
                                 "given or in the input); reporting frame counts only")
-    check_output_dir(out_dir, overwrite, SUMMARY_NAME, "predict output", [pullback.path, model_path])
+    check_output_dir(out_dir, overwrite, SUMMARY_NAME, "predict output", [pullback.path, *model_paths])
     if model is None:
-        model = load_model(model_path, engine)
+        model = [load_model(path, engine) for path in model_paths]
+    if isinstance(model, (list, tuple)) or tta:
+        members = list(model) if isinstance(model, (list, tuple)) else [model]
+        names = [os.path.abspath(p) for p in model_paths] if len(model_paths) == len(members) else None
+        model = Ensemble(members, names, tta=tta)
     tasks = model_tasks(model, str(model_path))
     if "wall_lumen" not in tasks:
         warnings.once("tasks", f"{model_path}: calcium-only model: no lumen or vessel measurements, and arcs are "
@@ -253,10 +274,12 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         with open(tmp / "measurements.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)
-            results = predict_frames(model, pullback, int(batch_size), tasks, where=str(model_path))
+            results = predict_frames(model, pullback, int(batch_size), tasks, where=str(model_path),
+                                     warnings=warnings)
             for frame, outputs in progress(results, total=len(pullback), desc="predict", unit="frames"):
-                calcium, labels = outputs.get("calcium_mask"), outputs.get("wall_lumen_labels")
-                values = _write_frame(tmp, frame, outputs, overlays)
+                calcium, labels = postprocess_frame(outputs.get("calcium_mask"), outputs.get("wall_lumen_labels"),
+                                                    frame.pixel_spacing_mm, postprocess)
+                values = _write_frame(tmp, frame, outputs, overlays, calcium, labels, arc_gap_deg)
                 values.update(collectors[frame.case_id].add(frame, calcium, labels, values))
                 writer.writerow([_csv_value(column, values[column]) for column in CSV_COLUMNS])
                 per_case.setdefault(frame.case_id, []).append(
@@ -273,7 +296,7 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         seconds, streaming = time.perf_counter() - start, time.perf_counter() - stream_start
         frames = sum(len(rows) for rows in per_case.values())
         meta = {"input": os.path.abspath(pullback.path), "input_name": pullback.path.name,
-                "input_kind": pullback.kind, "model": os.path.abspath(getattr(model, "path", model_path)),
+                "input_kind": pullback.kind, "model": _abspaths(getattr(model, "path", model_path)),
                 "engine": model.engine, "tasks": list(tasks), "pixel_spacing_source": pullback.spacing_source}
         summary = json_ready({
             "package_version": __version__, **{k: v for k, v in meta.items() if k != "input_name"},
@@ -285,6 +308,8 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
             "pixel_spacing_mm": sorted(spacings),
             "frame_rate_source": first.frame_rate_source if first is not None else None,
             "batch_size": int(batch_size), "overlays": bool(overlays),
+            "ensemble": model.describe() if isinstance(model, Ensemble) else None,
+            "postprocess": describe_postprocess(postprocess), "arc_gap_deg": float(arc_gap_deg),
             "geometry": {case: geometry.to_json() for case, geometry in geometries.items()},
             "pullbacks": {case_id: pullback_summary(rows, geometries[case_id].pullback_speed_mm_s,
                                                     geometries[case_id].frame_rate_hz)
@@ -294,7 +319,8 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
         if report:
             from ivus_tf.pullback.assemble import REPORT_HTML, write_report
 
-            written = write_report(tmp, collectors, settings, {**meta, "warnings": list(warnings.said.values())})
+            shown = {**meta, "model": model_text(meta["model"], model)}  # one line in the report's header
+            written = write_report(tmp, collectors, settings, {**shown, "warnings": list(warnings.said.values())})
             summary["report"] = {"html": REPORT_HTML, "lesions": {
                 entry["case_id"]: [{key: lesion[key] for key in ("lesion", "start_mm", "end_mm", "length_mm")}
                                    | {"calcium_score": lesion["calcium_score"]["score_text"],
@@ -307,11 +333,22 @@ def run_predict(model_path: str | os.PathLike, input_path: str | os.PathLike, ou
     return summary
 
 
-def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool) -> dict:
-    calcium = outputs.get("calcium_mask")
-    labels = outputs.get("wall_lumen_labels")
-    values = frame_measurements(calcium, labels, frame.pixel_spacing_mm)
+def _abspaths(path):
+    """One path as an absolute string; an ensemble's paths as a list of them."""
+    return [os.path.abspath(p) for p in path] if isinstance(path, (list, tuple)) else os.path.abspath(path)
+
+
+def _write_frame(tmp: Path, frame: Frame, outputs: dict, overlays: bool, calcium: np.ndarray | None,
+                 labels: np.ndarray | None, arc_gap_deg: float = DEFAULT_ARC_GAP_DEG) -> dict:
+    """Write the frame's masks (`calcium`, `labels`: the cleaned ones), uncertainty maps and overlay; return its
+    measurements."""
+    values = frame_measurements(calcium, labels, frame.pixel_spacing_mm, arc_gap_deg=arc_gap_deg)
     values.update(case_id=frame.case_id, frame_id=frame.frame_id, pixel_spacing_mm=frame.pixel_spacing_mm)
+    for task in TASK_OUTPUTS:
+        values[f"{task}_uncertainty_mean"] = float(outputs.get(f"{task}_uncertainty_mean", math.nan))
+        if f"{task}_uncertainty" in outputs:
+            _write_png(tmp / "masks" / f"{frame.name}_{task}_uncertainty.png",
+                       uncertainty_png(outputs[f"{task}_uncertainty"]))
     if calcium is not None:
         _write_png(tmp / "masks" / f"{frame.name}_calcium.png", (calcium != 0).astype(np.uint8) * 255)
     if labels is not None:
@@ -344,6 +381,8 @@ def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
     for line in report_summary_lines(summary, out_dir):
         print(line, file=stream)
     print(f"engine: {summary['engine']}", file=stream)
+    for line in ensemble_summary_lines(summary):
+        print(line, file=stream)
     print(f"wrote {out_dir}: {summary['frames']} frames in {summary['seconds_predicting']:.1f} s "
           f"({summary['frames_per_s']:.2f} frames/s; {summary['seconds_total']:.1f} s with opening the input and "
           "loading the model)", file=stream)
@@ -354,14 +393,16 @@ def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m ivus_tf.predict",
                             description="Segment calcium, lumen and vessel in a pullback and measure calcium.")
-    parser.add_argument("--model", required=True, help="exported model folder (saved_models/NAME/VERSION)")
+    parser.add_argument("--model", required=True, action="append",
+                        help="exported model folder (saved_models/NAME or NAME/VERSION); give it several times "
+                             "to average the models' probabilities (an ensemble, e.g. the fold models of a run)")
     parser.add_argument("--input", required=True,
                         help="folder of frames (PNG/TIFF/BMP/JPEG), multi-frame DICOM file, or manifest CSV")
     parser.add_argument("--out", required=True, help="output folder to create")
-    parser.add_argument("--pixel-spacing-mm", type=positive_float_arg, metavar="S",
+    parser.add_argument("--pixel-spacing-mm", type=pixel_spacing_arg, metavar="S",
                         help="mm per pixel; required for a folder of frames, overrides DICOM and manifest values")
     parser.add_argument("--batch-size", type=positive_int_arg, default=12, metavar="B",
-                        help="frames per model call (default 12)")
+                        help="frames per model call (default 12; fewer for frames too large for memory)")
     parser.add_argument("--pullback-speed-mm-s", type=positive_float_arg, metavar="V",
                         help="pullback speed in mm/s (default: the DICOM's IVUSPullbackRate); with the frame rate: "
                              "lengths in mm")
@@ -371,6 +412,7 @@ def build_parser() -> ArgumentParser:
                         help="inference engine (default auto: onnxruntime when model.onnx and onnxruntime exist)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs (faster)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing predict output folder")
+    add_ensemble_arguments(parser)
     add_report_arguments(parser)
     return parser
 
@@ -381,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size, pullback_speed_mm_s=args.pullback_speed_mm_s,
                 frame_rate_hz=args.frame_rate_hz, overlays=not args.no_overlays, overwrite=args.overwrite,
                 engine=args.engine, report=args.report, dicom_seg=args.dicom_seg,
-                report_settings=ReportSettings.from_args(args))
+                report_settings=ReportSettings.from_args(args), tta=args.tta,
+                postprocess="none" if args.no_postprocess else args.postprocess, arc_gap_deg=args.arc_gap_deg)
     return 0
 
 

@@ -20,10 +20,13 @@ frames is never held in memory. Three inputs:
   are scaled linearly to 8 bits by `255 / (2**BitsStored - 1)`; signed pixel data is refused. Pixel spacing comes
   from PixelSpacing (mm, row then column), else from the first SequenceOfUltrasoundRegions item measured in cm
   (PhysicalUnitsX/YDirection = 3; PhysicalDeltaX/Y in cm, times 10). Row and column spacing must agree within 1%
-  (a scan-converted IVUS frame has square pixels; anything else is refused rather than measured wrongly);
-  `--pixel-spacing-mm` overrides. Frame timing and the IVUS pullback tags (FrameTimeVector, FrameTime, CineRate,
-  IVUSPullbackRate, ...) are read by `ivus_tf.pullback.geometry.dicom_timing`; the header is kept (`dicom_header`,
-  pixel data left on disk) for outputs that reference the source, such as a DICOM Segmentation.
+  (a scan-converted IVUS frame has square pixels; anything else is refused rather than measured wrongly) and lie
+  in the physical range (`ivus_tf.core.errors.PIXEL_SPACING_RANGE_MM`); `--pixel-spacing-mm` overrides the file,
+  whatever is wrong with its spacing (unreadable, one value, text, zero, not square), with one warning. Frame
+  timing and the IVUS pullback tags (FrameTimeVector, FrameTime, CineRate, IVUSPullbackRate, ...) are read by
+  `ivus_tf.pullback.geometry.dicom_timing`; the header is kept (`dicom_header`, pixel data left on disk) for
+  outputs that reference the source, such as a DICOM Segmentation. A colour interpretation with one sample per
+  pixel (or the reverse) is refused: the header contradicts itself.
   `case_id` is the file name without its extension, `frame_id` the 0-based frame number, zero-padded.
 - a manifest CSV (`tfrecords_builder.manifest`, masks optional): frames in file order, spacing per row (overridden
   by `--pixel-spacing-mm`). Several cases (pullbacks) may share a manifest, each with its own frame size; within a
@@ -34,7 +37,6 @@ Warnings (a colour frame converted, a spacing overridden) are printed once per r
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -44,12 +46,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ivus_tf.core.errors import InputError, positive_number
+from ivus_tf.core.errors import InputError, check_pixel_spacing_mm
+from ivus_tf.pullback.geometry import SPACING_TOLERANCE
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 MANIFEST_SUFFIXES = (".csv",)
-SPACING_TOLERANCE = 0.01
-DICOM_UNITS_CM = 3
 DICOM_PHOTOMETRIC = ("MONOCHROME2", "MONOCHROME1", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR")
 
 
@@ -110,7 +111,7 @@ def open_pullback(path: str | os.PathLike, pixel_spacing_mm: float | None = None
     path = Path(path)
     warnings = warnings or Warnings()
     if pixel_spacing_mm is not None:
-        pixel_spacing_mm = positive_number(pixel_spacing_mm, "--pixel-spacing-mm", " (mm per pixel)")
+        pixel_spacing_mm = check_pixel_spacing_mm(pixel_spacing_mm, "--pixel-spacing-mm")
     if path.is_dir():
         return _open_folder(path, pixel_spacing_mm, warnings)
     if not path.exists():
@@ -161,8 +162,11 @@ def _check_one_size(files: list[Path], what: str) -> None:
 def _decode_image(path: Path, warnings: Warnings, where: str = "") -> np.ndarray:
     from tfrecords_builder.images import image_to_gray_uint8, read_file
 
+    def corrupt(message: str) -> None:  # one warning per damaged frame: each one's masks are suspect
+        warnings.once(f"corrupt:{path}", f"{where}{message}; predicted anyway")
+
     try:
-        array, _ = read_file(path)
+        array, _ = read_file(path, on_corrupt=corrupt)
         if array.ndim == 3:
             warnings.once("colour", f"{path}: colour image ({array.shape[2]} channels) converted to gray "
                                     "(BT.601 weights); said once for this run")
@@ -259,37 +263,6 @@ def _read_dicom_header(path: Path):
     return dataset
 
 
-def dicom_pixel_spacing_mm(dataset, path: Path, warnings: Warnings) -> tuple[float | None, str]:
-    """(spacing in mm or None, where it came from) from PixelSpacing or SequenceOfUltrasoundRegions (in cm)."""
-    candidates = []
-    spacing = getattr(dataset, "PixelSpacing", None)
-    if spacing is not None and len(spacing) == 2:
-        candidates.append(("PixelSpacing", float(spacing[0]), float(spacing[1])))
-    for region in getattr(dataset, "SequenceOfUltrasoundRegions", None) or []:
-        units = (getattr(region, "PhysicalUnitsXDirection", None), getattr(region, "PhysicalUnitsYDirection", None))
-        if units == (DICOM_UNITS_CM, DICOM_UNITS_CM) and "PhysicalDeltaX" in region and "PhysicalDeltaY" in region:
-            candidates.append(("SequenceOfUltrasoundRegions PhysicalDeltaX/Y (cm)",
-                               10.0 * abs(float(region.PhysicalDeltaY)), 10.0 * abs(float(region.PhysicalDeltaX))))
-            break
-    if not candidates:
-        return None, "none"
-    source, rows_mm, cols_mm = candidates[0]
-    for value in (rows_mm, cols_mm):
-        if not math.isfinite(value) or value <= 0:
-            raise InputError(f"{path}: {source} gives pixel spacing {rows_mm!r} x {cols_mm!r} mm; "
-                             "pass --pixel-spacing-mm")
-    if abs(rows_mm - cols_mm) > SPACING_TOLERANCE * max(rows_mm, cols_mm):
-        raise InputError(f"{path}: {source} gives non-square pixels ({rows_mm:g} mm per row, {cols_mm:g} mm per "
-                         "column); IVUS frames have square pixels: pass --pixel-spacing-mm if you know the spacing")
-    mean = (rows_mm + cols_mm) / 2.0
-    if len(candidates) > 1:
-        other = (candidates[1][1] + candidates[1][2]) / 2.0
-        if abs(other - mean) > SPACING_TOLERANCE * mean:
-            warnings.once("dicom-spacing", f"{path}: PixelSpacing ({mean:g} mm) and the ultrasound region "
-                                           f"({other:g} mm) disagree; using PixelSpacing")
-    return mean, source
-
-
 def _check_decoder(dataset, path: Path) -> None:
     from pydicom.pixels import get_decoder
 
@@ -321,29 +294,50 @@ def _check_native_length(dataset, path: Path, frames: int, pixels: int, photomet
                          f"{frames} frames")
 
 
+def _header_int(dataset, keyword: str, default: int, path: Path) -> int:
+    try:
+        return int(dataset.get(keyword, default) or default)
+    except Exception:  # noqa: BLE001 - pydicom or int() on a malformed value
+        from ivus_tf.pullback.geometry import dicom_raw
+
+        raise InputError(f"{path}: DICOM {keyword} {dicom_raw(dataset, keyword)} is not a whole number") from None
+
+
 def _open_dicom(path: Path, spacing: float | None, warnings: Warnings) -> Pullback:
     dataset = _read_dicom_header(path)
-    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    rows, columns = _header_int(dataset, "Rows", 0, path), _header_int(dataset, "Columns", 0, path)
+    frames = _header_int(dataset, "NumberOfFrames", 1, path)
     photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
-    bits_stored = int(dataset.get("BitsStored", 8) or 8)
+    bits_stored = _header_int(dataset, "BitsStored", 8, path)
+    samples = _header_int(dataset, "SamplesPerPixel", 1, path)
     if rows < 1 or columns < 1:
         raise InputError(f"{path}: DICOM file has no image size (Rows, Columns)")
     if photometric not in DICOM_PHOTOMETRIC:
         raise InputError(f"{path}: photometric interpretation {photometric!r} is not supported; "
                          f"expected one of {', '.join(DICOM_PHOTOMETRIC)}")
-    if int(dataset.get("PixelRepresentation", 0) or 0) != 0:
+    needed = 1 if photometric in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR") else 3
+    if samples != needed:
+        raise InputError(f"{path}: PhotometricInterpretation {photometric} needs {needed} sample"
+                         f"{'s' if needed > 1 else ''} per pixel, but SamplesPerPixel is {samples}; the header "
+                         "contradicts itself")
+    if _header_int(dataset, "PixelRepresentation", 0, path) != 0:
         raise InputError(f"{path}: signed pixel data is not supported (IVUS B-mode frames are unsigned)")
     _check_decoder(dataset, path)
     _check_native_length(dataset, path, frames, rows * columns, photometric)
-    found, source = dicom_pixel_spacing_mm(dataset, path, warnings)
+    from ivus_tf.pullback.geometry import dicom_spacing
+
+    found, source, problem = dicom_spacing(dataset, warnings, path)
     if spacing is None:
+        if problem is not None:
+            raise InputError(f"{path}: {problem}; pass --pixel-spacing-mm if you know the spacing")
         if found is None:
             raise InputError(f"{path}: no pixel spacing in the DICOM file (neither PixelSpacing nor an ultrasound "
                              "region in cm); pass --pixel-spacing-mm")
         spacing = found
     else:
-        if found is not None and abs(found - spacing) > SPACING_TOLERANCE * found:
+        if problem is not None:
+            warnings.once("spacing", f"{path}: {problem}; using --pixel-spacing-mm {spacing:g}")
+        elif found is not None and abs(found - spacing) > SPACING_TOLERANCE * found:
             warnings.once("spacing", f"--pixel-spacing-mm {spacing:g} overrides the DICOM's {found:g} mm ({source})")
         source = "--pixel-spacing-mm"
     from ivus_tf.pullback.geometry import dicom_timing

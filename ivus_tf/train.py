@@ -64,17 +64,14 @@ def build_parser() -> ArgumentParser:
 
 def overrides_from_args(args) -> dict:
     """{field: value} of the flags given on the command line (flags left out change nothing)."""
-    import yaml
+    from ivus_tf.core.config import parse_yaml
 
     overrides = {}
     for setting in args.settings:
         key, sep, text = setting.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--set {setting!r}: expected KEY=VALUE")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise InputError(f"--set {setting!r}: value is not valid YAML ({str(error).splitlines()[0]})") from error
+        value = parse_yaml(text, f"--set {setting!r}")
         if isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
             try:
                 value = float(value)

@@ -59,7 +59,36 @@ class FakeModel:
             labels[(frames >= 50) & (frames < 150) | (frames >= 200)] = 2
             labels[frames < 50] = 1
             outputs["wall_lumen_labels"] = labels
+            outputs["wall_lumen_probability"] = np.eye(3, dtype=np.float32)[labels]
         return outputs
+
+
+def tiny_export(out_dir: Path, seed: int = 0, tasks=("calcium", "wall_lumen"), onnx: bool = True,
+                size: int = 32, logit_std: float = 3.0) -> Path:
+    """A tiny U-Net (width 1/16, `size` x `size` input) exported to `out_dir`/1, with model.onnx when `onnx` and
+    the ONNX tools are installed; returns the version folder. Each head's logits are rescaled to a spread of
+    `logit_std` on `geometry_frame`-like input, so the untrained model gives decisive, spatially varying
+    probabilities (its own are all near 1 / classes) and mask comparisons mean something."""
+    import importlib.util
+
+    import keras
+
+    from ivus_tf.export import export_onnx, export_savedmodel
+    from ivus_tf.models import build_model
+
+    keras.utils.set_random_seed(seed)
+    model = build_model("unet_res", tuple(tasks), input_shape=(size, size, 1), width=0.0625)
+    images = np.stack([cv2.resize(geometry_frame(calcium=(18, 28, 40 * i, 40 * i + 120))[0], (size, size))
+                       for i in range(3)])[..., None].astype(np.float32) / 255.0
+    for task, p in model.predict(images, verbose=0).items():
+        log_p = np.log(np.maximum(p, 1e-12))
+        centred = log_p - log_p.mean(-1, keepdims=True)  # the logits up to a per-pixel constant
+        factor = logit_std / float(centred.std())
+        layer = model.get_layer(f"{task}_head_logits")
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel * factor, (bias - centred.reshape(-1, p.shape[-1]).mean(0)) * factor])
+    have_onnx = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
+    return (export_onnx if onnx and have_onnx else export_savedmodel)(model, out_dir, version=1)
 
 
 def write_image_folder(folder: Path, frames, names=None, suffix=".png") -> Path:

@@ -309,7 +309,7 @@ def _nan_spacing_in_row_4(manifest: Path) -> str:
     lines = manifest.read_text().splitlines()
     lines[3] = lines[3].rsplit(",", 1)[0] + ",nan"
     manifest.write_text("\n".join(lines) + "\n")
-    return f"{manifest} row 4: pixel_spacing_mm 'nan' must be a finite number > 0"
+    return f"{manifest} row 4: pixel_spacing_mm 'nan' must be a finite number of mm per pixel"
 
 
 def _corrupt_image_in_last_row(manifest: Path) -> str:

@@ -18,9 +18,11 @@ from ivus_tf.evaluation import (
     evaluate_model,
     format_summary,
     predict_nothing_baseline,
+    rule_baseline,
     write_metrics_json,
 )
 from ivus_tf.models import build_model
+from ivus_tf.postprocess import PRESETS, postprocess_frame
 
 BOTH = ("calcium", "wall_lumen")
 SIZE = 32
@@ -159,6 +161,39 @@ def test_oracle_with_speckle_matches_hand_computation(records, options):
     assert metrics["points"] == options.get("points", "all") and metrics["empty"] == options.get("empty", "diagonal")
 
 
+def test_postprocessed_scores_are_the_headline_and_raw_scores_are_kept(records):
+    """With a PostprocessConfig the top-level sections score the cleaned maps (by hand: `postprocess_frame` on the
+    argmax maps of all tasks of a frame), "raw" holds the scores without cleaning, and metrics.json says so."""
+    metrics = evaluate_model(Oracle(records), records, CASES, BOTH, SIZE, batch_size=3,
+                             postprocess=PRESETS["default"])
+    raw = by_hand(Oracle(records), records)
+    assert_sections_match(metrics["raw"], raw)
+    frames = {(f["case_id"], f["frame_id"]): f for f in iterate_frames(records, CASES)}
+    cleaned, changed = {}, 0
+    for key, entry in raw.items():
+        frame = frames[key]
+        spacing = frame["pixel_spacing_mm"]  # as stored (float32), as the evaluation reads it
+        calcium, labels = postprocess_frame(entry["labels"]["calcium"], entry["labels"]["wall_lumen"].astype(np.uint8),
+                                            spacing, PRESETS["default"])
+        changed += int((calcium != entry["labels"]["calcium"]).sum() + (labels != entry["labels"]["wall_lumen"]).sum())
+        cleaned[key] = {}
+        if frame["calcium_mask"] is not None:
+            cleaned[key]["calcium"] = M.evaluate_frame(calcium, frame["calcium_mask"], spacing)
+        if frame["wall_lumen_mask"] is not None:
+            regions = M.wall_lumen_metrics(labels, frame["wall_lumen_mask"], spacing)
+            cleaned[key].update(lumen=regions["lumen"], vessel_wall=regions["vessel_wall"], vessel=regions["vessel"],
+                                wall_lumen_mean=regions["mean"])
+    assert changed > 50  # the speckled oracle leaves islands and stray regions to clean: the test means something
+    assert_sections_match(metrics, cleaned)
+    assert metrics["postprocess"]["headline"] == "postprocessed" and metrics["postprocess"]["preset"] == "default"
+    assert metrics["calcium"]["summary"]["dice"]["mean"] != metrics["raw"]["calcium"]["summary"]["dice"]["mean"]
+    lines = format_summary(metrics).splitlines()
+    assert lines[0].startswith("calcium: Dice ") and lines[2].startswith("  without post-processing: Dice ")
+    plain = evaluate_model(Oracle(records), records, CASES, BOTH, SIZE, batch_size=3, postprocess=PRESETS["none"])
+    assert plain["postprocess"]["headline"] == "raw" and "raw" not in plain
+    assert_sections_match(plain, raw)
+
+
 def test_frames_without_a_tasks_label_are_excluded(oracle_metrics):
     metrics, _ = oracle_metrics
     ids = lambda section: [(f["case_id"], f["frame_id"]) for f in metrics[section]["frames"]]
@@ -236,7 +271,9 @@ def test_format_summary_lines(oracle_metrics):
                                f"{summary['average_hausdorff_mm']['mean']:.3f} +- ")
     assert "mm" in lines[0] and "over 4 frames" in lines[0]
     assert lines[1].startswith("  predicting no calcium: Dice ")
-    assert [line.split(":")[0] for line in lines[2:]] == ["lumen", "vessel wall", "vessel (EEM)", "wall-lumen mean"]
+    assert [line.split(":")[0] for line in lines[2:]] == [
+        "lumen", "  predicting no lumen", "vessel wall", "  predicting no vessel wall", "vessel (EEM)",
+        "  predicting no vessel", "wall-lumen mean"]
 
 
 def test_predict_nothing_baseline(records, oracle_metrics):
@@ -252,6 +289,27 @@ def test_predict_nothing_baseline(records, oracle_metrics):
     assert baseline["average_hausdorff_mm"]["mean"] == pytest.approx(np.mean(distances))
     wall = predict_nothing_baseline(records, CASES, task="wall_lumen", empty="nan")
     assert wall["lumen"]["frames"] == 4 and wall["lumen"]["average_hausdorff_mm"]["n_nan"] == 4
+
+
+def test_rule_baseline_is_fitted_on_training_cases_and_scored_like_a_model(records):
+    from ivus_tf.baselines import RuleParams, predict_calcium
+
+    lines = []
+    rule = rule_baseline(records, ["a"], ["b"], log=lines.append)
+    assert rule["fitted_on"]["case_ids"] == ["a"] and rule["fitted_on"]["frames"] == 2
+    assert [(f["case_id"], f["frame_id"]) for f in rule["frames"]] == [("b", "0"), ("b", "1")]
+    params = RuleParams.from_dict(rule["params"])
+    test_frames = [f for f in iterate_frames(records, ["b"]) if f["calcium_mask"] is not None]
+    for entry, frame in zip(rule["frames"], test_frames):
+        expected = M.evaluate_frame(predict_calcium(frame["image"], frame["pixel_spacing_mm"], params),
+                                    frame["calcium_mask"], frame["pixel_spacing_mm"])
+        assert {k: entry[k] for k in expected} == expected
+    assert rule["summary"] == M.summarize_frames(rule["frames"]) and list(rule["per_case"]) == ["b"]
+    assert lines and "fitted on 2 calcium frames of 1 training case " in lines[0]
+    with pytest.raises(InputError, match="both training and test cases"):
+        rule_baseline(records, ["a"], ["a", "b"])
+    with pytest.raises(InputError, match="points must be one of"):
+        rule_baseline(records, ["a"], ["b"], points="edges")
 
 
 def test_bad_inputs(records, tiny_model):

@@ -252,7 +252,9 @@ def test_tensorrt_missing_says_what_and_how(run_dir, tmp_path, capsys, monkeypat
                                 "--trt-profile", "1x64x64,1x500x500,8x1024x1024"])
     lines = capsys.readouterr().err.splitlines()
     assert status == 2 and lines[0].startswith("error: --format tensorrt:") and not out.exists()
-    assert lines[1].strip() == f"python -m ivus_tf.export {run_dir} --out {out} --version 1 --format onnx"
+    from ivus_tf.core.commands import python
+
+    assert lines[1].strip() == f"{python()} -m ivus_tf.export {run_dir} --out {out} --version 1 --format onnx"
     shapes = "--minShapes=frames:1x64x64 --optShapes=frames:1x500x500 --maxShapes=frames:8x1024x1024"
     assert lines[2].strip() == f"trtexec --onnx={out}/1/model.onnx --saveEngine={out}/1/model_fp32.plan {shapes}"
     assert lines[3].strip() == (f"trtexec --onnx={out}/1/model.onnx --saveEngine={out}/1/model_fp16.plan {shapes} "

@@ -344,10 +344,15 @@ def test_a_run_finished_but_not_recorded_is_recorded_once_without_retraining(kil
     assert set(record["metrics"]) == {"calcium", "lumen", "vessel_wall", "vessel", "wall_lumen_mean"}
     assert record["val_calcium_dice"] == pytest.approx(metrics["selection"]["multitask"]["value"])
     assert record["lam"] == 1.0 and record["run_dir"] == "runs/unet_res-multitask-lam1-r0-f1"
+    rule, nothing = metrics["calcium"]["rule_baseline"]["summary"], metrics["calcium"]["predict_nothing_baseline"]
+    assert record["baselines"] == {
+        "rule": {"dice": rule["dice"]["mean"], "average_hausdorff_mm": rule["average_hausdorff_mm"]["mean"]},
+        "predict_nothing": {"dice": nothing["dice"]["mean"],
+                            "average_hausdorff_mm": nothing["average_hausdorff_mm"]["mean"]}}
 
 
 def test_changed_grid_settings_are_refused_before_any_run(killed_grid, tmp_path, capsys):
-    """A recorded-but-changed run is simply skipped; an unrecorded run folder with other settings stops the grid."""
+    """An unrecorded run folder with other settings stops the grid (a recorded run too: test_hardening_grid)."""
     f = killed_grid
     path = f["path"].with_name("changed.yaml")
     path.write_text(f["path"].read_text() + "train_overrides: {learning_rate: 0.5}\n")
@@ -367,6 +372,8 @@ def test_report_runs_on_the_grid_results(killed_grid):
     table = (report["out"] / "table1.md").read_text()
     assert "| U-Net Res | calcium only | – |" in table and "multi-task | 1 |" in table
     assert "U-Net Res: multi-task (λ=1) vs calcium only | 2 / 2" in table
+    assert "| Baselines | rule: bright edge + shadow | – |" in table and "| 2 folds |" in table
+    assert "| U-Net Res, calcium only | 2 / 2 |" in table  # tested against the rule, one value per fold
 
 
 def test_list_shows_what_is_recorded(killed_grid, capsys):

@@ -213,3 +213,52 @@ def test_pullback_summary_edge_cases():
     assert pullback_summary(rows_of([0, 0]))["max_calcium_arc_deg"] == 0
     with pytest.raises(InputError, match="frame_rate_hz"):
         pullback_summary(rows_of([0]), pullback_speed_mm_s=0.5, frame_rate_hz=0)
+
+
+# ------------------------------------------------------------------------------------------ arc gap bridging
+
+def fragments(start_deg, span_deg, pieces, gap_deg, r_inner=80, r_outer=90):
+    """A `span_deg` arc from `start_deg` cut into `pieces` equal pieces separated by `gap_deg` gaps."""
+    piece = (span_deg - (pieces - 1) * gap_deg) / pieces
+    mask = np.zeros(SHAPE, bool)
+    for i in range(pieces):
+        begin = start_deg + i * (piece + gap_deg)
+        mask |= sector(r_inner, r_outer, begin % 360, (begin + piece) % 360)
+    return mask
+
+
+@pytest.mark.parametrize("start", [10, 250])  # the second one crosses 0 degrees
+def test_fragmented_arc_is_bridged_back_to_its_span(start):
+    arc = fragments(start, 180, 6, 5)
+    bound = pixelation_bound_deg(80)
+    unbridged = calcium_arc_deg(arc, LUMEN)
+    bridged = calcium_arc_deg(arc, LUMEN, gap_deg=20)
+    assert 155 - 1e-9 <= unbridged <= 155 + 6 * bound  # each piece's footprint adds at most one bound
+    assert abs(bridged - 180) <= bound
+    # gaps as wide as the threshold are not bridged; gaps just narrower are
+    assert calcium_arc_deg(arc, LUMEN, gap_deg=4) == pytest.approx(unbridged)
+    assert abs(calcium_arc_deg(arc, LUMEN, gap_deg=5) - 180) <= bound
+    result = frame_measurements(arc, np.where(LUMEN, 1, 0).astype(np.uint8), 0.02)
+    assert result["calcium_arc_deg"] == pytest.approx(bridged)  # frame_measurements bridges by default
+    assert result["calcium_arc_unbridged_deg"] == pytest.approx(unbridged)
+    assert frame_measurements(arc, None, 0.02, arc_gap_deg=0)["calcium_arc_deg"] == pytest.approx(
+        frame_measurements(arc, None, 0.02)["calcium_arc_unbridged_deg"])
+
+
+def test_separate_calcifications_and_different_depths_are_not_bridged():
+    two = sector(80, 90, 0, 45) | sector(80, 90, 135, 180)  # 90 degrees apart
+    assert calcium_arc_deg(two, LUMEN, gap_deg=30) == pytest.approx(calcium_arc_deg(two, LUMEN))
+    # a superficial and a deep deposit 5 degrees apart in angle: 30 px = 0.6 mm apart in depth at 0.02 mm
+    near, deep = sector(40, 50, 0, 60), sector(80, 90, 65, 120)
+    both = near | deep
+    unbridged = calcium_arc_deg(both, LUMEN, pixel_spacing_mm=0.02)
+    assert calcium_arc_deg(both, LUMEN, pixel_spacing_mm=0.02, gap_deg=20) == pytest.approx(unbridged)
+    # the same layout seen as depths 0.3 mm apart (0.01 mm pixels) is one leading edge: bridged
+    assert calcium_arc_deg(both, LUMEN, pixel_spacing_mm=0.01, gap_deg=20) > unbridged + 3
+    # a closed-up ring stays 360, bridged or not; no calcium stays 0
+    almost_ring = sector(80, 90, 0, 350)
+    assert calcium_arc_deg(almost_ring, LUMEN, gap_deg=20) == 360
+    assert calcium_arc_deg(almost_ring, LUMEN, gap_deg=5) == pytest.approx(calcium_arc_deg(almost_ring, LUMEN))
+    assert calcium_arc_deg(np.zeros(SHAPE, bool), LUMEN, gap_deg=20) == 0
+    with pytest.raises(InputError, match="gap_deg"):
+        calcium_arc_deg(two, LUMEN, gap_deg=-1)

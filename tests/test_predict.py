@@ -244,8 +244,9 @@ def test_batches_cut_at_size_changes():
 # ------------------------------------------------------------------------------------------------- real export
 
 def test_real_export_in_a_fresh_process(tmp_path):
-    """A tiny U-Net exported with ivus_tf.export, run by `python -m ivus_tf.predict`: the files hold what
-    `load_exported(...).predict` gives for the same frames, frames of a size unlike the model's included."""
+    """A tiny U-Net exported with ivus_tf.export, run by `python -m ivus_tf.predict --no-postprocess`: the files
+    hold what `load_exported(...).predict` gives for the same frames, frames of a size unlike the model's
+    included."""
     from ivus_tf.export import export_savedmodel, load_exported
     from ivus_tf.models import build_model
 
@@ -257,7 +258,7 @@ def test_real_export_in_a_fresh_process(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "ivus_tf.predict", "--model", str(tmp_path / "saved_models" / "tiny"), "--input",
          str(folder), "--out", str(tmp_path / "out"), "--pixel-spacing-mm", "0.02", "--batch-size", "2",
-         "--engine", "tensorflow"],
+         "--engine", "tensorflow", "--no-postprocess"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "engine: tensorflow" in result.stdout

@@ -70,7 +70,7 @@ def test_folder_needs_spacing_frames_and_one_size(tmp_path):
     # the size check reads headers only, before any frame is decoded, and names the first differing file
     with pytest.raises(InputError, match=r"frame2\.png: frame is 30x21 \(WxH\) but frame0\.png is 30x20"):
         open_pullback(folder, 0.02)
-    with pytest.raises(InputError, match="finite number > 0"):
+    with pytest.raises(InputError, match="finite number of mm per pixel"):
         open_pullback(folder, float("nan"))
 
 

@@ -337,6 +337,7 @@ def write_predictions(run_dir, records_dir, quality, cases):
 
 
 def test_examples_figure_from_run_folders(tmp_path, make_records):
+    from ivus_tf.baselines import RuleParams, predict_calcium
     from ivus_tf.metrics import dice
     from ivus_tf.report.examples import choose_example_runs, choose_frames
     from ivus_tf.report.stats import select_lambdas
@@ -350,6 +351,9 @@ def test_examples_figure_from_run_folders(tmp_path, make_records):
         run_dir.mkdir(parents=True)
         (run_dir / "config.yaml").write_text(f"arch: deeplabv3\ndata: {records_dir}\nwidth: 0.0625\n")
         write_predictions(run_dir, records_dir, 1 if "calcium-" in rid else 2, ["c0", "c1"])
+    rule = RuleParams(intensity="raw", bright_threshold=150.0, shadow_threshold=255.0, min_radius_mm=0.0,
+                      smoothing_sigma_mm=0.0, shadow_near_mm=0.02, shadow_far_mm=0.1)  # frames 1.28 mm wide
+    (run_dir / "metrics.json").write_text(json.dumps({"calcium": {"rule_baseline": {"params": rule.to_dict()}}}))
     write_results(grid, records)
     result = make_report(grid, skip_inference=True, log=lambda text: None)
     assert (grid / "report" / "examples.png").stat().st_size > 5_000
@@ -364,6 +368,9 @@ def test_examples_figure_from_run_folders(tmp_path, make_records):
     assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
     for f in frames:
         assert f["dice"]["multitask"] == pytest.approx(dice(f["multitask"], f["truth"]))
+        assert np.array_equal(f["rule"], predict_calcium(f["image"], f["pixel_spacing_mm"], rule))
+        assert f["dice"]["rule"] == pytest.approx(dice(f["rule"], f["truth"]))
+    assert any(f["rule"].any() for f in frames) and "the rule baseline fitted on" in result["made"]["examples.png"]
 
 
 def test_examples_skipped_without_predictions(report):
@@ -408,6 +415,8 @@ def test_empty_frame_breakdown_by_hand(tmp_path):
                ("both_empty", 1.0, 0.0)],
         "r1": [("both_present", 0.5, 0.3), ("target_empty", 0.0, 14.5)],
     }
+    rule_frames = {"r0": [("both_present", 0.4, 1.0), ("pred_empty", 0.0, 14.5)],
+                   "r1": [("both_present", 0.6, 0.6), ("both_present", 0.8, 0.2)]}
     grid = tmp_path / "grid"
     records = []
     for repeat, (name, rows) in enumerate(frames.items()):
@@ -415,9 +424,11 @@ def test_empty_frame_breakdown_by_hand(tmp_path):
                              lam=None, repeat=repeat, fold=0, run_dir=f"runs/{name}")
         records.append(record)
         (grid / "runs" / name).mkdir(parents=True)
+        rule = [{"case_id": "c", "frame_id": str(i), "empty_case": case, "dice": dice, "average_hausdorff_mm": ahd}
+                for i, (case, dice, ahd) in enumerate(rule_frames[name])]
         (grid / "runs" / name / "metrics.json").write_text(json.dumps({"calcium": {"frames": [
             {"case_id": "c", "frame_id": str(i), "empty_case": case, "dice": dice, "average_hausdorff_mm": ahd}
-            for i, (case, dice, ahd) in enumerate(rows)]}}))
+            for i, (case, dice, ahd) in enumerate(rows)], "rule_baseline": {"frames": rule}}}))
     records.append(good_record(run_id="unet_res-calcium-r2", arch="unet_res", backbone="none", scheme="calcium",
                                lam=None, repeat=2, fold=0, run_dir="runs/r2"))  # no folder
     write_results(grid, records)
@@ -429,3 +440,80 @@ def test_empty_frame_breakdown_by_hand(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| U-Net Res"))
     assert row == ("| U-Net Res | calcium only | – | 37.5 ± 17.7 | 60.0 ± 14.1 | 0.30 ± 0.00 | 3.85 ± 5.02 | 2 |")
     assert "Left out (no readable metrics.json in the run folder): unet_res-calcium-r2." in text
+    # rule, one value per fold (repeat 0 fold 0, repeat 1 fold 0): one empty 1/2, 0 -> 25.0 ± 35.4; Dice both 0.4,
+    # 0.7 -> 55.0 ± 21.2; AHD both 1.0, 0.4 -> 0.70 ± 0.42; median: 7.75, 0.4 -> 4.08 ± 5.20
+    row = next(line for line in text.splitlines() if "rule: bright edge + shadow" in line)
+    assert row == "| Baselines | rule: bright edge + shadow | – | 25.0 ± 35.4 | 55.0 ± 21.2 | 0.70 ± 0.42 | " \
+                  "4.08 ± 5.20 | 2 folds |"
+
+
+# ----------------------------------------------------------------------------------------------- baselines
+
+def rule_dice(repeat, fold):
+    """The rule's test Dice of a fold: the same for every run of the fold (one fit per training set)."""
+    return 0.55 + 0.01 * fold - 0.004 * repeat
+
+
+def records_with_baselines():
+    records = grid_records()
+    for r in records:
+        r["baselines"] = {"rule": {"dice": rule_dice(r["repeat"], r["fold"]),
+                                   "average_hausdorff_mm": 0.5 + 0.02 * r["fold"]},
+                          "predict_nothing": {"dice": 0.14, "average_hausdorff_mm": 12.5 - 0.1 * r["repeat"]}}
+    return records
+
+
+def test_table1_has_the_rule_row_one_value_per_fold_and_flags_cells_that_do_not_beat_it(tmp_path):
+    records = records_with_baselines()
+    grid = write_results(tmp_path / "grid", records)
+    result = make_report(grid, skip_inference=True, skip_examples=True, log=lambda text: None)
+    rows = read_csv(grid / "report" / "table1.csv")
+    baselines = {r["scheme"]: r for r in rows if r["kind"] == "baseline"}
+    folds = np.array([rule_dice(repeat, fold) for repeat in range(3) for fold in range(3)])
+    rule = baselines["rule"]
+    assert int(rule["runs"]) == 9 and int(rule["dice_n"]) == 9  # 9 folds, not the 72 runs that share them
+    assert float(rule["dice_mean"]) == pytest.approx(folds.mean()) and float(rule["dice_std"]) == pytest.approx(
+        folds.std(ddof=1))
+    assert float(baselines["predict_nothing"]["average_hausdorff_mm_mean"]) == pytest.approx(12.4)
+    assert float(baselines["predict_nothing"]["dice_std"]) == pytest.approx(0.0, abs=1e-12)
+    # the rule's mean is 0.558: only DeepLabV3 multi-task (0.62) beats it by 5 points
+    models = [r for r in rows if r["kind"] == "model"]
+    assert [(r["arch"], r["scheme"]) for r in models if r["beats_rule"] == "True"] == [("deeplabv3", "multitask")]
+    assert all(r["beats_rule"] == "False" for r in models if (r["arch"], r["scheme"]) != ("deeplabv3", "multitask"))
+    md = (grid / "report" / "table1.md").read_text()
+    table = md.split("## Welch")[0]
+    assert "| Baselines | rule: bright edge + shadow | – | " + f"{100 * folds.mean():.1f} ± " in table
+    assert "| 9 folds |" in table and "| predict nothing | – | 14.0 ± 0.0 |" in table
+    assert table.count(" †") == 5 and "† does not beat the rule baseline by ≥ 5 Dice points (5 of 6" in table
+    tests = {t["comparison"]: t for t in read_csv(grid / "report" / "welch_tests.csv")}
+    test = tests["U-Net Res, calcium only vs rule baseline"]
+    cnn = values(records, "unet_res", "calcium", None, "dice")
+    assert float(test["dice_p"]) == pytest.approx(scipy_stats.ttest_ind(cnn, folds, equal_var=False).pvalue, rel=1e-9)
+    assert float(test["dice_difference"]) == pytest.approx(cnn.mean() - folds.mean())
+    assert test["beats_rule"] == "False" and "## Against the rule baseline" in md
+    assert len(result["table1"]["rule_tests"]) == 6
+    assert "baseline rows (rule, predict nothing)" in result["made"]["table1.md"]
+
+
+def test_a_grid_without_baselines_has_no_baseline_rows_and_bad_baselines_are_refused(tmp_path, report):
+    _, out, result = report
+    assert not result["table1"]["baselines"] and not result["table1"]["rule_tests"]
+    assert "Baselines" not in (out / "table1.md").read_text() and "†" not in (out / "table1.md").read_text()
+    record = {**records_with_baselines()[0]}
+    assert validate_result(json.loads(make_result_line(**record)))["baselines"] == record["baselines"]
+    with pytest.raises(InputError, match="baselines.rule.dice must be in \\[0, 1\\]"):
+        validate_result({**record, "baselines": {"rule": {"dice": 55.0, "average_hausdorff_mm": 0.4}}})
+    with pytest.raises(InputError, match="baselines has unknown section\\(s\\) threshold"):
+        validate_result({**record, "baselines": {"threshold": {"dice": 0.5, "average_hausdorff_mm": 0.4}}})
+
+
+def test_baselines_from_run_reads_metrics_json():
+    from ivus_tf.report.results import baselines_from_run
+
+    summary = {"dice": {"mean": 0.7}, "average_hausdorff_mm": {"mean": 0.5}}
+    metrics_json = {"calcium": {"summary": {}, "predict_nothing_baseline": {"dice": {"mean": 0.1},
+                                                                          "average_hausdorff_mm": {"mean": 14.0}},
+                                "rule_baseline": {"params": {}, "summary": summary}}}
+    assert baselines_from_run(metrics_json) == {"rule": {"dice": 0.7, "average_hausdorff_mm": 0.5},
+                                                "predict_nothing": {"dice": 0.1, "average_hausdorff_mm": 14.0}}
+    assert baselines_from_run({"calcium": {"summary": {}}}) is None

@@ -115,6 +115,35 @@ def test_calcium_scheme_writes_the_run_folder(calcium_run, records):
     assert "test/calcium_dice" in tags(run_dir / "tb")
 
 
+def test_metrics_json_holds_the_rule_baseline_fitted_on_the_training_cases(calcium_run, records):
+    from ivus_tf import metrics as M
+    from ivus_tf.baselines import RuleParams, predict_calcium
+    from ivus_tf.data.records import iterate_frames
+    from ivus_tf.evaluation import format_summary
+    from ivus_tf.splits import fold_cases, read_splits
+
+    metrics = json.loads((calcium_run["run_dir"] / "metrics.json").read_text())
+    rule = metrics["calcium"]["rule_baseline"]
+    train, _, test = fold_cases(read_splits(records.parent / "records-splits.json"), 0, 0, "calcium")
+    assert rule["fitted_on"]["case_ids"] == train and not set(train) & set(test)
+    assert rule["fitted_on"]["frames"] == 2 * len(train) and 0 <= rule["fitted_on"]["mean_dice"] <= 1
+    params = RuleParams.from_dict(rule["params"])
+    assert [(f["case_id"], f["frame_id"]) for f in rule["frames"]] == [
+        (f["case_id"], f["frame_id"]) for f in metrics["calcium"]["frames"]]
+    truth = {(f["case_id"], f["frame_id"]): f for f in iterate_frames(records, test)}
+    for entry in rule["frames"]:  # the stored parameters re-derive every stored number, at original resolution
+        frame = truth[entry["case_id"], entry["frame_id"]]
+        spacing = frame["pixel_spacing_mm"]
+        prediction = predict_calcium(frame["image"], spacing, params)
+        assert prediction.shape == ORIGINAL
+        assert entry == {"case_id": entry["case_id"], "frame_id": entry["frame_id"],
+                         **M.evaluate_frame(prediction, frame["calcium_mask"], spacing)}
+    assert rule["summary"] == M.summarize_frames(rule["frames"])
+    assert set(rule["per_case"]) == set(test)
+    line = f"calcium rule (bright edge + shadow, fitted on {len(train)} training cases): Dice"
+    assert line in format_summary(metrics)
+
+
 def test_a_finished_run_is_not_retrained_and_a_changed_config_is_refused(calcium_run, records):
     from ivus_tf.core.errors import InputError
 
@@ -227,10 +256,11 @@ def test_multitask_evaluation_matches_metrics_by_hand_on_saved_predictions(recor
     from ivus_tf.data.records import iterate_frames
 
     out = tmp_path / "run"
-    result = run_training(tiny(records, out, scheme="multitask", save_predictions=True, tb_image_every_epochs=0),
-                          log=lambda text: None)
+    result = run_training(tiny(records, out, scheme="multitask", save_predictions=True, tb_image_every_epochs=0,
+                               rule_baseline=False), log=lambda text: None)
     metrics = result["metrics"]
     assert metrics["tasks"] == ["calcium", "wall_lumen"]
+    assert "rule_baseline" not in metrics["calcium"] and "predict_nothing_baseline" in metrics["calcium"]
     truth = {(f["case_id"], f["frame_id"]): f for f in iterate_frames(records, metrics["case_ids"])}
     for entry in metrics["calcium"]["frames"]:
         frame = truth[entry["case_id"], entry["frame_id"]]

@@ -14,8 +14,11 @@ value check alone would pass a JPEG that happens to come out clean today and fai
 
 Truncated files: OpenCV may hand back a partial image for a truncated file with only a library warning on
 stderr, so each file is checked for its end marker first (PNG IEND chunk, JPEG EOI marker, BMP size field), then
-decoded from bytes with `cv2.imdecode`. Decoder chatter (libpng, libjpeg, libtiff, OpenCV logs) goes to /dev/null
-so that a CLI still ends with one `error:` line.
+decoded from bytes with `cv2.imdecode`. Corrupt JPEG data: libjpeg decodes a damaged entropy-coded segment into
+wrong pixels (tens of grey levels off) and only prints "Corrupt JPEG data: ..." on stderr, so decoder output is
+captured (file descriptor 2 points at a temporary file while OpenCV decodes) and such a warning makes the file
+corrupt: `read_file` refuses it, or hands the warning to `on_corrupt` (predict warns per frame and goes on). The
+rest of the decoder chatter (libpng, libtiff, OpenCV logs) is dropped so that a CLI still ends with one line.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -63,27 +66,39 @@ def _truncation(kind: str, data: bytes) -> str | None:
     return None
 
 
+# what libjpeg says (on stderr only) when it decoded damaged data into wrong pixels
+JPEG_CORRUPT_MESSAGES = ("Corrupt JPEG data", "Premature end of JPEG file")
+
+
 @contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null: image libraries print warnings there directly."""
+def _captured_stderr() -> Iterator[list[str]]:
+    """Point file descriptor 2 at a temporary file (image libraries print warnings there directly); the yielded
+    list receives what was printed when the block ends."""
+    import tempfile
+
+    lines: list[str] = []
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (AttributeError, OSError, ValueError):
-        yield
+        yield lines
         return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    with tempfile.TemporaryFile() as capture:
+        try:
+            os.dup2(capture.fileno(), 2)
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(capture.read(1 << 16).decode("utf-8", "replace").splitlines())
 
 
-def read_file(path: str | Path) -> tuple[np.ndarray, str]:
-    """Decode `path` as stored (any depth and channel count); return (array, format). InputError if unreadable."""
+def read_file(path: str | Path, on_corrupt: Callable[[str], None] | None = None) -> tuple[np.ndarray, str]:
+    """Decode `path` as stored (any depth and channel count); return (array, format). InputError if unreadable.
+
+    A JPEG whose data libjpeg reports corrupt is refused, or, with `on_corrupt`, decoded anyway after
+    `on_corrupt(message)` (message: `PATH: corrupt JPEG data (...)`)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -97,13 +112,19 @@ def read_file(path: str | Path) -> tuple[np.ndarray, str]:
     problem = _truncation(kind, data)
     if problem:
         raise InputError(f"{path}: {problem}")
-    with _quiet_stderr():
+    with _captured_stderr() as said:
         try:
             array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         except cv2.error:
             array = None
     if array is None or array.size == 0:
         raise InputError(f"{path}: corrupt or unsupported {kind.upper()} file (OpenCV could not decode it)")
+    corrupt = [line.strip() for line in said if line.strip().startswith(JPEG_CORRUPT_MESSAGES)]
+    if kind == "jpeg" and corrupt:
+        message = f"{path}: corrupt JPEG data (libjpeg: {corrupt[0][:120]}); its pixels are partly wrong"
+        if on_corrupt is None:
+            raise InputError(message)
+        on_corrupt(message)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):

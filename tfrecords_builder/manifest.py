@@ -4,7 +4,7 @@ Columns: `case_id,frame_id,image,calcium_mask,wall_lumen_mask,pixel_spacing_mm`.
 - `image`: path relative to the manifest; PNG, TIFF, BMP or JPEG, 8- or 16-bit; RGB is converted to gray.
 - `calcium_mask`: optional path; nonzero = calcium.
 - `wall_lumen_mask`: optional path; label map 0 background, 1 lumen, 2 vessel wall (inside EEM minus lumen).
-- `pixel_spacing_mm`: float > 0, isotropic.
+- `pixel_spacing_mm`: mm per pixel, isotropic, 0.001 to 1 (`ivus_tf.core.errors.PIXEL_SPACING_RANGE_MM`).
 Every converter (phantom, MICCAI 2011) writes this form; the TFRecord writer reads only this form.
 
 `read_manifest` checks everything that is cheap before any pixel is read, so a bad row fails in a second rather
@@ -18,7 +18,6 @@ starting with `.`, `_` or `-`, no `..`, at most 100 characters), and case ids ma
 from __future__ import annotations
 
 import csv
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ivus_tf.core.atomic import atomic_file
-from ivus_tf.core.errors import InputError
+from ivus_tf.core.errors import InputError, check_pixel_spacing_mm
 from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 
 MANIFEST_COLUMNS = ("case_id", "frame_id", "image", "calcium_mask", "wall_lumen_mask", "pixel_spacing_mm")
@@ -182,16 +181,9 @@ def _check_id(where: str, name: str, value: str) -> None:
 
 
 def _parse_spacing(where: str, value: str) -> float:
-    problem = f"{where}: pixel_spacing_mm {value!r} must be a finite number > 0"
     if not value:
         raise InputError(f"{where}: pixel_spacing_mm is empty; it must be a finite number > 0")
-    try:
-        spacing = float(value)
-    except ValueError:
-        raise InputError(problem) from None
-    if not math.isfinite(spacing) or spacing <= 0:
-        raise InputError(problem)
-    return spacing
+    return check_pixel_spacing_mm(value, f"{where}: pixel_spacing_mm")
 
 
 def _existing_file(where: str, base: Path, column: str, value: str) -> Path:

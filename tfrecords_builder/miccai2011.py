@@ -54,7 +54,8 @@ import cv2
 import numpy as np
 
 from ivus_tf.core.atomic import atomic_output_dir
-from ivus_tf.core.errors import InputError
+from ivus_tf.core.commands import python
+from ivus_tf.core.errors import InputError, check_pixel_spacing_mm
 from ivus_tf.core.progress import progress
 
 from tfrecords_builder.features import encode_png
@@ -219,9 +220,9 @@ def convert_miccai2011(
 ) -> dict:
     """Convert the layout under `src` into `out` (manifest, frames, wall_lumen label maps); return a summary."""
     src, out = Path(src), Path(out)
-    if isinstance(pixel_spacing_mm, bool) or not isinstance(pixel_spacing_mm, (int, float)) \
-            or not math.isfinite(pixel_spacing_mm) or pixel_spacing_mm <= 0:
+    if isinstance(pixel_spacing_mm, bool) or not isinstance(pixel_spacing_mm, (int, float)):
         raise InputError(f"pixel spacing {pixel_spacing_mm!r} mm must be a finite number > 0 (0.026 for data set B)")
+    check_pixel_spacing_mm(pixel_spacing_mm, "pixel spacing (--pixel-spacing-mm)")
     if Path(os.path.realpath(src)).is_relative_to(os.path.realpath(out)):
         raise InputError(f"{out}: holds the source {src}; writing there would replace the input")
     frames = list_frames(find_sets(src, label_dirs, data_set))
@@ -261,6 +262,6 @@ def run(args: argparse.Namespace) -> int:
                                  tuple(args.labels_dir or DEFAULT_LABEL_DIRS), args.data_set)
     cases = summary["cases"]
     print(f"wrote {summary['frames']} frames of {len(cases)} cases ({', '.join(cases)}) to {args.out}")
-    print(f"manifest: {summary['manifest']}; next: python -m tfrecords_builder build --manifest {summary['manifest']}"
-          " --out RECORDS")
+    print(f"manifest: {summary['manifest']}; next: {python()} -m tfrecords_builder build --manifest "
+          f"{summary['manifest']} --out RECORDS")
     return 0

@@ -42,7 +42,8 @@ def write_case(tmp_dir: Path, case_id: str, frames: list[Mapping], shards_per_ca
         with tf.io.TFRecordWriter(str(tmp_dir / name)) as writer:
             for frame in frames[start:stop]:
                 writer.write(encode_frame({**frame, "case_id": case_id}))
-        files.append({"name": name, "sha256": sha256_file(tmp_dir / name), "frames": stop - start})
+        files.append({"name": name, "sha256": sha256_file(tmp_dir / name), "frames": stop - start,
+                      "bytes": (tmp_dir / name).stat().st_size})
     task_frames = {task: sum(f.get(f"{task}_mask") is not None for f in frames) for task in TASKS}
     return {
         "frames": len(frames),

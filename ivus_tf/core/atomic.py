@@ -3,16 +3,26 @@
 Every file goes to a temporary name in its own folder and is renamed over the target at the end (`os.replace` is
 atomic within a file system); a folder is built in a hidden temporary sibling and renamed likewise. JSON is
 written strict: NaN and infinities become null (`json_ready`), so any JSON reader takes it.
+
+Temporaries are named `.tmp-<host>-<pid>-*-<name>` and `.<name>.tmp-<host>-<pid>-*` (`temp_tag`: a hash of the
+host name and the writer's process id), so that a writer killed by SIGKILL, whose temporary nothing could remove,
+is recognised later: the next write of the same target removes the temporaries of processes of this host that no
+longer run. Files and folders get the modes the umask gives (`tempfile` makes them private, 0600 and 0700, which
+would keep a model server running as another user from reading an export).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -22,6 +32,60 @@ import numpy as np
 from ivus_tf.core.errors import InputError
 
 
+def temp_tag(pid: int | None = None) -> str:
+    """`<host>-<pid>`: this host (6 hex digits of a hash of its name) and a process id (default: this one)."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+    return f"{host}-{os.getpid() if pid is None else pid}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, pattern: str) -> None:
+    """Remove the entries of `folder` matching `pattern` (a regex with a group `pid`) made on this host by a
+    process that no longer runs. Best effort: what cannot be listed or removed stays."""
+    host = temp_tag(0).split("-")[0]
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        found = re.fullmatch(pattern, entry.name)
+        if not found or found.group("host") != host or _alive(int(found.group("pid"))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (/proc), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: Path, folder: bool) -> None:
+    """Give `path` the mode a plain `open` or `mkdir` would have (0666 or 0777 less the umask)."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path` whose name ends in `path`'s name (Keras picks a format by the suffix);
@@ -29,9 +93,11 @@ def atomic_file(path: str | os.PathLike, durable: bool = False) -> Iterator[Path
     and the folder, so the new content survives a power cut (the grid's ledger)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
+    remove_stale_temporaries(path.parent, rf"\.tmp-(?P<host>[0-9a-f]{{6}})-(?P<pid>\d+)-.*-{re.escape(path.name)}")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{temp_tag()}-", suffix=f"-{path.name}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    public_mode(tmp, folder=False)
     try:
         yield tmp
         if durable:
@@ -115,19 +181,37 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> It
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale_temporaries(out_dir.parent,
+                             rf"\.{re.escape(out_dir.name)}\.(tmp|old)-(?P<host>[0-9a-f]{{6}})-(?P<pid>\d+)-.*")
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{temp_tag()}-", dir=out_dir.parent))
     try:
+        public_mode(tmp_dir, folder=True)
         yield tmp_dir
         if out_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{temp_tag()}-", dir=out_dir.parent))
             os.replace(out_dir, trash / out_dir.name)
             os.replace(tmp_dir, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
+            _remove_replaced(trash, out_dir)
         else:
             os.replace(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+
+
+def _remove_replaced(trash: Path, out_dir: Path) -> None:
+    """Delete the replaced folder; if that fails, say where it is (one warning line) instead of leaving it
+    silently (the next write of `out_dir` tries again once this process has ended)."""
+    def writable_and_retry(function, path, _):
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            function(path)
+
+    shutil.rmtree(trash, onerror=writable_and_retry)
+    if trash.exists():
+        print(f"warning: could not delete the replaced {out_dir} (moved to {trash}); delete it by hand",
+              file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -72,7 +72,7 @@ class ServingModule(tf.Module):
 
     def _serve(self, frames):
         rank, shape = tf.rank(frames), tf.shape(frames)
-        padded = tf.concat([shape, [1, 1]], axis=0)  # so that indexing works for any rank
+        padded = tf.concat([shape, [1, 1, 1, 1]], axis=0)  # so that padded[3] exists for any rank, 0 included
         ok = tf.logical_and(
             tf.logical_or(tf.equal(rank, 3), tf.logical_and(tf.equal(rank, 4), tf.equal(padded[3], 1))),
             tf.reduce_all(padded[:3] >= 1))

@@ -12,8 +12,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import CLASS_NAMES, NUM_CLASSES
 
@@ -38,11 +36,13 @@ class ExportSource:
 
 
 def _read_config(path: Path) -> tuple[dict, str]:
+    from ivus_tf.core.config import parse_yaml
+
     try:
         text = path.read_text(encoding="utf-8")
-        config = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read the run config: {str(error).splitlines()[0]}") from error
+    config = parse_yaml(text, str(path))
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
     return config, text
@@ -53,6 +53,11 @@ def _load_keras(path: Path):
 
     import ivus_tf.models  # noqa: F401 - registers the custom layers for safe-mode loading
 
+    import zipfile
+
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise InputError(f"{path}: cannot load the Keras model: not a valid .keras file (a .keras file is a zip "
+                         "archive; this one is not: damaged, or another format renamed)")
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # a corrupt zip, a missing layer class, ...: one line naming the file

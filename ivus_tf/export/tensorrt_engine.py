@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ivus_tf.core.commands import python
 from ivus_tf.core.errors import InputError
 from ivus_tf.export.layout import INPUT_NAME, ONNX_NAME
 from ivus_tf.export.onnx_export import DEFAULT_OPSET, _import_tf2onnx, add_onnx
@@ -150,8 +151,9 @@ def export_tensorrt(model_or_run_dir, out_dir: str | Path, version: int = 1, ove
         source = model_or_run_dir if isinstance(model_or_run_dir, (str, Path)) else "RUN_DIR"
         raise TensorRTUnavailable(
             f"--format tensorrt: {missing}; nothing written. Export ONNX here and build the engines on a GPU "
-            f"machine with trtexec (TensorRT 11 has no --fp16: run --format tensorrt there instead):",
-            [f"python -m ivus_tf.export {source} --out {out_dir} --version {version} --format onnx"]
+            "machine with trtexec as below (the --fp16 line needs TensorRT 10 or older; with TensorRT 11 run "
+            "--format tensorrt on that machine instead):",
+            [f"{python()} -m ivus_tf.export {source} --out {out_dir} --version {version} --format onnx"]
             + trtexec_commands(target, precisions, profile))
     import tensorrt as trt
 

@@ -8,8 +8,10 @@ of `run_training` into GRID_DIR/runs/<run_id>, with one line per finished run ap
 (`python -m ivus_tf.report GRID_DIR` makes Table 1 from it). Starting the same command again skips recorded runs
 and resumes an interrupted one. `--shard I/N` runs every N-th run from I (a Slurm array or Kubernetes indexed
 job: one shard per task, no coordinator); `--devices` runs one worker per GPU on this machine; `--strategy` trains
-each run with tf.distribute. Exit status: 0 done, 2 bad input (one line, before any run starts), 3 some run's
-loss became non-finite (the others ran), 130 interrupted.
+each run with tf.distribute. While a run trains the console gets its epoch and ETA about once a minute. Exit status:
+0 done, 2 bad input (one line, before any run starts), 3 some run's loss became non-finite (the others ran),
+130 interrupted by Ctrl-C, 143 stopped by SIGTERM (Slurm, Kubernetes): both after one "interrupted" line saying
+how far the grid got; the same command resumes it.
 """
 
 from __future__ import annotations

@@ -25,12 +25,33 @@ from ivus_tf.core.errors import InputError
 from ivus_tf.grid.runner import PARALLEL_ENV
 
 
-def parse_devices(text: str) -> list[str]:
-    """'0,1' -> ['0', '1']; 'cpu' entries -> '' (no GPU visible)."""
+def gpu_count() -> int:
+    """NVIDIA GPUs of this machine (what CUDA_VISIBLE_DEVICES indexes), from the driver, without TensorFlow."""
+    folder = Path("/proc/driver/nvidia/gpus")
+    if folder.is_dir():
+        return sum(1 for _ in folder.iterdir())
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in listing.splitlines())
+
+
+def parse_devices(text: str, gpus: int | None = None) -> list[str]:
+    """'0,1' -> ['0', '1']; 'cpu' entries -> '' (no GPU visible). A GPU index this machine does not have (`gpus`,
+    default `gpu_count()`) is an error: CUDA would hide every GPU and the worker would train on the CPU unawares."""
     devices = [item.strip() for item in text.split(",")]
     for item in devices:
         if not (item.isdigit() or item == "cpu"):
             raise InputError(f"--devices {text!r}: expected GPU indices or 'cpu', comma-separated (e.g. 0,1)")
+    wanted = [int(item) for item in devices if item.isdigit()]
+    if wanted:
+        gpus = gpu_count() if gpus is None else gpus
+        missing = [index for index in wanted if index >= gpus]
+        if missing:
+            have = f"GPUs 0-{gpus - 1}" if gpus > 1 else "GPU 0" if gpus == 1 else "no NVIDIA GPU"
+            raise InputError(f"--devices {text!r}: this machine has no GPU {missing[0]} (it has {have}); use 'cpu' "
+                             "for a worker without GPU")
     return ["" if item == "cpu" else item for item in devices]
 
 

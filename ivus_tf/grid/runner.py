@@ -1,8 +1,10 @@
 """`run_grid`: train every run of a grid (or of one shard) by calling `run_training`, resumably, one line each.
 
     prepare (nothing trains):  grid YAML -> runs (`ivus_tf.grid.config`) -> this shard's runs -> results.jsonl read
-        and validated -> every run not yet recorded planned (`plan_run`: data, splits, labels, folds; the phantom
-        is built here, once) and its run folder, if any, checked to hold the same settings
+        and validated -> every run planned (`plan_run`: data, splits, labels, folds, batch; the phantom is built
+        here, once); a recorded run must have been recorded with this grid's settings (`run_settings`, kept in
+        its results.jsonl line, else its run folder's config.yaml), a run folder of an unrecorded run must hold
+        them: a grid folder never mixes runs of different settings in one Table 1 cell
     run, for each run of the shard in grid order:
         recorded in results.jsonl                      -> skipped
         being trained by another process (its lock)    -> skipped (that process records it)
@@ -13,8 +15,10 @@
 
 A grid killed at any moment and started again therefore loses no finished run and trains none twice. Each run's
 training output goes to GRID_DIR/logs/<run_id>.log; the console gets one line when a run starts and one when it
-ends, with done/left counts, elapsed time and an estimate of the time left. A run whose loss turns non-finite
-(`TrainingError`) is reported and the grid goes on; the exit status then says so.
+ends, with done/left counts, elapsed time and an estimate of the time left, and while a run trains a line at most
+every `PROGRESS_INTERVAL_S` (epoch k of N over its phases, elapsed, the run's ETA; `RunProgress`). A run whose loss
+turns non-finite (`TrainingError`) is reported and the grid goes on; the exit status then says so. Ctrl-C or
+SIGTERM prints one "interrupted" line (what is recorded, how to resume) and the grid exits 130 or 143.
 
 With `strategy: multiworker` every worker of the TF_CONFIG cluster trains the same run together, so runs are not
 claimed (all workers must enter each run) and only the chief appends to results.jsonl.
@@ -35,7 +39,7 @@ from typing import Callable, Sequence
 from ivus_tf.core.errors import InputError
 from ivus_tf.grid.config import GridRun, check_backbone_files, expand_grid, load_grid_config, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
-from ivus_tf.report.results import make_result_line, metrics_from_run, validation_calcium_dice
+from ivus_tf.report.results import baselines_from_run, make_result_line, metrics_from_run, validation_calcium_dice
 from ivus_tf.training.distribute import is_chief, worker_run_dir
 
 LOGS_DIR = "logs"
@@ -52,23 +56,72 @@ class GridPlan:
 
 
 def _clock(seconds: float) -> str:
-    return str(datetime.timedelta(seconds=int(round(seconds))))
+    return str(datetime.timedelta(seconds=int(round(seconds))))  # as ivus_tf.grid.progress.clock (that imports Keras)
 
 
-def _check_run_folder(run: GridRun, resolved) -> None:
-    """A run folder started by an earlier grid must hold this grid's settings (else run_training would refuse it
-    mid-grid); checked for every run before any trains."""
+# fields that may differ between runs of one grid cell without changing what was trained: where things are
+NOT_SETTINGS = ("out", "data", "splits", "phantom_config", "strategy")
+PROGRESS_INTERVAL_S = 60.0
+
+
+def run_settings(config, records_fingerprint: str | None) -> dict:
+    """What a run's results must be compared on: every TrainConfig field but paths and strategy (`NOT_SETTINGS`),
+    plus the fingerprint of its records (which stands for the data path)."""
+    from ivus_tf.core.config import to_mapping
+
+    settings = {k: v for k, v in to_mapping(config).items() if k not in NOT_SETTINGS}
+    return {**settings, "records_fingerprint": records_fingerprint}
+
+
+def settings_differences(saved: dict, wanted: dict) -> list[str]:
+    """`field saved -> wanted` for every field that differs (a field missing on one side shows as None)."""
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+            short = key == "records_fingerprint"
+            out.append(f"{key} {str(a)[:12] if short else repr(a)} -> {str(b)[:12] if short else repr(b)}")
+    return out
+
+
+def _saved_settings(record: dict | None, run_dir: Path) -> dict | None:
+    """The settings a run was recorded (results.jsonl) or started (its run folder) with; None if unknown."""
     from ivus_tf.core.config import load_yaml
-    from ivus_tf.training.config import TrainConfig, config_differences
-    from ivus_tf.training.run import CONFIG_NAME
+    from ivus_tf.training.config import TrainConfig
+    from ivus_tf.training.run import CONFIG_NAME, RECORDS_NAME
 
-    saved_path = Path(resolved.out) / CONFIG_NAME
-    if not saved_path.is_file():
-        return
-    diffs = config_differences(load_yaml(TrainConfig, saved_path), resolved)
+    if record is not None and record.get("settings") is not None:
+        return record["settings"]
+    if not (run_dir / CONFIG_NAME).is_file():
+        return None
+    fingerprint = None
+    if (run_dir / RECORDS_NAME).is_file():
+        fingerprint = json.loads((run_dir / RECORDS_NAME).read_text(encoding="utf-8")).get("fingerprint")
+    settings = run_settings(load_yaml(TrainConfig, run_dir / CONFIG_NAME), fingerprint)
+    if fingerprint is None:  # a run folder of an older version: its records cannot be compared
+        settings.pop("records_fingerprint")
+    return settings
+
+
+def _check_run(run: GridRun, plan, record: dict | None, grid_dir: Path) -> bool:
+    """Refuse a run recorded or started with other settings than this grid's (before any run trains); False when
+    a recorded run's settings cannot be known (neither in results.jsonl nor in a run folder)."""
+    from ivus_tf.report.results import resolve_run_dir
+
+    run_dir = Path(resolve_run_dir(record, grid_dir / "results.jsonl")) if record is not None else plan.run_dir
+    saved = _saved_settings(record, run_dir)
+    if saved is None:
+        return record is None
+    wanted = run_settings(plan.config, plan.records_fingerprint)
+    if "records_fingerprint" not in saved:
+        wanted.pop("records_fingerprint")
+    diffs = settings_differences(saved, wanted)
     if diffs:
-        raise InputError(f"{saved_path.parent}: run {run.run_id} was started with other settings "
-                         f"({'; '.join(diffs)}); restore the grid config, or use another --out")
+        where = f"{grid_dir}: run {run.run_id} is recorded in results.jsonl" if record is not None else \
+            f"{run_dir}: run {run.run_id} was started"
+        raise InputError(f"{where} with other settings ({'; '.join(diffs)}); one grid folder holds one grid: "
+                         "restore the grid config, or use another --out")
+    return True
 
 
 def prepare_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int, int] = (0, 1),
@@ -81,7 +134,7 @@ def prepare_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int
     strategy = grid.strategy if strategy is None else strategy
     runs = expand_grid(grid, base, grid_dir.resolve(), str(config_path), strategy)
     mine = shard_runs(runs, *shard)
-    recorded = {r["run_id"] for r in read_ledger(grid_dir)}
+    recorded = {r["run_id"]: r for r in read_ledger(grid_dir)}
     if any(run.backbone != "none" and run.run_id not in recorded for run in mine):
         check_backbone_files(grid, str(config_path))
     seen = set()
@@ -91,24 +144,28 @@ def prepare_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int
             seen.add(text)
             log(text)
 
-    for run in mine:
-        if run.run_id not in recorded:
-            _check_run_folder(run, plan_run(run.config, log_once).config)
+    unknown = [run.run_id for run in mine
+               if not _check_run(run, plan_run(run.config, log_once), recorded.get(run.run_id), grid_dir)]
+    if unknown:
+        log(f"warning: {len(unknown)} recorded run(s) carry no settings in results.jsonl and have no run folder "
+            f"(e.g. {unknown[0]}): not checked against this grid's settings")
     return GridPlan(grid_dir, runs, mine, shard, strategy)
 
 
 def _result_line(run: GridRun, run_dir: Path) -> str:
-    """The run's results.jsonl line, from its metrics.json and done.json."""
+    """The run's results.jsonl line, from its metrics.json, done.json and (settings) config.yaml, records.json."""
     from ivus_tf.training.run import DONE_NAME, METRICS_NAME
 
     metrics_json = json.loads((run_dir / METRICS_NAME).read_text(encoding="utf-8"))
     done = json.loads((run_dir / DONE_NAME).read_text(encoding="utf-8"))
+    settings = _saved_settings(None, run_dir)
     return make_result_line(run_id=run.run_id, arch=run.arch, backbone=run.backbone, scheme=run.scheme, lam=run.lam,
                             repeat=run.repeat, fold=run.fold, seed=run.config.seed,
                             metrics=metrics_from_run(metrics_json), run_dir=f"runs/{run.run_id}",
                             wall_time_s=done["wall_time_s"], finished_utc=done["finished_utc"],
                             package_version=done["package_version"],
-                            val_calcium_dice=validation_calcium_dice(metrics_json))
+                            val_calcium_dice=validation_calcium_dice(metrics_json),
+                            baselines=baselines_from_run(metrics_json), settings=settings)
 
 
 class _Tee:
@@ -151,7 +208,7 @@ def _train(run: GridRun, grid_dir: Path, console, verbose: bool, extra_callbacks
 
 def run_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int, int] = (0, 1),
              strategy: str | None = None, log: Callable[[str], None] | None = None, verbose: bool = False,
-             extra_callbacks: Sequence = ()) -> dict:
+             extra_callbacks: Sequence = (), progress_interval_s: float = PROGRESS_INTERVAL_S) -> dict:
     """Run this shard of the grid (module docstring). Returns {"trained", "recorded", "skipped", "failed",
     "total"}: run ids trained now, recorded now (trained or finished before), skipped (recorded already, or
     claimed by another process) and failed ({run_id: reason})."""
@@ -174,46 +231,65 @@ def run_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int, in
         f"already, {len(todo)} to run -> {grid_dir / 'results.jsonl'} (training logs in {grid_dir / LOGS_DIR})")
     summary = {"trained": [], "recorded": [], "skipped": [], "failed": {}, "total": len(mine)}
     durations = []
-    for number, run in enumerate(mine, start=1):
-        tag = f"[{number}/{len(mine)}] {run.run_id}"
-        if run.run_id in {r["run_id"] for r in read_ledger(grid_dir)}:
-            summary["skipped"].append(run.run_id)
-            continue
-        claim = claim_run(grid_dir, run.run_id) if not multiworker else contextlib.nullcontext(True)
-        with claim as held:
-            if not held or run.run_id in {r["run_id"] for r in read_ledger(grid_dir)}:
-                if not held:
-                    log(f"{tag}: being trained by another process; skipped")
+    current = None
+    try:
+        for number, run in enumerate(mine, start=1):
+            tag = f"[{number}/{len(mine)}] {run.run_id}"
+            if run.run_id in {r["run_id"] for r in read_ledger(grid_dir)}:
                 summary["skipped"].append(run.run_id)
                 continue
-            log(f"{tag}: training ({run.scheme}, {run.arch}{'' if run.backbone == 'none' else ' ' + run.backbone}"
-                f"{f', lambda {run.lam:g}' if run.lam is not None else ''}, repeat {run.repeat} fold {run.fold})")
-            run_started = time.perf_counter()
-            from ivus_tf.training.callbacks import TrainingError
+            claim = claim_run(grid_dir, run.run_id) if not multiworker else contextlib.nullcontext(True)
+            with claim as held:
+                if not held or run.run_id in {r["run_id"] for r in read_ledger(grid_dir)}:
+                    if not held:
+                        log(f"{tag}: being trained by another process; skipped")
+                    summary["skipped"].append(run.run_id)
+                    continue
+                backbone = "" if run.backbone == "none" else " " + run.backbone
+                log(f"{tag}: training ({run.scheme}, {run.arch}{backbone}"
+                    f"{f', lambda {run.lam:g}' if run.lam is not None else ''}, repeat {run.repeat} fold {run.fold})")
+                run_started = time.perf_counter()
+                from ivus_tf.grid.progress import RunProgress
+                from ivus_tf.training.callbacks import TrainingError
+                from ivus_tf.training.schemes import phases_of
 
-            try:
-                result = _train(run, grid_dir, console, verbose, extra_callbacks)
-            except TrainingError as error:
-                summary["failed"][run.run_id] = str(error)
-                log(f"{tag}: FAILED: {error} (log: {grid_dir / LOGS_DIR / run.run_id}.log); going on")
-                continue
-            took = time.perf_counter() - run_started
-            if result["finished_before"]:
-                what = "finished before, recorded now (not retrained)"
-            else:
-                durations.append(took)
-                summary["trained"].append(run.run_id)
-                what = f"done in {took:.0f} s"
-            if writer and append_result(grid_dir, _result_line(run, Path(result["run_dir"]))):
-                summary["recorded"].append(run.run_id)
-        recorded = {r["run_id"] for r in read_ledger(grid_dir)}
-        done = sum(r.run_id in recorded for r in mine)
-        left = len(mine) - done - len(summary["failed"])
-        eta = _clock(left * sum(durations) / len(durations) / parallel) if durations else "unknown"
-        dice = metrics_from_run(result["metrics"])["calcium"]["dice"]
-        score = f"test calcium Dice {dice:.3f}" if dice is not None else "no test calcium Dice"
-        log(f"{tag} ... {what} ({score}); {done} done, {left} left, elapsed "
-            f"{_clock(time.perf_counter() - started)}, ETA {eta}")
+                try:
+                    current = run.run_id
+                    progress = RunProgress(tag, [(p.name, p.epochs) for p in phases_of(run.config)], log,
+                                           progress_interval_s)
+                    result = _train(run, grid_dir, console, verbose, [*extra_callbacks, progress])
+                except TrainingError as error:
+                    summary["failed"][run.run_id] = str(error)
+                    log(f"{tag}: FAILED: {error} (log: {grid_dir / LOGS_DIR / run.run_id}.log); going on")
+                    continue
+                took = time.perf_counter() - run_started
+                if result["finished_before"]:
+                    what = "finished before, recorded now (not retrained)"
+                else:
+                    durations.append(took)
+                    summary["trained"].append(run.run_id)
+                    what = f"done in {took:.0f} s"
+                if writer and append_result(grid_dir, _result_line(run, Path(result["run_dir"]))):
+                    summary["recorded"].append(run.run_id)
+            recorded = {r["run_id"] for r in read_ledger(grid_dir)}
+            done = sum(r.run_id in recorded for r in mine)
+            left = len(mine) - done - len(summary["failed"])
+            eta = _clock(left * sum(durations) / len(durations) / parallel) if durations else "unknown"
+            dice = metrics_from_run(result["metrics"])["calcium"]["dice"]
+            score = f"test calcium Dice {dice:.3f}" if dice is not None else "no test calcium Dice"
+            rule = ((baselines_from_run(result["metrics"]) or {}).get("rule") or {}).get("dice")
+            score += f", rule baseline {rule:.3f}" if rule is not None else ""
+            log(f"{tag} ... {what} ({score}); {done} done, {left} left, elapsed "
+                f"{_clock(time.perf_counter() - started)}, ETA {eta}")
+    except KeyboardInterrupt as interrupt:
+        from ivus_tf.core.errors import Terminated
+
+        done = sum(r.run_id in {x["run_id"] for x in read_ledger(grid_dir)} for r in mine)
+        log(f"grid: interrupted{' (SIGTERM)' if isinstance(interrupt, Terminated) else ''}"
+            f"{f' while training {current}' if current else ''}; {done} of {len(mine)} runs recorded in "
+            f"{grid_dir / 'results.jsonl'}; start the same command again to resume (a run resumes from its last "
+            "finished epoch)")
+        raise
     failed = summary["failed"]
     log(f"grid: {len(summary['trained'])} trained, {len(summary['recorded'])} recorded, {len(failed)} failed in "
         f"{_clock(time.perf_counter() - started)}" + (f" ({', '.join(failed)})" if failed else ""))

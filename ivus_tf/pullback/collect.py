@@ -84,8 +84,11 @@ class PullbackCollector:
             superficial = 0.0
         elif calcium is not None and lumen is not None and lumen.any():
             center = values.get("arc_center_rc") or arc_center(calcium.shape, lumen, labels != 0)[:2]
+            # the shortcut must be the exact union (what superficial_calcium_arc_deg measures otherwise), not the
+            # gap-bridged calcium_arc_deg
+            whole_arc = values.get("calcium_arc_unbridged_deg", values.get("calcium_arc_deg"))
             superficial = superficial_calcium_arc_deg(calcium != 0, lumen, center, frame.pixel_spacing_mm,
-                                                      self.superficial_depth_mm, values.get("calcium_arc_deg"))
+                                                      self.superficial_depth_mm, whole_arc)
         extra = {"position_mm": self.geometry.position_mm(index) if index < self.geometry.frames else math.nan,
                  "superficial_calcium_arc_deg": superficial,
                  "lumen_diameter_mm": equivalent_diameter_mm(values["lumen_area_mm2"]),

@@ -1,4 +1,8 @@
-"""Where each frame lies along the pullback, in mm, and where that number came from.
+"""Where each frame lies along the pullback, in mm, how large its pixels are, and where those numbers came from.
+
+Pixel spacing of a DICOM input (`dicom_spacing`): PixelSpacing, else the first SequenceOfUltrasoundRegions item
+in cm; unreadable, non-square or out-of-range values are reported as a problem that `--pixel-spacing-mm`
+overrides (`ivus_tf.pullback_io`).
 
 A motorised pullback moves the catheter at a constant speed v (mm/s) while frames are acquired at a rate f (Hz),
 so frame i is acquired at time t_i and lies at `z_i = v * t_i` from the first frame (t_i = i / f for a constant
@@ -17,6 +21,9 @@ Sources, first found wins (command-line flags override the file):
 - IVUSPullbackStartFrameNumber / StopFrameNumber (0018,3103/3104, 1-based): frames outside that range were
   acquired while the catheter stood still: their slabs have zero length and they all lie at the range's ends.
 
+A tag pydicom cannot read, or whose value lies outside `FRAME_RATE_RANGE_HZ` / `PULLBACK_SPEED_RANGE_MM_S`, is ignored
+with a note (one warning); flags outside those ranges are refused.
+
 Without a pullback speed and a frame rate (or a gated rate) there are no lengths: `positions_mm` is None and
 `require_lengths` refuses anything that needs them with one line naming the missing flags.
 """
@@ -29,9 +36,23 @@ from typing import Sequence
 
 import numpy as np
 
-from ivus_tf.core.errors import InputError, positive_number
+from ivus_tf.core.errors import InputError, check_pixel_spacing_mm, positive_number
 
 SPEED_FLAG, RATE_FLAG = "--pullback-speed-mm-s", "--frame-rate-hz"
+SPACING_TOLERANCE = 0.01  # row and column spacing must agree within 1 %: scan-converted IVUS pixels are square
+DICOM_UNITS_CM = 3
+# Physical ranges: IVUS acquires at ~7.5-100 frames/s and pulls back at 0.5-1 mm/s, high-speed OCT at up to
+# ~200 frames/s and 40 mm/s; values outside these generous bounds are typos or corrupt tags.
+FRAME_RATE_RANGE_HZ = (0.1, 10000.0)
+PULLBACK_SPEED_RANGE_MM_S = (0.001, 100.0)
+
+
+def in_range(value, what: str, bounds: tuple[float, float], unit: str) -> float:
+    """`value` as a float, or `InputError` naming `what` unless it is a number within `bounds`."""
+    number = positive_number(value, what)
+    if not bounds[0] <= number <= bounds[1]:
+        raise InputError(f"{what} {number:g} must be between {bounds[0]:g} and {bounds[1]:g} {unit}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -48,17 +69,29 @@ class DicomTiming:
     notes: tuple = ()
 
 
-def _number(dataset, keyword: str, notes: list) -> float | None:
-    raw = getattr(dataset, keyword, None)
-    if raw in (None, ""):
+def _get(dataset, keyword: str):
+    """The tag's value, or None when absent; pydicom raises converting malformed values, which count as absent
+    after a note from the caller (`_number`)."""
+    try:
+        return getattr(dataset, keyword, None)
+    except Exception:  # noqa: BLE001 - e.g. ValueError for text in a decimal string
+        return "(unreadable)"
+
+
+def _number(dataset, keyword: str, notes: list, to_value=float, bounds=None, unit: str = "") -> float | None:
+    """The tag as a positive number converted by `to_value` (within `bounds` after it), or None with a note."""
+    raw = _get(dataset, keyword)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        notes.append(f"DICOM {keyword} {raw!r} is not a number; ignored")
+        value = to_value(float(raw))
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        notes.append(f"DICOM {keyword} {str(raw)[:40]!r} is not a number; ignored")
         return None
-    if not math.isfinite(value) or value <= 0:
-        notes.append(f"DICOM {keyword} {raw!r} is not a positive number; ignored")
+    if not math.isfinite(value) or value <= 0 or (bounds and not bounds[0] <= value <= bounds[1]):
+        what = f"gives {value:g} {unit}, outside {bounds[0]:g}-{bounds[1]:g} {unit}" if bounds and value > 0 \
+            and math.isfinite(value) else "is not a positive number"
+        notes.append(f"DICOM {keyword} {str(raw)[:40]!r} {what}; ignored")
         return None
     return value
 
@@ -67,7 +100,7 @@ def dicom_timing(dataset, frames: int) -> DicomTiming:
     """Read the frame timing and IVUS pullback tags (module docstring) from a pydicom dataset."""
     notes: list[str] = []
     rate = source = times = None
-    vector = getattr(dataset, "FrameTimeVector", None)
+    vector = _get(dataset, "FrameTimeVector")
     if vector not in (None, ""):
         try:
             increments = np.asarray([float(v) for v in (vector if isinstance(vector, Sequence) else [vector])])
@@ -84,17 +117,17 @@ def dicom_timing(dataset, frames: int) -> DicomTiming:
                 rate, source = 1000.0 / float(np.median(increments[1:])), "DICOM FrameTimeVector"
     for keyword, to_rate in (("FrameTime", lambda ms: 1000.0 / ms), ("CineRate", float),
                              ("RecommendedDisplayFrameRate", float)):
-        value = _number(dataset, keyword, notes)
+        value = _number(dataset, keyword, notes, to_rate, FRAME_RATE_RANGE_HZ, "frames/s")
         if rate is None and value is not None:
-            rate, source = to_rate(value), f"DICOM {keyword}"
+            rate, source = value, f"DICOM {keyword}"
             if keyword == "RecommendedDisplayFrameRate":
                 notes.append("frame rate taken from DICOM RecommendedDisplayFrameRate, a display setting; pass "
                              f"{RATE_FLAG} if the acquisition rate differs")
-    acquisition = str(getattr(dataset, "IVUSAcquisition", "") or "").strip().upper() or None
-    speed = _number(dataset, "IVUSPullbackRate", notes)
+    acquisition = str(_get(dataset, "IVUSAcquisition") or "").strip().upper() or None
+    speed = _number(dataset, "IVUSPullbackRate", notes, bounds=PULLBACK_SPEED_RANGE_MM_S, unit="mm/s")
     gated = _number(dataset, "IVUSGatedRate", notes) if acquisition == "GATED_PULLBACK" else None
     frame_range = None
-    start, stop = (getattr(dataset, k, None) for k in ("IVUSPullbackStartFrameNumber", "IVUSPullbackStopFrameNumber"))
+    start, stop = (_get(dataset, k) for k in ("IVUSPullbackStartFrameNumber", "IVUSPullbackStopFrameNumber"))
     if start not in (None, "") or stop not in (None, ""):
         try:
             first, last = int(start or 1) - 1, int(stop or frames) - 1
@@ -105,6 +138,87 @@ def dicom_timing(dataset, frames: int) -> DicomTiming:
         else:
             notes.append(f"DICOM IVUSPullbackStart/StopFrameNumber ({start}, {stop}) outside 1..{frames}; ignored")
     return DicomTiming(rate, source, times, speed, gated, acquisition, frame_range, tuple(notes))
+
+
+# ------------------------------------------------------------------------------------- pixel spacing
+
+def dicom_raw(dataset, keyword: str) -> str:
+    """The stored text of `keyword` (for messages about values pydicom cannot convert), at most 40 characters."""
+    try:
+        from pydicom.datadict import tag_for_keyword
+
+        value = dataset.get_item(tag_for_keyword(keyword)).value
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    except Exception:  # noqa: BLE001 - only for a message
+        text = "?"
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _spacing_pair(dataset, keyword: str) -> tuple[float, float] | str:
+    """(row, column) mm from PixelSpacing, or what is wrong with it."""
+    try:
+        value = getattr(dataset, keyword)
+        pair = tuple(float(v) for v in value) if not isinstance(value, (str, bytes)) else ()
+    except Exception:  # pydicom raises converting a decimal string that holds text; float() on odd values
+        pair = ()
+    if len(pair) != 2:
+        return f"DICOM {keyword} {dicom_raw(dataset, keyword)} is not two numbers (row and column spacing in mm)"
+    return pair
+
+
+def _region_pair(region) -> tuple[float, float] | str | None:
+    """(row, column) mm of an ultrasound region measured in cm, None for a region in other units, or a problem."""
+    try:
+        units = (getattr(region, "PhysicalUnitsXDirection", None), getattr(region, "PhysicalUnitsYDirection", None))
+        if units != (DICOM_UNITS_CM, DICOM_UNITS_CM) or "PhysicalDeltaX" not in region or \
+                "PhysicalDeltaY" not in region:
+            return None
+        return 10.0 * abs(float(region.PhysicalDeltaY)), 10.0 * abs(float(region.PhysicalDeltaX))
+    except Exception:  # noqa: BLE001 - text or several values where one number belongs
+        return "DICOM SequenceOfUltrasoundRegions PhysicalDeltaX/Y are not numbers"
+
+
+def dicom_spacing(dataset, warnings, path) -> tuple[float | None, str, str | None]:
+    """(spacing in mm or None, where it came from, what is wrong with it or None) from PixelSpacing, else the
+    first SequenceOfUltrasoundRegions item in cm. A problem (unreadable, not square, outside the physical range)
+    is returned, not raised: `--pixel-spacing-mm` overrides it."""
+    candidates = []
+    if "PixelSpacing" in dataset:
+        found = _spacing_pair(dataset, "PixelSpacing")
+        if isinstance(found, str):
+            return None, "PixelSpacing", found
+        candidates.append(("PixelSpacing", *found))
+    try:
+        regions = list(getattr(dataset, "SequenceOfUltrasoundRegions", None) or [])
+    except Exception:  # noqa: BLE001
+        regions = []
+    for region in regions:
+        found = _region_pair(region)
+        if isinstance(found, str):
+            if not candidates:
+                return None, "SequenceOfUltrasoundRegions", found
+            break
+        if found is not None:
+            candidates.append(("SequenceOfUltrasoundRegions PhysicalDeltaX/Y (cm)", *found))
+            break
+    if not candidates:
+        return None, "none", None
+    source, rows_mm, cols_mm = candidates[0]
+    for value in (rows_mm, cols_mm):
+        try:
+            check_pixel_spacing_mm(value)
+        except InputError:
+            return None, source, f"DICOM {source} gives pixel spacing {rows_mm!r} x {cols_mm!r} mm"
+    if abs(rows_mm - cols_mm) > SPACING_TOLERANCE * max(rows_mm, cols_mm):
+        return None, source, (f"DICOM {source} gives non-square pixels ({rows_mm:g} mm per row, {cols_mm:g} mm per "
+                              "column); IVUS frames have square pixels")
+    mean = (rows_mm + cols_mm) / 2.0
+    if len(candidates) > 1:
+        other = (candidates[1][1] + candidates[1][2]) / 2.0
+        if abs(other - mean) > SPACING_TOLERANCE * mean:
+            warnings.once("dicom-spacing", f"{path}: PixelSpacing ({mean:g} mm) and the ultrasound region "
+                                           f"({other:g} mm) disagree; using PixelSpacing")
+    return mean, source, None
 
 
 @dataclass(frozen=True)
@@ -150,11 +264,11 @@ def resolve_geometry(frames: int, pullback_speed_mm_s: float | None = None, fram
     timing = timing or DicomTiming()
     speed = rate = speed_source = rate_source = times = None
     if pullback_speed_mm_s is not None:
-        speed, speed_source = positive_number(pullback_speed_mm_s, SPEED_FLAG), SPEED_FLAG
+        speed, speed_source = in_range(pullback_speed_mm_s, SPEED_FLAG, PULLBACK_SPEED_RANGE_MM_S, "mm/s"), SPEED_FLAG
     elif timing.pullback_speed_mm_s is not None:
         speed, speed_source = timing.pullback_speed_mm_s, "DICOM IVUSPullbackRate"
     if frame_rate_hz is not None:
-        rate, rate_source = positive_number(frame_rate_hz, RATE_FLAG), RATE_FLAG
+        rate, rate_source = in_range(frame_rate_hz, RATE_FLAG, FRAME_RATE_RANGE_HZ, "frames/s"), RATE_FLAG
     elif timing.frame_rate_hz is not None:
         rate, rate_source, times = timing.frame_rate_hz, timing.frame_rate_source, timing.frame_times_s
     common = dict(frames=frames, pullback_speed_mm_s=speed, pullback_speed_source=speed_source,

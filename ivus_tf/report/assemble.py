@@ -70,9 +70,10 @@ def _examples(records, results_path, lambdas, count: int, folder: Path, made: di
         skipped["examples.png"] = str(reason)
         return
     plot_examples(frames, pair, folder / "examples.png")
+    rule = ", the rule baseline fitted on the same training cases" if any("rule" in f for f in frames) else ""
     made["examples.png"] = (f"Figure 3: calcium contours on {len(frames)} test frames, {model_label(pair['model'])} "
                             f"repeat {pair['repeat']} fold {pair['fold']}: ground truth, calcium-only run "
-                            f"{pair['calcium']['run_id']}, multi-task run {pair['multitask']['run_id']}")
+                            f"{pair['calcium']['run_id']}, multi-task run {pair['multitask']['run_id']}{rule}")
 
 
 def _inference(records, results_path, calls: int, folder: Path, made: dict, log) -> None:
@@ -129,7 +130,9 @@ def make_report(grid_dir: str | Path, results: str | Path | None = None, out: st
     with atomic_output_dir(out, overwrite=True) as folder:
         table = write_table1(records, folder, lam)
         made["table1.md"] = ("Table 1: calcium Dice and average Hausdorff distance per model and training scheme "
-                             "(mean ± SD over runs, best in bold), Welch's t-tests, multi-task runs by λ")
+                             "(mean ± SD over runs, best in bold), Welch's t-tests, multi-task runs by λ"
+                             + ("; baseline rows (rule, predict nothing), each cell tested against the rule"
+                                if table["baselines"] else ""))
         made["table1.csv"] = "Table 1 at full precision (Dice as a fraction)"
         made["welch_tests.csv"] = "the t-tests at full precision"
         _empty_frames(table["rows"], records, results_path, folder, made, skipped)

@@ -13,6 +13,8 @@ invented, and how far the contours are when both exist. This table separates the
   have calcium;
 * `median average Hausdorff [mm]`: the median over all calcium test frames (robust to the diagonal scores);
 each as mean ± SD over the runs. The rule itself is unchanged (it is the documented metric); this is a reading aid.
+When the run folders hold the calcium rule baseline (metrics.json `calcium.rule_baseline`), a last row gives the
+same for the rule, one value per repeat x fold (every run of a fold shares the rule's fit).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from ivus_tf.report.results import resolve_run_dir
 from ivus_tf.report.stats import describe
 
-__all__ = ["COLUMNS", "empty_frame_rows", "run_frame_summary", "write_empty_frames"]
+__all__ = ["COLUMNS", "empty_frame_rows", "rule_frame_row", "run_frame_summary", "write_empty_frames"]
 
 ONE_EMPTY = ("pred_empty", "target_empty")
 COLUMNS = (("one_empty", "One mask empty [%]", 100.0, 1), ("dice_both", "Dice, both present [%]", 100.0, 1),
@@ -80,6 +82,30 @@ def empty_frame_rows(table_rows: Sequence[Mapping], records: Sequence[Mapping], 
     return rows, missing
 
 
+def rule_frame_row(records: Sequence[Mapping], results_path: str | Path) -> dict | None:
+    """The rule baseline's row (COLUMNS as mean/std/n over folds) from the first run folder of each (repeat, fold)
+    whose metrics.json holds `calcium.rule_baseline`; None when none does."""
+    summaries = {}
+    for run in records:
+        fold = (run["repeat"], run["fold"])
+        if fold in summaries:
+            continue
+        try:
+            metrics = json.loads((resolve_run_dir(run, results_path) / "metrics.json").read_text(encoding="utf-8"))
+            frames = metrics["calcium"]["rule_baseline"]["frames"]
+        except (OSError, KeyError, TypeError, ValueError):
+            continue
+        summaries[fold] = run_frame_summary(frames)
+    if not summaries:
+        return None
+    row = {"model": "Baselines", "scheme_label": "rule: bright edge + shadow", "lam": None, "runs": len(summaries),
+           "folds": True}
+    for key, *_ in COLUMNS:
+        values = [s[key] for s in summaries.values() if _finite(s[key])]
+        row.update({f"{key}_{k}": v for k, v in describe(values).items()})
+    return row
+
+
 def _cell(row: Mapping, key: str, scale: float, digits: int) -> str:
     mean, std = row[f"{key}_mean"], row[f"{key}_std"]
     if math.isnan(mean):
@@ -91,6 +117,9 @@ def write_empty_frames(table_rows: Sequence[Mapping], records: Sequence[Mapping]
                        path: str | Path) -> dict:
     """Write the breakdown (module docstring) as Markdown to `path`; return {"rows", "missing"}."""
     rows, missing = empty_frame_rows(table_rows, records, results_path)
+    rule = rule_frame_row(records, results_path)
+    if rule is not None:
+        rows.append(rule)
     header = ["Model", "Training", "λ", *(label for _, label, *_ in COLUMNS), "Runs"]
     lines = ["# Calcium scores by the empty-mask rule", "", "| " + " | ".join(header) + " |",
              "| " + " | ".join("---" for _ in header) + " |"]
@@ -100,12 +129,16 @@ def write_empty_frames(table_rows: Sequence[Mapping], records: Sequence[Mapping]
         previous = row["model"]
         lam = "–" if row["lam"] is None else f"{row['lam']:g}"
         cells = [_cell(row, key, scale, digits) for key, _, scale, digits in COLUMNS]
-        lines.append("| " + " | ".join([model, row["scheme_label"], lam, *cells, str(row["runs"])]) + " |")
+        runs = f"{row['runs']} folds" if row.get("folds") else str(row["runs"])
+        lines.append("| " + " | ".join([model, row["scheme_label"], lam, *cells, runs]) + " |")
     lines += ["", "Same runs as Table 1; mean ± sample SD over runs of each run's value over its calcium test "
               "frames. One mask empty: a missed or an invented calcification, scored Dice 0 and average Hausdorff = "
               "the image diagonal by the metric's rule; these frames dominate Table 1's mean distance. Both "
               "present: frames where prediction and ground truth both have calcium. Median: over all calcium "
               "test frames."]
+    if rule is not None:
+        lines[-1] += (" Rule: the calcium rule baseline fitted on each fold's training cases, one value per repeat × "
+                      "fold.")
     if missing:
         lines += ["", f"Left out (no readable metrics.json in the run folder): {', '.join(missing)}."]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

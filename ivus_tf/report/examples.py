@@ -1,8 +1,10 @@
 """Example test frames with calcium contours, as in Bargsten et al. (CDBME 2021), Figure 3.
 
-Ground truth (green, dashed), the calcium-only model (blue) and the multi-task model (red) on a few test frames
-that carry calcium. The two models are runs of the same architecture on the same repeat and fold (so the same
-training cases), the multi-task run at the lambda of Table 1. Frames are chosen to span the multi-task model's
+Ground truth (green, dashed), the calcium-only model (blue), the multi-task model (red) and, when the runs recorded
+it, the calcium rule baseline fitted on the same training cases (orange, dotted; `ivus_tf.baselines`, recomputed
+from the parameters in the run's metrics.json) on a few test frames that carry calcium. The two models are runs
+of the same architecture on the same repeat and fold (so the same training cases), the multi-task run at the
+lambda of Table 1. Frames are chosen to span the multi-task model's
 Dice on them (lowest to highest, evenly spaced in rank), so the figure shows failures as well as successes.
 
 Sources: the runs' saved predictions, `<run_dir>/predictions/<case_id>/<frame_id>_calcium.png` (0/255, at the
@@ -21,11 +23,12 @@ import numpy as np
 from ivus_tf.report.results import resolve_run_dir
 from ivus_tf.report.stats import describe, metric_values, model_label
 
-__all__ = ["SkipFigure", "choose_example_runs", "choose_frames", "plot_examples", "records_of_run"]
+__all__ = ["SkipFigure", "choose_example_runs", "choose_frames", "plot_examples", "records_of_run",
+           "rule_params_of_run"]
 
 PREDICTIONS = "predictions"
 STYLES = {"truth": ("tab:green", "--", "ground truth"), "calcium": ("tab:blue", "-", "calcium only"),
-          "multitask": ("tab:red", "-", "multi-task")}
+          "multitask": ("tab:red", "-", "multi-task"), "rule": ("tab:orange", ":", "rule baseline")}
 
 
 class SkipFigure(Exception):
@@ -80,6 +83,24 @@ def records_of_run(record: Mapping, results_path) -> Path:
     return records
 
 
+def rule_params_of_run(record: Mapping, results_path):
+    """The calcium rule's fitted `RuleParams` from the run's metrics.json (`calcium.rule_baseline.params`), or
+    None when the run did not record it (an older run, or `rule_baseline: false`)."""
+    import json
+
+    from ivus_tf.baselines import RuleParams
+    from ivus_tf.core.errors import InputError
+
+    path = resolve_run_dir(record, results_path) / "metrics.json"
+    try:
+        params = json.loads(path.read_text(encoding="utf-8"))["calcium"]["rule_baseline"]["params"]
+        return RuleParams.from_dict(params, f"{path}: calcium.rule_baseline.params")
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    except InputError as error:
+        raise SkipFigure(str(error)) from None
+
+
 def _read_prediction(path: Path, shape: tuple) -> np.ndarray | None:
     import cv2
 
@@ -95,8 +116,11 @@ def choose_frames(pair: Mapping, results_path, count: int = 4) -> list[dict]:
     """Up to `count` test frames with calcium in the ground truth and both models' predictions, spread over the
     multi-task model's Dice; each {"case_id", "frame_id", "image", "pixel_spacing_mm", "truth", "calcium",
     "multitask" (bool masks), "dice": {"calcium", "multitask"}}, highest multi-task Dice first."""
+    from ivus_tf.baselines import predict_calcium
     from ivus_tf.data.records import iterate_frames
     from ivus_tf.metrics import dice
+
+    rule = rule_params_of_run(pair["multitask"], results_path)
 
     records_dir = records_of_run(pair["multitask"], results_path)
     if records_of_run(pair["calcium"], results_path).resolve() != records_dir.resolve():
@@ -118,6 +142,8 @@ def choose_frames(pair: Mapping, results_path, count: int = 4) -> list[dict]:
                                      truth.shape) for s in folders}
         if any(m is None for m in masks.values()):
             continue
+        if rule is not None:
+            masks["rule"] = predict_calcium(frame["image"], frame["pixel_spacing_mm"], rule)
         found.append({"case_id": frame["case_id"], "frame_id": frame["frame_id"], "image": frame["image"],
                       "pixel_spacing_mm": frame["pixel_spacing_mm"], "truth": truth > 0, **masks,
                       "dice": {s: float(dice(masks[s], truth)) for s in masks}})
@@ -130,8 +156,8 @@ def choose_frames(pair: Mapping, results_path, count: int = 4) -> list[dict]:
 
 
 def _crop(frame: Mapping) -> tuple[slice, slice]:
-    """A square window around the union of the three masks, at least 45 % of the frame's side."""
-    union = frame["truth"] | frame["calcium"] | frame["multitask"]
+    """A square window around the union of the masks, at least 45 % of the frame's side."""
+    union = frame["truth"] | frame["calcium"] | frame["multitask"] | frame.get("rule", False)
     height, width = union.shape
     rows, cols = np.nonzero(union)
     cy, cx = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
@@ -149,13 +175,16 @@ def plot_examples(frames: Sequence[Mapping], pair: Mapping, path: str | Path) ->
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, len(frames), figsize=(3.2 * len(frames), 3.9), squeeze=False, constrained_layout=True)
+    width = 3.7 if any("rule" in f for f in frames) else 3.2  # room for the rule's Dice in the titles
+    fig, axes = plt.subplots(1, len(frames), figsize=(width * len(frames), width + 0.7), squeeze=False,
+                             constrained_layout=True)
     for ax, frame in zip(axes[0], frames):
         rows, cols = _crop(frame)
         ax.imshow(frame["image"][rows, cols], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        for source, width, order in (("calcium", 1.3, 2), ("multitask", 1.3, 3), ("truth", 1.8, 4)):
-            mask = frame[source][rows, cols]
-            if mask.any():  # the ground truth last, on top: dashed, it stays visible where contours agree
+        for source, width, order in (("rule", 1.5, 1), ("calcium", 1.3, 2), ("multitask", 1.3, 3),
+                                     ("truth", 1.8, 4)):
+            mask = frame[source][rows, cols] if source in frame else None
+            if mask is not None and mask.any():  # the ground truth last, on top: dashed, visible where others agree
                 color, style, _ = STYLES[source]
                 ax.contour(mask.astype(np.float32), levels=[0.5], colors=[color], linestyles=[style],
                            linewidths=width, zorder=order)
@@ -165,12 +194,15 @@ def plot_examples(frames: Sequence[Mapping], pair: Mapping, path: str | Path) ->
             x0, y0 = 0.06 * side, 0.93 * side
             ax.plot([x0, x0 + bar], [y0, y0], color="white", linewidth=3, solid_capstyle="butt")
             ax.text(x0 + bar / 2, y0 - 0.03 * side, "1 mm", color="white", ha="center", va="bottom", fontsize=9)
+        rule = f", rule {frame['dice']['rule']:.2f}" if "rule" in frame else ""
         ax.set_title(f"{frame['case_id']} / {frame['frame_id']}\nDice: calcium only {frame['dice']['calcium']:.2f}, "
-                     f"multi-task {frame['dice']['multitask']:.2f}", fontsize=9)
+                     f"multi-task {frame['dice']['multitask']:.2f}{rule}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [Line2D([], [], color=c, linestyle=s, linewidth=2, label=label) for c, s, label in STYLES.values()]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
+    shown = [name for name in STYLES if name != "rule" or any("rule" in f for f in frames)]
+    handles = [Line2D([], [], color=STYLES[n][0], linestyle=STYLES[n][1], linewidth=2, label=STYLES[n][2])
+               for n in shown]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     mt = pair["multitask"]
     fig.suptitle(f"{model_label(pair['model'])}, repeat {pair['repeat']} fold {pair['fold']}: calcium contours on "
                  f"test frames (multi-task λ={mt['lam']:g})", fontsize=11)

@@ -11,12 +11,15 @@ One JSON object per line (`RESULT_FIELDS` below says what each field means):
      "metrics": {"calcium": {"dice": 0.62, "average_hausdorff_mm": 0.31},
                  "lumen": {...}, "vessel_wall": {...}, "wall_lumen_mean": {...}},
      "val_calcium_dice": 0.66,
+     "baselines": {"rule": {"dice": 0.55, "average_hausdorff_mm": 1.2},
+                   "predict_nothing": {"dice": 0.14, "average_hausdorff_mm": 12.5}},
      "run_dir": "runs/deeplabv3-multitask-lam1-r0-f2", "wall_time_s": 5123.4,
      "finished_utc": "2025-05-01T12:00:00+00:00", "package_version": "0.1.0"}
 
 Rules (each broken rule is an `InputError` naming the file and line):
 
-* every field of `RESULT_FIELDS` is present, except `val_calcium_dice`, which may be left out (= null);
+* every field of `RESULT_FIELDS` is present, except `val_calcium_dice` and `baselines`, which may be left out
+  (= null);
   unknown fields are refused (they are typos or a newer schema);
 * `lam` is a finite number >= 0 for scheme "multitask" and null otherwise; backbone "imagenet" or "coco" needs
   arch "deeplabv3";
@@ -24,6 +27,8 @@ Rules (each broken rule is an `InputError` naming the file and line):
   wall-lumen head; each section is {"dice": number in [0, 1] or null, "average_hausdorff_mm": number >= 0 or
   null}; null is a metric that could not be computed (e.g. no test frame carries the label) and is left out of
   the report's statistics (the table says how many were);
+* `baselines` is null or holds some of `BASELINES`, each {"dice", "average_hausdorff_mm"} like a metrics section:
+  the run's test calcium scores of the rule fitted on its training cases and of predicting nothing;
 * `run_id` is unique in the file, and so is the run's identity (arch, backbone, scheme, lam, repeat, fold, seed):
   a run listed twice would count twice in every mean and t-test;
 * blank lines are ignored; anything else that is not a JSON object (a truncated last line of a killed grid
@@ -44,13 +49,15 @@ from typing import Any, Mapping, Sequence
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import ARCHS, BACKBONES, SCHEMES
 
-__all__ = ["BACKBONES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME",
-           "group_runs", "make_result_line", "metrics_from_run", "read_results", "resolve_run_dir", "run_key",
-           "validate_result", "validation_calcium_dice"]
+__all__ = ["BACKBONES", "BASELINES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME",
+           "baselines_from_run", "group_runs", "make_result_line", "metrics_from_run", "read_results",
+           "resolve_run_dir", "run_key", "validate_result", "validation_calcium_dice"]
 
 RESULTS_NAME = "results.jsonl"
 METRIC_SECTIONS = ("calcium", "lumen", "vessel_wall", "vessel", "wall_lumen_mean")
 METRIC_NAMES = ("dice", "average_hausdorff_mm")
+# calcium baselines scored on a run's test frames: metrics.json calcium[<name>_baseline]
+BASELINES = ("rule", "predict_nothing")
 
 RESULT_FIELDS: dict[str, str] = {
     "run_id": "str, unique in the file: the grid's name of the run",
@@ -70,13 +77,20 @@ RESULT_FIELDS: dict[str, str] = {
     "val_calcium_dice": "number in [0, 1] or null, optional: the best validation calcium Dice of the run's last "
                         "phase, the value its model was selected on (validation_calcium_dice); the report picks "
                         "the multi-task lambda on it",
+    "baselines": "{baseline: {'dice', 'average_hausdorff_mm'}} or null, optional: the test calcium means of the "
+                 "baselines scored next to the model, 'rule' (bright edge + shadow, fitted on the run's training "
+                 "cases, ivus_tf.baselines) and 'predict_nothing'; from metrics.json calcium['<name>_baseline'] "
+                 "(baselines_from_run)",
     "run_dir": "str, the run folder (config.yaml, metrics.json, model.keras, predictions/); relative paths are "
                "relative to the folder holding results.jsonl",
     "wall_time_s": "number >= 0, the run's wall-clock time in seconds",
     "finished_utc": "str, ISO 8601 time the run finished",
     "package_version": "str, ivus_tf.__version__ of the run",
+    "settings": "object or null, optional: every TrainConfig field of the run but its paths and strategy, plus "
+                "records_fingerprint (the records' index, tfrecords_builder.index.records_fingerprint); the grid "
+                "refuses to add runs of other settings to a grid folder",
 }
-OPTIONAL_FIELDS = ("val_calcium_dice",)
+OPTIONAL_FIELDS = ("val_calcium_dice", "baselines", "settings")
 
 
 def _fail(where: str, problem: str):
@@ -95,29 +109,31 @@ def _check_metric(where: str, section: str, name: str, value) -> None:
     if value is None:
         return
     if not _is_number(value):
-        _fail(where, f"metrics.{section}.{name} must be a finite number or null, got {value!r}")
+        _fail(where, f"{section}.{name} must be a finite number or null, got {value!r}")
     if name == "dice" and not 0 <= value <= 1:
-        _fail(where, f"metrics.{section}.dice must be in [0, 1] (a fraction, not %), got {value!r}")
+        _fail(where, f"{section}.dice must be in [0, 1] (a fraction, not %), got {value!r}")
     if name == "average_hausdorff_mm" and value < 0:
-        _fail(where, f"metrics.{section}.average_hausdorff_mm must be >= 0, got {value!r}")
+        _fail(where, f"{section}.average_hausdorff_mm must be >= 0, got {value!r}")
 
 
-def _check_metrics(where: str, metrics) -> None:
+def _check_metrics(where: str, metrics, field: str = "metrics", sections: Sequence[str] = METRIC_SECTIONS,
+                   required: Sequence[str] = ("calcium",)) -> None:
     if not isinstance(metrics, Mapping):
-        _fail(where, f"metrics must be an object {{section: {{dice, average_hausdorff_mm}}}}, got {metrics!r}")
-    if "calcium" not in metrics:
-        _fail(where, "metrics has no 'calcium' section")
-    unknown = sorted(set(metrics) - set(METRIC_SECTIONS))
+        _fail(where, f"{field} must be an object {{section: {{dice, average_hausdorff_mm}}}}, got {metrics!r}")
+    for section in required:
+        if section not in metrics:
+            _fail(where, f"{field} has no {section!r} section")
+    unknown = sorted(set(metrics) - set(sections))
     if unknown:
-        _fail(where, f"metrics has unknown section(s) {', '.join(unknown)}; valid: {', '.join(METRIC_SECTIONS)}")
+        _fail(where, f"{field} has unknown section(s) {', '.join(unknown)}; valid: {', '.join(sections)}")
     for section, values in metrics.items():
         if not isinstance(values, Mapping):
-            _fail(where, f"metrics.{section} must be an object with {' and '.join(METRIC_NAMES)}, got {values!r}")
+            _fail(where, f"{field}.{section} must be an object with {' and '.join(METRIC_NAMES)}, got {values!r}")
         if set(values) != set(METRIC_NAMES):
-            _fail(where, f"metrics.{section} must have exactly the keys {', '.join(METRIC_NAMES)}, "
+            _fail(where, f"{field}.{section} must have exactly the keys {', '.join(METRIC_NAMES)}, "
                          f"got {', '.join(sorted(values)) or 'none'}")
         for name in METRIC_NAMES:
-            _check_metric(where, section, name, values[name])
+            _check_metric(where, f"{field}.{section}", name, values[name])
 
 
 def validate_result(record: Any, where: str = "result") -> dict:
@@ -133,6 +149,11 @@ def validate_result(record: Any, where: str = "result") -> dict:
         _fail(where, f"unknown field(s) {', '.join(unknown)}; valid: {', '.join(RESULT_FIELDS)}")
     record = {**record}
     record.setdefault("val_calcium_dice", None)
+    record.setdefault("baselines", None)
+    record.setdefault("settings", None)
+    if record["settings"] is not None and not isinstance(record["settings"], Mapping):
+        _fail(where, "settings must be an object of TrainConfig fields or null, got "
+                     f"{type(record['settings']).__name__}")
     for field in ("run_id", "run_dir", "package_version", "finished_utc"):
         if not isinstance(record[field], str) or not record[field].strip():
             _fail(where, f"{field} must be a non-empty string, got {record[field]!r}")
@@ -162,6 +183,8 @@ def validate_result(record: Any, where: str = "result") -> dict:
     if val is not None and (not _is_number(val) or not 0 <= val <= 1):
         _fail(where, f"val_calcium_dice must be a number in [0, 1] or null, got {val!r}")
     _check_metrics(where, record["metrics"])
+    if record["baselines"] is not None:
+        _check_metrics(where, record["baselines"], "baselines", BASELINES, required=())
     return record
 
 
@@ -226,6 +249,24 @@ def metrics_from_run(metrics_json: Mapping) -> dict:
     return out
 
 
+def baselines_from_run(metrics_json: Mapping) -> dict | None:
+    """The `baselines` field from a run's metrics.json content: the test calcium mean Dice and average Hausdorff
+    distance of each baseline it holds (calcium["rule_baseline"]["summary"], calcium["predict_nothing_baseline"]),
+    or None when it holds none."""
+    calcium = metrics_json.get("calcium") or {}
+    out = {}
+    for name in BASELINES:
+        found = calcium.get(f"{name}_baseline")
+        if found:
+            summary = found.get("summary", found)  # predict_nothing_baseline is a summary itself
+            out[name] = {metric: _finite_or_none(summary[metric]["mean"]) for metric in METRIC_NAMES}
+    return out or None
+
+
+def _finite_or_none(value) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
 def validation_calcium_dice(metrics_json: Mapping) -> float | None:
     """The best validation calcium Dice of the run's last phase (metrics.json "selection"), or None when the run
     did not select on it."""
@@ -238,10 +279,12 @@ def validation_calcium_dice(metrics_json: Mapping) -> float | None:
 def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam: float | None, repeat: int,
                      fold: int, seed: int, metrics: Mapping, run_dir: str | Path, wall_time_s: float,
                      finished_utc: str | None = None, package_version: str | None = None,
-                     val_calcium_dice: float | None = None) -> str:
+                     val_calcium_dice: float | None = None, baselines: Mapping | None = None,
+                     settings: Mapping | None = None) -> str:
     """One results.jsonl line (ending in a newline) for a finished run, validated like the reader validates it.
 
-    `metrics` is the compact form (`metrics_from_run(metrics_json)`); `finished_utc` defaults to now (UTC),
+    `metrics` is the compact form (`metrics_from_run(metrics_json)`), `baselines` likewise (`baselines_from_run`);
+    `settings` the run's `ivus_tf.grid.runner.run_settings`; `finished_utc` defaults to now (UTC),
     `package_version` to this package's version. Raises `InputError` for a record the report would refuse.
     """
     from ivus_tf.core.version import __version__
@@ -251,8 +294,11 @@ def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam:
     record = {"run_id": run_id, "arch": arch, "backbone": backbone, "scheme": scheme,
               "lam": None if lam is None else float(lam) if _is_number(lam) else lam,
               "repeat": repeat, "fold": fold, "seed": seed, "metrics": {k: dict(v) for k, v in metrics.items()},
-              "val_calcium_dice": val_calcium_dice, "run_dir": str(run_dir), "wall_time_s": wall_time_s,
-              "finished_utc": finished_utc, "package_version": package_version or __version__}
+              "val_calcium_dice": val_calcium_dice,
+              "baselines": None if baselines is None else {k: dict(v) for k, v in baselines.items()},
+              "run_dir": str(run_dir), "wall_time_s": wall_time_s,
+              "finished_utc": finished_utc, "package_version": package_version or __version__,
+              "settings": None if settings is None else dict(settings)}
     validate_result(record, f"result of run {run_id!r}")
     return json.dumps(record, allow_nan=False) + "\n"
 

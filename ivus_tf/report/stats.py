@@ -12,6 +12,10 @@ Welch's t-test (unequal variances). Here:
   The runs share one test set and overlapping training data, so they are not independent samples: as in the
   paper, the p-values describe how far apart the groups are relative to their run-to-run spread, not a formal
   test of a population difference;
+* baselines (`baselines` in results.jsonl: the calcium rule fitted on each run's training cases, predicting
+  nothing) contribute ONE value per (repeat, fold), the mean over that fold's runs: every run of a fold fits the
+  rule on the same training cases and scores it on the same test cases, so counting each run would count one fit
+  several times and shrink its p-values;
 * the multi-task row of a model uses one lambda (as the paper's table): the lambda with the highest mean
   VALIDATION calcium Dice over its runs (`val_calcium_dice`, the value each run selected its model on), so the
   test set plays no part in the choice. When a model's multi-task runs lack validation values, the lambda with
@@ -22,18 +26,22 @@ Welch's t-test (unequal variances). Here:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from ivus_tf.core.errors import InputError
 
-__all__ = ["MODELS", "SCHEME_LABELS", "describe", "metric_values", "model_label", "select_lambdas", "welch_p"]
+__all__ = ["BASELINE_LABELS", "MODELS", "RULE_MARGIN", "SCHEME_LABELS", "baseline_values", "describe", "metric_values",
+           "model_label", "select_lambdas", "welch_p"]
 
 # (arch, backbone) -> label, in the paper's order.
 MODELS = {("unet_res", "none"): "U-Net Res", ("deeplabv3", "none"): "DeepLabV3",
           ("deeplabv3", "imagenet"): "DeepLabV3 ImageNet", ("deeplabv3", "coco"): "DeepLabV3 COCO"}
 SCHEME_LABELS = {"calcium": "calcium only", "pretrain": "pre-training", "multitask": "multi-task"}
+BASELINE_LABELS = {"rule": "rule: bright edge + shadow", "predict_nothing": "predict nothing"}
+RULE_MARGIN = 0.05  # a model cell must beat the rule baseline's mean Dice by this much (5 percentage points)
 
 
 def model_label(model: tuple[str, str]) -> str:
@@ -44,6 +52,17 @@ def metric_values(runs: Sequence[Mapping], section: str, metric: str) -> np.ndar
     """float64 array of the runs' `metrics[section][metric]`, nulls and absent sections left out."""
     values = [run["metrics"].get(section, {}).get(metric) for run in runs]
     return np.array([v for v in values if v is not None], dtype=np.float64)
+
+
+def baseline_values(records: Sequence[Mapping], name: str, metric: str) -> np.ndarray:
+    """float64 array, one value per (repeat, fold) with a value: the mean over that fold's runs of
+    `baselines[name][metric]` (see the module docstring); nulls and runs without baselines left out."""
+    folds: dict[tuple, list[float]] = {}
+    for run in records:
+        value = ((run.get("baselines") or {}).get(name) or {}).get(metric)
+        if value is not None:
+            folds.setdefault((run["repeat"], run["fold"]), []).append(value)
+    return np.array([float(np.mean(folds[key])) for key in sorted(folds)], dtype=np.float64)
 
 
 def describe(values: Sequence[float]) -> dict:
@@ -61,7 +80,9 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.size < 2 or b.size < 2:
         return None
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # nearly constant groups (a baseline fitted alike on every fold): p stays valid
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return p if math.isfinite(p) else None
 
 

@@ -7,7 +7,14 @@ bold (highest Dice, lowest distance). A second table gives Welch's t-test p-valu
 against calcium only for each model, DeepLabV3 against U-Net Res (and ImageNet / COCO starts against DeepLabV3)
 for each scheme. A third lists every multi-task lambda, the one used marked. Statistics: `ivus_tf.report.stats`.
 
-Outputs: table1.md (the three tables and notes), table1.csv (Table 1, full precision), welch_tests.csv.
+Baselines, when the runs recorded them (results.jsonl `baselines`): rows for the calcium rule (bright leading edge
++ shadow, fitted on each fold's training cases, `ivus_tf.baselines`) and for predicting nothing, one value per
+repeat x fold; each model cell is tested against the rule (Welch), and a cell whose mean Dice does not beat the
+rule's by `RULE_MARGIN` (5 points) is flagged with a dagger: such a network has not shown that it learned more
+than "bright with a shadow behind".
+
+Outputs: table1.md (the tables and notes), table1.csv (Table 1 with the baseline rows, full precision),
+welch_tests.csv (the model comparisons, then each cell against the rule).
 """
 
 from __future__ import annotations
@@ -17,10 +24,10 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ivus_tf.report.stats import (MODELS, SCHEME_LABELS, describe, metric_values, model_label, select_lambdas,
-                                  welch_p)
+from ivus_tf.report.stats import (BASELINE_LABELS, MODELS, RULE_MARGIN, SCHEME_LABELS, baseline_values, describe,
+                                  metric_values, model_label, select_lambdas, welch_p)
 
-__all__ = ["table1_rows", "welch_tests", "write_table1"]
+__all__ = ["baseline_rows", "rule_tests", "table1_rows", "welch_tests", "write_table1"]
 
 METRICS = (("dice", "Dice [%]", 100.0, 1), ("average_hausdorff_mm", "Average Hausdorff [mm]", 1.0, 2))
 BACKBONE_NOTES = {"imagenet": " DeepLabV3 ImageNet: the ResNet50 encoder starts from Keras' ImageNet weights.",
@@ -49,15 +56,37 @@ def table1_rows(records: Sequence[Mapping], lambdas: Mapping[tuple, Mapping]) ->
             if not runs:
                 continue
             row = {"model": model_label(model), "arch": model[0], "backbone": model[1], "scheme": scheme,
-                   "scheme_label": SCHEME_LABELS[scheme], "lam": lam, "runs": len(runs)}
+                   "scheme_label": SCHEME_LABELS[scheme], "lam": lam, "runs": len(runs), "kind": "model"}
             for metric, *_ in METRICS:
                 stats = describe(metric_values(runs, "calcium", metric))
                 row.update({f"{metric}_{k}": v for k, v in stats.items()})
             rows.append(row)
+    rule = describe(baseline_values(records, "rule", "dice"))["mean"]
+    for row in rows:
+        row["beats_rule"] = (None if math.isnan(rule) else
+                             bool(not math.isnan(row["dice_mean"]) and row["dice_mean"] - rule >= RULE_MARGIN - 1e-12))
     for metric, sign in (("dice", 1), ("average_hausdorff_mm", -1)):
         means = [sign * row[f"{metric}_mean"] for row in rows if not math.isnan(row[f"{metric}_mean"])]
         for row in rows:
             row[f"best_{metric}"] = bool(means) and sign * row[f"{metric}_mean"] == max(means)
+    return rows
+
+
+def baseline_rows(records: Sequence[Mapping]) -> list[dict]:
+    """One row per baseline the runs recorded (`BASELINE_LABELS` order): per metric mean/std/n over the
+    (repeat, fold) values (`baseline_values`); `runs` is the number of folds."""
+    rows = []
+    for name, label in BASELINE_LABELS.items():
+        values = {metric: baseline_values(records, name, metric) for metric, *_ in METRICS}
+        folds = {(r["repeat"], r["fold"]) for r in records if ((r.get("baselines") or {}).get(name))}
+        if not folds:
+            continue
+        row = {"model": "Baselines", "arch": "", "backbone": "", "scheme": name, "scheme_label": label, "lam": None,
+               "runs": len(folds), "kind": "baseline", "beats_rule": None}
+        for metric, *_ in METRICS:
+            row.update({f"{metric}_{k}": v for k, v in describe(values[metric]).items()})
+            row[f"best_{metric}"] = False
+        rows.append(row)
     return rows
 
 
@@ -68,6 +97,29 @@ def _comparison(label: str, a: Sequence[Mapping], b: Sequence[Mapping]) -> dict:
         out[f"{metric}_difference"] = (float(va.mean() - vb.mean()) if va.size and vb.size else math.nan)
         out[f"{metric}_p"] = welch_p(va, vb)
     return out
+
+
+def rule_tests(records: Sequence[Mapping], rows: Sequence[Mapping]) -> list[dict]:
+    """Welch's t-test of each Table 1 model cell (its runs) against the rule baseline (one value per fold);
+    empty when no run recorded the rule. `beats_rule`: the cell's mean Dice is >= the rule's + RULE_MARGIN."""
+    rule = {metric: baseline_values(records, "rule", metric) for metric, *_ in METRICS}
+    if not rule["dice"].size:
+        return []
+    tests = []
+    for row in rows:
+        if row["kind"] != "model":
+            continue
+        runs = _group(records, (row["arch"], row["backbone"]), row["scheme"], row["lam"])
+        out = {"comparison": f"{row['model']}, {_scheme_text(row['scheme'], row['lam'])} vs rule baseline",
+               "runs_a": len(runs), "runs_b": int(rule["dice"].size)}
+        for metric, *_ in METRICS:
+            values = metric_values(runs, "calcium", metric)
+            out[f"{metric}_difference"] = (float(values.mean() - rule[metric].mean())
+                                           if values.size and rule[metric].size else math.nan)
+            out[f"{metric}_p"] = welch_p(values, rule[metric])
+        out["beats_rule"] = row["beats_rule"]
+        tests.append(out)
+    return tests
 
 
 def _scheme_text(scheme: str, lam: float | None) -> str:
@@ -113,7 +165,8 @@ def _cell(row: Mapping, metric: str, scale: float, digits: int) -> str:
     text = f"{_value(row[f'{metric}_mean'], scale, digits)} ± {_value(row[f'{metric}_std'], scale, digits)}"
     if row[f"{metric}_n"] < row["runs"]:
         text += f" (n={row[f'{metric}_n']})"
-    return f"**{text}**" if row[f"best_{metric}"] else text
+    text = f"**{text}**" if row[f"best_{metric}"] else text
+    return text + " †" if metric == "dice" and row.get("beats_rule") is False else text
 
 
 def _p(p: float | None) -> str:
@@ -134,8 +187,21 @@ def format_table1(rows: Sequence[Mapping]) -> list[str]:
         lam = "–" if row["lam"] is None else f"{row['lam']:g}"
         model = row["model"] if row["model"] != previous else ""
         previous = row["model"]
+        runs = f"{row['runs']} folds" if row["kind"] == "baseline" else str(row["runs"])
         lines.append(f"| {model} | {row['scheme_label']} | {lam} | {_cell(row, 'dice', 100.0, 1)} | "
-                     f"{_cell(row, 'average_hausdorff_mm', 1.0, 2)} | {row['runs']} |")
+                     f"{_cell(row, 'average_hausdorff_mm', 1.0, 2)} | {runs} |")
+    return lines
+
+
+def format_rule_tests(tests: Sequence[Mapping]) -> list[str]:
+    lines = ["| Model cell vs rule baseline | Runs / folds | Δ Dice [pp] | p (Dice) | Δ Average Hausdorff [mm] | "
+             f"p (AHD) | Beats the rule by ≥ {100 * RULE_MARGIN:g} pp |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for t in tests:
+        lines.append(f"| {t['comparison'].removesuffix(' vs rule baseline')} | {t['runs_a']} / {t['runs_b']} | "
+                     f"{_signed(t['dice_difference'], 100, 1)} | {_p(t['dice_p'])} | "
+                     f"{_signed(t['average_hausdorff_mm_difference'], 1, 3)} | {_p(t['average_hausdorff_mm_p'])} | "
+                     f"{'yes' if t['beats_rule'] else '**no**'} |")
     return lines
 
 
@@ -181,18 +247,33 @@ def _selection_notes(lambdas: Mapping[tuple, Mapping]) -> list[str]:
 
 
 def write_table1(records: Sequence[Mapping], out_dir: str | Path, lam: float | None = None) -> dict:
-    """Write table1.md, table1.csv and welch_tests.csv into `out_dir`; return {"rows", "tests", "lambdas"}."""
+    """Write table1.md, table1.csv and welch_tests.csv into `out_dir`; return {"rows", "baselines", "tests",
+    "rule_tests", "lambdas"} ("rows": the model cells, "baselines": the baseline rows)."""
     out_dir = Path(out_dir)
     lambdas = select_lambdas(records, lam)
-    rows, tests = table1_rows(records, lambdas), welch_tests(records, lambdas)
+    rows, tests, baselines = table1_rows(records, lambdas), welch_tests(records, lambdas), baseline_rows(records)
+    against_rule = rule_tests(records, rows)
     backbones = {row["backbone"] for row in rows}
     text = ["# Table 1: calcium segmentation on the test set", "",
-            *format_table1(rows), "",
+            *format_table1(rows + baselines), "",
             "Mean ± sample standard deviation (ddof=1) over runs (repeats × folds of case-wise cross-validation); "
             "each run contributes its mean over the test frames, scored at the frames' original resolution. "
-            "Bold: the best mean of the column (highest Dice, lowest distance). λ: the multi-task weight "
+            "Bold: the best model mean of the column (highest Dice, lowest distance). λ: the multi-task weight "
             "(L = λ·L_calcium + L_wall-lumen). A run with a null metric is left out of that metric (n= says how "
             "many remain)." + "".join(note for b, note in BACKBONE_NOTES.items() if b in backbones), ""]
+    if baselines:
+        text += ["Baselines (no network; `ivus_tf.baselines`, docs/baselines.md), scored on the same test frames "
+                 "with the same metrics: the rule marks, per A-line, the leading run of bright pixels with an "
+                 "acoustic shadow behind them, its thresholds fitted on each fold's training cases only; predict "
+                 "nothing is an empty mask on every frame. One value per repeat × fold (all runs of a fold share "
+                 "the fit), so Runs counts folds.", ""]
+        flagged = [row for row in rows if row["beats_rule"] is False]
+        if flagged:
+            text += [f"† does not beat the rule baseline by ≥ {100 * RULE_MARGIN:g} Dice points "
+                     f"({len(flagged)} of {len(rows)} model cells): on these data such a network has not shown "
+                     "that it learned more than \"bright with a shadow behind\".", ""]
+        elif any(row["beats_rule"] for row in rows):
+            text += [f"Every model cell beats the rule baseline by ≥ {100 * RULE_MARGIN:g} Dice points.", ""]
     if lambdas:
         text += ["Multi-task λ per model: " + " ".join(_selection_notes(lambdas)), ""]
     text += ["## Welch's t-tests", "", *format_tests(tests), "",
@@ -201,16 +282,21 @@ def write_table1(records: Sequence[Mapping], out_dir: str | Path, lam: float | N
              "(or no spread on either). The runs share one test set and overlapping training data, so they are "
              "not independent samples; as in the paper, read p as a measure of separation, not an exact error "
              "rate.", ""]
+    if against_rule:
+        text += ["## Against the rule baseline", "", *format_rule_tests(against_rule), "",
+                 "Welch's t-test of each model cell's runs against the rule's per-fold values; Δ = model minus "
+                 "rule.", ""]
     if lambdas:
         text += ["## Multi-task runs by λ", "", *format_lambdas(records, lambdas), ""]
     (out_dir / "table1.md").write_text("\n".join(text), encoding="utf-8")
-    _write_csv(out_dir / "table1.csv", rows, ["model", "arch", "backbone", "scheme", "lam", "runs", "dice_mean",
-                                               "dice_std", "dice_n", "average_hausdorff_mm_mean",
-                                               "average_hausdorff_mm_std", "average_hausdorff_mm_n", "best_dice",
-                                               "best_average_hausdorff_mm"])
-    _write_csv(out_dir / "welch_tests.csv", tests, ["comparison", "runs_a", "runs_b", "dice_difference", "dice_p",
-                                                    "average_hausdorff_mm_difference", "average_hausdorff_mm_p"])
-    return {"rows": rows, "tests": tests, "lambdas": lambdas}
+    _write_csv(out_dir / "table1.csv", rows + baselines,
+               ["model", "arch", "backbone", "scheme", "lam", "runs", "dice_mean", "dice_std", "dice_n",
+                "average_hausdorff_mm_mean", "average_hausdorff_mm_std", "average_hausdorff_mm_n", "best_dice",
+                "best_average_hausdorff_mm", "kind", "beats_rule"])
+    _write_csv(out_dir / "welch_tests.csv", [{"beats_rule": None, **t} for t in tests] + against_rule,
+               ["comparison", "runs_a", "runs_b", "dice_difference", "dice_p", "average_hausdorff_mm_difference",
+                "average_hausdorff_mm_p", "beats_rule"])
+    return {"rows": rows, "baselines": baselines, "tests": tests, "rule_tests": against_rule, "lambdas": lambdas}
 
 
 def _csv_value(value):

@@ -15,6 +15,7 @@ on the best when its value is strictly larger (a NaN never does).
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,43 @@ import keras  # noqa: E402
 
 from ivus_tf.training.state import BEST_MODEL, LAST_WEIGHTS, PhaseState, save_model_atomic, save_weights_atomic, \
     write_state
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback without its `evaluation_<metric>_vs_iterations` scalars: after every validation
+    Keras 3 writes each validation metric a second time against the optimizer step (`on_test_end`), which doubles
+    the tags of the Scalars dashboard; `validation/epoch_<metric>` holds the same values per epoch."""
+
+    def on_test_end(self, logs=None):
+        super().on_test_end({})  # what Keras does after validating, with nothing to write again
+
+
+HEADLINE_METRICS = ("loss", "calcium_dice", "wall_lumen_dice")
+
+
+def epoch_line(epoch: int, epochs: int, seconds: float, logs: dict) -> str:
+    """One short line per epoch for logs and files: the loss and each task's Dice, for training and validation
+    (per-class Dice and per-task losses stay in TensorBoard and state.json)."""
+    def part(prefix: str) -> str:
+        return ", ".join(f"{name} {float(logs[prefix + name]):.4f}" for name in HEADLINE_METRICS
+                         if prefix + name in logs)
+
+    text = f"epoch {epoch + 1}/{epochs} ({seconds:.0f} s): {part('')}"
+    return text + (f"; val: {part('val_')}" if part("val_") else "")
+
+
+class EpochLine(keras.callbacks.Callback):
+    """`log(epoch_line(...))` at every epoch end: what a run prints when its output is not a terminal."""
+
+    def __init__(self, epochs: int, log: Callable[[str], None] = print):
+        super().__init__()
+        self.epochs, self.log, self.started = epochs, log, time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.log(epoch_line(epoch, self.epochs, time.perf_counter() - self.started, logs or {}))
 
 
 class TrainingError(RuntimeError):

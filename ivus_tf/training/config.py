@@ -23,6 +23,9 @@ Notes on a few fields:
   vs 0.93 with batch statistics); validation selects the model, so this matters.
 * `steps_per_epoch`: 0 = one pass over the phase's training frames.
 * `patience`: epochs without a better validation Dice before a phase stops early (0: never stop early).
+* `rule_baseline`: fit the calcium rule (bright leading edge + shadow, `ivus_tf.baselines`) on the run's calcium
+  training cases and score it on the test cases next to the model, in metrics.json (`calcium.rule_baseline`); a
+  floor the model must beat. It changes no training, so it is not part of the run's hash.
 * `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs ~20 s on 2 CPU cores even
   for a tiny model). `jit_compile` (XLA) measured ~10x slower for training on this CPU, hence off.
 * `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
@@ -30,6 +33,10 @@ Notes on a few fields:
   the training frames: zoom about the catheter, speckle, noise, blur, brightness, contrast, lower resolution and
   gamma, each with its `aug_*_probability` and `aug_*_range` (`ivus_tf.augment_config`, docs/augmentation.md). The
   `aug_*` fields are part of the run's hash only while it is on (when off they change nothing).
+* `postprocess`: how the test predictions are cleaned before they are scored (`ivus_tf.postprocess` presets:
+  `default`, nnU-Net-style connected-component cleaning, or `none`). metrics.json keeps both scores and says
+  which is the headline (the post-processed one unless `none`). It only changes the evaluation, so it is not
+  part of the run's hash and a run may be resumed with another value.
 * `strategy`: `none`, `mirrored` (all GPUs of this machine) or `multiworker` (the machines of `TF_CONFIG`); see
   `ivus_tf.training.distribute`. A step under a strategy equals the single-device step on the same global batch
   (`batch_size`, which the replicas must divide), so the field is not part of the run's hash and a run may be
@@ -51,16 +58,19 @@ from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig, augment_fields
 from ivus_tf.core.config import load_yaml, to_mapping
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import ARCHS, HEADS, SCHEMES
+from ivus_tf.postprocess import PRESETS as _POSTPROCESS
 from ivus_tf.training.distribute import STRATEGIES
 
 LOSS_WEIGHTINGS = ("inverse_square", "inverse")
 PHANTOM_PRESETS = ("randomized", "default", "benchmark")  # tfrecords_builder.phantom.TRAINING_PRESETS (tested);
 # the held-out `shifted` preset is not among them: no training run may use it
 PATH_FIELDS = ("data", "out", "splits", "phantom_config")
+POSTPROCESS_PRESETS = tuple(_POSTPROCESS)
 # Fields that do not change what is trained; they stay out of the default run name's hash.
-_NOT_HASHED = ("out", "strategy")
-# Fields a run folder may be resumed with a different value of: how the run executes, not what it trains.
-_EXECUTION_ONLY = ("strategy",)
+_NOT_HASHED = ("out", "strategy", "postprocess", "rule_baseline")
+# Fields a run folder may be resumed with a different value of: how the run executes or what is reported besides
+# the model, not what it trains.
+_EXECUTION_ONLY = ("strategy", "postprocess", "rule_baseline")
 _AUGMENT = AugmentConfig()  # the aug_* defaults (one home: ivus_tf.augment_config; a test keeps the copies equal)
 
 
@@ -131,6 +141,8 @@ class TrainConfig:
     tb_image_every_epochs: int = 5
     tb_image_frames: int = 4
     save_predictions: bool = False
+    postprocess: str = "default"
+    rule_baseline: bool = True
     # execution
     seed: int = 0
     deterministic: bool = True
@@ -145,7 +157,7 @@ class TrainConfig:
 
         for field, choices in (("scheme", SCHEMES), ("arch", ARCHS), ("head", HEADS),
                                ("loss_weighting", LOSS_WEIGHTINGS), ("phantom_preset", PHANTOM_PRESETS),
-                               ("strategy", STRATEGIES)):
+                               ("strategy", STRATEGIES), ("postprocess", POSTPROCESS_PRESETS)):
             value = getattr(self, field)
             if value not in choices:
                 fail(field, f"{value!r} is unknown; valid: {', '.join(choices)}")
@@ -198,8 +210,8 @@ class TrainConfig:
         return options
 
     def shaping_fields(self) -> dict:
-        """{field: value} of what shapes the run: all but `out` and `strategy`, and the augmentation fields only
-        while `appearance_augmentation` is on (so configs without it keep the hash they had before it existed)."""
+        """{field: value} of what shapes the run: all but `_NOT_HASHED`, and the augmentation fields only while
+        `appearance_augmentation` is on (so configs without it keep the hash they had before it existed)."""
         skip = _NOT_HASHED + (() if self.appearance_augmentation else AUGMENT_FIELDS)
         return {k: v for k, v in to_mapping(self).items() if k not in skip}
 

@@ -36,7 +36,7 @@ from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset, make_train_
 from ivus_tf.keras_metrics import TaskDice, task_dice_metrics
 from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
 from ivus_tf.models.build import ENCODER_NAME, build_model, transfer_encoder_weights
-from ivus_tf.training.callbacks import FiniteLossGuard, PhaseCheckpoint
+from ivus_tf.training.callbacks import EpochLine, FiniteLossGuard, PhaseCheckpoint, TensorBoard
 from ivus_tf.training.config import TrainConfig
 from ivus_tf.training.distribute import make_strategy, prepare_for_fit, replicas, shard_by_data
 from ivus_tf.training.schemes import Phase, PhaseCases
@@ -142,10 +142,11 @@ def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_di
         return twin
 
     tb_dir = run_dir / "tb" / phase.name
-    standard = [keras.callbacks.TensorBoard(str(tb_dir), write_graph=False, profile_batch=0)]
+    standard = [TensorBoard(str(tb_dir), write_graph=False, profile_batch=0)]
     standard += _image_callbacks(config, phase, records_dir, cases.val, tb_dir)
-    verbose = 1 if sys.stdout.isatty() else 2  # progress bar on a terminal, one line per epoch otherwise
-    standard.append(keras.callbacks.ProgbarLogger())  # before PhaseCheckpoint, so its line follows Keras's
+    verbose = 1 if sys.stdout.isatty() else 0  # progress bar on a terminal, one short line per epoch otherwise
+    # before PhaseCheckpoint, so that its line follows the epoch's
+    standard.append(keras.callbacks.ProgbarLogger() if verbose else EpochLine(phase.epochs, log))
     for frozen, end in _stages(phase):
         if state.done or state.epoch >= end:
             continue

@@ -1,13 +1,17 @@
 """`run_training(config)`: one training run from data to metrics.json, resumable, every input checked first.
 
-    plan:     records (or the cached phantom) -> splits file -> the scheme's phases -> labels and folds checked
-              -> run folder (config.yaml; an existing folder must hold the same config)      [nothing trained yet]
+    plan:     records (or the cached phantom), their files checked against index.json (sizes always, sha256 once
+              per change) -> splits file -> the scheme's phases -> labels and folds checked -> the batch checked
+              against the training frames and this machine's memory -> run folder (config.yaml and records.json;
+              an existing folder must hold the same config and have started on the same records) [nothing trained]
     train:    each phase in order (`ivus_tf.training.phase`), skipping finished ones, resuming an interrupted one
     select:   the last phase's best validation epoch -> RUN_DIR/model.keras
-    evaluate: the independent test cases at original resolution (`ivus_tf.evaluation.evaluate_model`)
+    evaluate: the independent test cases at original resolution (`ivus_tf.evaluation.evaluate_model`), next to
+              the calcium rule fitted on the training cases (`rule_baseline`, unless switched off)
               -> metrics.json, TensorBoard HParams, done.json
 
 RUN_DIR layout: `config.yaml` (fully resolved, loadable with `--config`; the package version in its header),
+`records.json` (the records folder and `records_fingerprint` of its index: a resume on rebuilt records is refused),
 `tb/<phase>/` TensorBoard logs, `checkpoints/<phase>/` (state.json, last.weights.h5, best.keras), `model.keras`,
 `metrics.json`, `predictions/` (with `save_predictions`), `done.json` (the run finished: starting the same command
 again prints the result instead of retraining).
@@ -41,13 +45,22 @@ from typing import Callable, Sequence
 from ivus_tf.core.atomic import atomic_file, atomic_write_json, atomic_write_text
 from ivus_tf.core.config import load_yaml, to_mapping
 from ivus_tf.core.errors import InputError
+from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 from ivus_tf.core.version import __version__
 from ivus_tf.splits import case_tasks_from_index, fold_cases, load_or_create_splits
 from ivus_tf.training.config import TrainConfig, config_differences
 from ivus_tf.training.distribute import check_workers_agree, describe, make_strategy, replicas, worker_run_dir
 from ivus_tf.training.schemes import Phase, PhaseCases, check_data, phases_of
+from tfrecords_builder.index import records_fingerprint
 
 CONFIG_NAME, METRICS_NAME, DONE_NAME, MODEL_NAME = "config.yaml", "metrics.json", "done.json", "model.keras"
+RECORDS_NAME = "records.json"
+# Training memory per frame at 256x256 and width 1.0, per parameter (weights, gradients, Adam's two moments) and
+# of the process (TensorFlow, the data), from the peak RSS of bench/bench_models.py (BENCHMARKS.md: batch 2 and 12
+# on CPU, 2.4-8.1 GB, matched within 0.1 GB); activations scale with the width and the pixels, parameters with the
+# width squared.
+TRAIN_BYTES_PER_FRAME = {"unet_res": 0.54e9, "deeplabv3": 0.33e9}
+TRAIN_BYTES_PER_PARAMETER, FULL_WIDTH_PARAMETERS, TRAIN_BASE_BYTES = 16, 41.5e6, 1e9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +75,7 @@ class RunPlan:
     cases: dict[str, PhaseCases]
     test_cases: list[str]
     test_tasks: tuple[str, ...]
+    records_fingerprint: str = ""
 
 
 def plan_run(config: TrainConfig, log: Callable[[str], None] = print) -> RunPlan:
@@ -80,38 +94,122 @@ def plan_run(config: TrainConfig, log: Callable[[str], None] = print) -> RunPlan
 
         records = ensure_phantom_records(config, log)
     index = read_index(records)
+    from ivus_tf.training.phantom_cache import cache_root
+    from tfrecords_builder.index import verify_records
+
+    verify_records(records, index, cache_root() / "verified-records", log)
     splits_path = Path(config.splits).expanduser() if config.splits else records.parent / f"{records.name}-splits.json"
-    splits = load_or_create_splits(splits_path, case_tasks_from_index(index), test_fraction=config.test_fraction,
-                                   repeats=config.repeats, folds=config.folds, seed=config.split_seed)
+    try:
+        splits = load_or_create_splits(splits_path, case_tasks_from_index(index), test_fraction=config.test_fraction,
+                                       repeats=config.repeats, folds=config.folds, seed=config.split_seed)
+    except OSError as error:
+        where = "" if config.splits else " beside the records"
+        raise InputError(f"{splits_path}: cannot write the splits file{where} ({error.strerror or error}); pass "
+                         "--set splits=PATH to keep it elsewhere") from error
     config = dataclasses.replace(config, data=str(records), splits=str(splits_path.resolve()))
     cases, _ = check_data(config, phases, splits, records, splits_path)
+    check_batch_size(config, phases, cases, index, records)
     test_cases = fold_cases(splits, config.repeat, config.fold)[2]
     test_tasks = tuple(t for t in phases[-1].tasks if fold_cases(splits, config.repeat, config.fold, t)[2])
     run_dir = Path(config.out).expanduser() if config.out else Path("runs") / config.default_run_name()
     run_dir = Path(worker_run_dir(str(run_dir.resolve()), config.strategy))  # a multi-worker non-chief: its copy
     config = dataclasses.replace(config, out=str(run_dir))
-    return RunPlan(config, records, run_dir.resolve(), splits_path.resolve(), phases, cases, test_cases, test_tasks)
+    return RunPlan(config, records, run_dir.resolve(), splits_path.resolve(), phases, cases, test_cases, test_tasks,
+                   records_fingerprint(index))
+
+
+def check_batch_size(config: TrainConfig, phases: Sequence[Phase], cases: dict[str, PhaseCases], index: dict,
+                     records: Path) -> None:
+    """Refuse a batch larger than a phase's training frames of a task (the pipeline would repeat frames within
+    one batch) or one that clearly cannot fit in this machine's memory (`train_bytes`)."""
+    from ivus_tf.data.pipeline import PipelineConfig
+
+    def shares(batch: int, phase: Phase) -> dict[str, int]:
+        if len(phase.tasks) == 1:
+            return {phase.tasks[0]: batch}
+        calcium = PipelineConfig(batch_size=batch, calcium_fraction=config.calcium_fraction).calcium_frames_per_batch()
+        return {CALCIUM: calcium, WALL_LUMEN: batch - calcium}
+
+    for phase in phases:
+        frames = {task: sum(index["cases"][case]["task_frames"].get(task, 0) for case in cases[phase.name].train)
+                  for task in phase.tasks}
+        too_many = {task: n for task, n in shares(config.batch_size, phase).items() if n > frames[task]}
+        if too_many:
+            fits = next((b for b in range(min(config.batch_size, sum(frames.values())), 0, -1)
+                         if all(n <= frames[t] for t, n in shares(b, phase).items())), 1)
+            task, share = next(iter(too_many.items()))
+            raise InputError(f"{records}: batch_size {config.batch_size} takes {share} {task}-labelled frames per "
+                             f"batch, but the training cases of phase {phase.name} (repeat {config.repeat} fold "
+                             f"{config.fold}) hold only {frames[task]}; use --batch-size {fits} or less")
+    if config.strategy != "none":  # the global batch is spread over devices whose memory is not known here
+        return
+    from ivus_tf.core.memory import gigabytes, memory_bytes
+
+    need, total = train_bytes(config), memory_bytes()
+    if total and need > total:
+        fits = max(0, int((total - train_bytes(dataclasses.replace(config, batch_size=0))) //
+                          (train_bytes(dataclasses.replace(config, batch_size=1)) -
+                           train_bytes(dataclasses.replace(config, batch_size=0)))))
+        raise InputError(f"batch_size {config.batch_size} of {config.image_size}x{config.image_size} frames needs "
+                         f"about {gigabytes(need)} to train {config.arch} at width {config.width:g}, more than this "
+                         f"machine's {gigabytes(total)}; use --batch-size {fits} or less, or a smaller --image-size")
+
+
+def train_bytes(config: TrainConfig) -> float:
+    """Rough training memory of `config`: activations per frame (`TRAIN_BYTES_PER_FRAME`, scaled by the width and
+    the pixels) times the batch, plus weights, gradients and Adam's moments."""
+    width = min(config.width, 4.0)
+    per_frame = TRAIN_BYTES_PER_FRAME[config.arch] * width * (config.image_size / 256) ** 2
+    return (config.batch_size * per_frame + TRAIN_BYTES_PER_PARAMETER * FULL_WIDTH_PARAMETERS * width ** 2
+            + TRAIN_BASE_BYTES)
+
+
+def check_same_records(run_dir: Path, records_dir: Path, fingerprint: str) -> None:
+    """Refuse to resume the run in `run_dir` on records other than those it started on (records.json)."""
+    path = run_dir / RECORDS_NAME
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: unreadable ({error}); delete the run folder to start over") from error
+    if saved.get("fingerprint") != fingerprint:
+        raise InputError(f"{run_dir}: the run started on other records than {records_dir} holds now (rebuilt or "
+                         f"changed since: its index.json differs from the one in {RECORDS_NAME}); delete the run "
+                         "folder to train on these records, or pass another --out")
 
 
 def _claim_run_dir(plan: RunPlan) -> bool:
-    """Write config.yaml into a new run folder, or check an existing one holds this config. True if finished."""
+    """Write config.yaml into a new run folder, or check an existing one holds this config and started on these
+    records. True if finished."""
     run_dir, path = plan.run_dir, plan.run_dir / CONFIG_NAME
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir}: exists and is not a folder; pass another --out")
     if path.is_file():
         saved = load_yaml(TrainConfig, path)
         diffs = config_differences(saved, plan.config)
         if diffs:
             raise InputError(f"{run_dir}: holds a run with other settings ({'; '.join(diffs)}); pass another --out "
                              "or delete the folder to start over")
+        check_same_records(run_dir, plan.records_dir, plan.records_fingerprint)
+        if not (run_dir / RECORDS_NAME).is_file():  # a run folder of an older version: key it now
+            _write_records_json(plan)
         return (run_dir / DONE_NAME).is_file() and (run_dir / METRICS_NAME).is_file()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"{run_dir}: exists, is not empty and holds no {CONFIG_NAME}; not a run folder")
     run_dir.mkdir(parents=True, exist_ok=True)
+    _write_records_json(plan)
     import yaml
 
     header = (f"# ivus-tf training run: fully resolved config, loadable with --config\n"
               f"# package_version: {__version__}\n# written: {datetime.datetime.now().isoformat(timespec='seconds')}\n")
     atomic_write_text(path, header + yaml.safe_dump(to_mapping(plan.config), sort_keys=False))
     return False
+
+
+def _write_records_json(plan: RunPlan) -> None:
+    atomic_write_json(plan.run_dir / RECORDS_NAME, {"records": str(plan.records_dir),
+                                                    "fingerprint": plan.records_fingerprint})
 
 
 def _progress(plan: RunPlan) -> list[int]:
@@ -176,7 +274,8 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     import keras
 
     from ivus_tf.core.tf_import import import_tensorflow
-    from ivus_tf.evaluation import evaluate_model, write_metrics_json
+    from ivus_tf.evaluation import evaluate_model, rule_baseline, write_metrics_json
+    from ivus_tf.postprocess import PRESETS as POSTPROCESS_PRESETS
     from ivus_tf.tensorboard_logging import write_hparams
     from ivus_tf.training.phase import load_selected, train_phase
 
@@ -196,7 +295,11 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
         f"{len(plan.test_cases)} test cases at original resolution")
     predictions = plan.run_dir / "predictions" if config.save_predictions else None
     metrics = evaluate_model(model, plan.records_dir, plan.test_cases, plan.test_tasks, config.image_size,
-                             batch_size=config.batch_size, predictions_dir=predictions)
+                             batch_size=config.batch_size, predictions_dir=predictions,
+                             postprocess=POSTPROCESS_PRESETS[config.postprocess])
+    if config.rule_baseline and "calcium" in plan.test_tasks:
+        metrics["calcium"]["rule_baseline"] = rule_baseline(plan.records_dir, plan.cases[final.name].train,
+                                                            plan.test_cases, log=log)
     metrics["selection"] = {
         phase.name: {"monitor": phase.monitor, "value": states[phase.name].best,
                      "epoch": states[phase.name].best_epoch + 1, "epochs_run": states[phase.name].epoch,
@@ -221,4 +324,10 @@ def _print_result(plan: RunPlan, metrics: dict, log: Callable[[str], None]) -> N
     log(f"test set ({len(plan.test_cases)} cases, metrics at original resolution; {plan.run_dir / METRICS_NAME}):")
     for line in format_summary(metrics).splitlines():
         log(f"  {line}")
-    log(f"TensorBoard: tensorboard --logdir {plan.run_dir / 'tb'}")
+    from ivus_tf.core.commands import python, shown, tool
+
+    run_dir, name = shown(plan.run_dir), plan.run_dir.name
+    log(f"TensorBoard: {tool('tensorboard')} --logdir {run_dir}/tb")
+    log(f"export:      {python()} -m ivus_tf.export {run_dir} --out saved_models/{name}")
+    log(f"predict:     {python()} -m ivus_tf.predict --model saved_models/{name} --input PULLBACK "
+        f"--out predictions/{name}   (PULLBACK: a DICOM, a folder of frames or a manifest)")

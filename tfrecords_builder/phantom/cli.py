@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 from ivus_tf.core.config import load_yaml
+from ivus_tf.core.errors import pixel_spacing_arg, positive_int_arg
 from tfrecords_builder.phantom.config import PRESETS, bounds
 from tfrecords_builder.phantom.generate import TASK_CHOICES, generate_dataset
 
@@ -24,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "benchmark: frozen, harder; shifted: held-out scanner look, never trained on)")
     parser.add_argument("--config", help="YAML file overriding preset knobs (keys of PhantomConfig)")
     parser.add_argument("--image-size", type=int, help="fix the frame size in pixels (default: the preset's range)")
-    parser.add_argument("--pixel-spacing-mm", type=float,
+    parser.add_argument("--pixel-spacing-mm", type=pixel_spacing_arg,
                         help="fix the pixel spacing in mm (default: the preset's range)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (output is identical)")
+    parser.add_argument("--workers", type=positive_int_arg, default=1,
+                        help="worker processes (output is identical)")
     parser.add_argument("--overwrite", action="store_true")
 
 
