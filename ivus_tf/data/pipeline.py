@@ -31,9 +31,9 @@ returning [B, S, S] fails loudly in `fit` (Keras 3 reconciles a rank difference 
 to [B, 1, 1] would make per-pixel losses work but per-frame losses silently wrong (Keras broadcasts [B] * [B, 1, 1]
 to [B, 1, B]), which is why the pipeline keeps [B].
 
-Only the configured tasks appear. `make_eval_dataset(..., with_metadata=True)` adds a 4th element for metrics at
-the original resolution: {`case_id`, `frame_id`: string [B], `pixel_spacing_mm`: float32 [B],
-`original_height`, `original_width`: int32 [B]}. Feed `batch[0]` to the model; Keras `fit` does not take 4-tuples.
+Only the configured tasks appear. `make_eval_dataset(..., with_metadata=True)` adds a 4th element naming each
+frame, {`case_id`, `frame_id`: string [B]}, so evaluation can pair a batch with the frames at their original
+resolution. Feed `batch[0]` to the model; Keras `fit` does not take 4-tuples.
 
 Determinism: shuffling uses tf.data seeds and augmentation uses stateless random ops seeded with
 (config.seed, batch index), and every parallel map keeps its order, so one seed gives the same batches run to run
@@ -236,14 +236,7 @@ def _frames(files: list[str], stream: Stream, config: PipelineConfig, with_metad
             "labelled": tf.stack([frame[f"has_{task}"] for task in config.tasks]),
         }
         if with_metadata:
-            shape = tf.shape(frame["image"])
-            element["metadata"] = {
-                "case_id": frame["case_id"],
-                "frame_id": frame["frame_id"],
-                "pixel_spacing_mm": frame["pixel_spacing_mm"],
-                "original_height": shape[0],
-                "original_width": shape[1],
-            }
+            element["metadata"] = {"case_id": frame["case_id"], "frame_id": frame["frame_id"]}
         return element
 
     dataset = tf.data.TFRecordDataset(files).filter(lambda s: stream.selects(_present_flags(s)))

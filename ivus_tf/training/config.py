@@ -26,8 +26,8 @@ Notes on a few fields:
 * `rule_baseline`: fit the calcium rule (bright leading edge + shadow, `ivus_tf.baselines`) on the run's calcium
   training cases and score it on the test cases next to the model, in metrics.json (`calcium.rule_baseline`); a
   floor the model must beat. It changes no training, so it is not part of the run's hash.
-* `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs ~20 s on 2 CPU cores even
-  for a tiny model). `jit_compile` (XLA) measured ~10x slower for training on this CPU, hence off.
+* `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs more than a tiny model's
+  whole run). `jit_compile` (XLA) is off: it made training much slower on CPU (DEVELOPERS.md, "The machine").
 * `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
 * `appearance_augmentation` (off: the paper's flips and rotations only) switches on nnU-Net-style augmentation of
   the training frames: zoom about the catheter, speckle, noise, blur, brightness, contrast, lower resolution and
