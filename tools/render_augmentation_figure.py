@@ -5,7 +5,8 @@ and docs/augmentation_batch.png: a training batch with the default appearance au
 
 The frames come from the quickstart's phantom (preset `randomized`: every pullback imaged by its own scanner),
 resized to 256x256 as the pipeline resizes them. The batch uses `augment_batch` exactly as the pipeline does
-(flips, rotations, zoom in one warp; appearance on the image only); contours: calcium red, lumen yellow, vessel cyan.
+(flips, rotations, zoom in one warp; appearance on the image only); contours (`ivus_tf.overlay`): calcium red,
+lumen yellow, vessel cyan.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np  # noqa: E402
 from ivus_tf.augment_config import AugmentConfig  # noqa: E402
 from ivus_tf.data import appearance as A  # noqa: E402
 from ivus_tf.data.augment import augment_batch, transform_batch  # noqa: E402
-from ivus_tf.demo import draw_batch  # noqa: E402
+from ivus_tf.overlay import render_overlay  # noqa: E402
 from tfrecords_builder.phantom import PRESETS, render_case_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,10 +97,11 @@ def main() -> None:
                                             for f in dataclasses.fields(config) if f.name.endswith("_probability")})
     labels = (calcium + 2 * wall_lumen)[..., None].astype(np.uint8)
     out, codes = augment_batch(images[..., None], labels, np.array([args.seed, 0], np.int64), augment=strong)
-    codes = np.asarray(codes)[..., 0]
-    weights = {"calcium": np.ones(len(images)), "wall_lumen": np.ones(len(images))}
-    draw_batch(np.asarray(out), {"calcium": codes & 1, "wall_lumen": codes >> 1}, weights, Path(args.batch_out),
-               columns=4)
+    codes, out = np.asarray(codes)[..., 0], np.asarray(out)[..., 0]
+    tiles = [render_overlay(out[i], {"calcium": codes[i] & 1, "wall_lumen": codes[i] >> 1}) for i in range(len(out))]
+    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % 4)
+    grid = np.concatenate([np.concatenate(tiles[r:r + 4], axis=1) for r in range(0, len(tiles), 4)], axis=0)
+    cv2.imwrite(args.batch_out, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.batch_out}")
 
 
