@@ -1,10 +1,14 @@
-"""Streaming Keras metric for monitoring training: the pooled Dice of a task's classes over a whole epoch.
+"""Streaming Keras metrics for monitoring and model selection: a task's Dice over a whole epoch, pooled or per frame.
 
 `TaskDice` sums intersections and totals of the argmax prediction over every labelled frame of the epoch (frame
 weight > 0) and reports the pooled Dice, averaged over the chosen classes: 1 for a class absent from targets and
-predictions, NaN when no labelled frame was seen. It selects checkpoints and feeds TensorBoard; the paper's
-per-frame metrics are `ivus_tf.metrics`. Compile with `weighted_metrics=task_dice_metrics(tasks)` (Keras 3 passes
-sample weights only there). Definitions: docs/metrics.md.
+predictions, NaN when no labelled frame was seen. `FrameDice` reports the mean over labelled frames of each frame's
+Dice with the test's empty-mask rules (both empty 1, one empty 0; `ivus_tf.metrics`): the test's number at the
+training resolution, what phases select on by default (`TrainConfig.selection_metric`; pooled Dice lets a false
+alarm on a calcium-free frame cost only its pixels, the test scores that frame 0). Both feed TensorBoard; the
+paper's per-frame metrics at original resolution are `ivus_tf.metrics`. Compile with
+`weighted_metrics=task_dice_metrics(tasks)` (Keras 3 passes sample weights only there). Definitions:
+docs/metrics.md, docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -76,13 +80,67 @@ class TaskDice(keras.metrics.Metric):
                 "require_sample_weight": self.require_sample_weight}
 
 
+@keras.saving.register_keras_serializable(package="ivus_tf")
+class FrameDice(keras.metrics.Metric):
+    """Mean per-frame Dice of `class_ids` (mean over them per frame) from argmax predictions, over the frames with
+    weight > 0, each frame weighted by its weight; a class absent from a frame's target and prediction has Dice 1
+    there, present in only one of them 0 (`ivus_tf.metrics.dice`). NaN when no labelled frame was seen.
+
+    `update_state(y_true, y_pred, sample_weight)` as `TaskDice`. Sums are float32 (a frame's Dice is at most 1, so
+    an epoch's sum stays exact to ~1e-7 relative).
+    """
+
+    def __init__(self, class_ids: Sequence[int] = (1,), name: str = "frame_dice",
+                 require_sample_weight: bool = True, dtype=None):
+        super().__init__(name=name, dtype=dtype or "float32")
+        self.class_ids = tuple(int(c) for c in class_ids)
+        if not self.class_ids or min(self.class_ids) < 0 or len(set(self.class_ids)) != len(self.class_ids):
+            raise ValueError(f"class_ids must be distinct class indices >= 0, got {list(class_ids)}")
+        self.require_sample_weight = bool(require_sample_weight)
+        self.dice_sum = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="dice_sum")
+        self.weight_sum = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="weight_sum")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is None and self.require_sample_weight:
+            raise ValueError(f"{self.name}: no sample_weight; compile with weighted_metrics=..., not metrics=... "
+                             "(see TaskDice; require_sample_weight=False if every frame is labelled)")
+        y_pred = ops.convert_to_tensor(y_pred)
+        labels = integer_labels(y_true, y_pred)
+        predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+        classes = ops.convert_to_tensor(self.class_ids, dtype="int32")
+        truth = ops.cast(ops.expand_dims(labels, -1) == classes, "float32")  # [B, ..., K]
+        found = ops.cast(ops.expand_dims(predicted, -1) == classes, "float32")
+        pixel_axes = tuple(range(1, len(truth.shape) - 1))
+        intersection = ops.sum(truth * found, axis=pixel_axes)  # [B, K]
+        total = ops.sum(truth + found, axis=pixel_axes)
+        nonempty = total > 0
+        dice = ops.where(nonempty, 2.0 * intersection / ops.where(nonempty, total, 1.0), 1.0)
+        frame_dice = ops.mean(dice, axis=-1)  # [B]
+        if sample_weight is None:
+            weight = ops.ones_like(frame_dice)
+        else:
+            weight = ops.reshape(frame_weight_column(sample_weight), (-1,))
+        self.dice_sum.assign_add(ops.sum(frame_dice * weight))
+        self.weight_sum.assign_add(ops.sum(weight))
+
+    def result(self):
+        weight = ops.convert_to_tensor(self.weight_sum)
+        return ops.where(weight > 0, self.dice_sum / ops.where(weight > 0, weight, 1.0), float("nan"))
+
+    def get_config(self):
+        return {**super().get_config(), "class_ids": list(self.class_ids),
+                "require_sample_weight": self.require_sample_weight}
+
+
 def task_dice_metrics(tasks: Sequence[str] = TASKS) -> dict:
     """`weighted_metrics` for `model.compile`: calcium Dice (class 1); wall-lumen mean Dice of lumen and vessel
-    wall plus each separately. Keras logs them as `calcium_dice`, `wall_lumen_dice`, `wall_lumen_lumen_dice`,
-    `wall_lumen_vessel_wall_dice` (prefixed `val_` on validation data)."""
+    wall plus each separately; each pooled, and the calcium and wall-lumen mean also per frame. Keras logs them as
+    `calcium_dice`, `calcium_frame_dice`, `wall_lumen_dice`, `wall_lumen_lumen_dice`, `wall_lumen_vessel_wall_dice`,
+    `wall_lumen_frame_dice` (prefixed `val_` on validation data)."""
     metrics = {
-        CALCIUM: lambda: [TaskDice((CALCIFIED,), name="dice")],
+        CALCIUM: lambda: [TaskDice((CALCIFIED,), name="dice"), FrameDice((CALCIFIED,), name="frame_dice")],
         WALL_LUMEN: lambda: [TaskDice((LUMEN, VESSEL_WALL), name="dice"), TaskDice((LUMEN,), name="lumen_dice"),
-                             TaskDice((VESSEL_WALL,), name="vessel_wall_dice")],
+                             TaskDice((VESSEL_WALL,), name="vessel_wall_dice"),
+                             FrameDice((LUMEN, VESSEL_WALL), name="frame_dice")],
     }
     return {task: metrics[task]() for task in check_tasks(tasks)}

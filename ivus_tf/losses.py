@@ -1,7 +1,9 @@
 """Generalized Dice loss (Sudre et al. 2017) over the batch, per task, and the multi-task loss of Bargsten et al. 2021.
 
 GDL = 1 - 2 sum_c w_c I_c / sum_c w_c (P_c + A_c), the class sums taken over every pixel of every labelled frame
-of the batch (frame weights from the pipeline), w_c from the inverse ground-truth area. An absent class gets the
+of the batch (frame weights from the pipeline), w_c from the inverse ground-truth area
+(`inverse`: 1/A_c, the paper's "weights proportional to the inverse ground truth segmentation areas" and training's
+default; `inverse_square`: 1/A_c^2, Sudre et al.'s, the default of these functions). An absent class gets the
 largest finite weight (NiftyNet's rule), a batch without a labelled frame gives 0 with a zero gradient, sums are
 float32, and under `tf.distribute` the class sums are summed over the replicas so the loss is that of the global
 batch. The multi-task loss is `lambda * L_calcium + L_wall_lumen`. Definitions and reasons: docs/metrics.md.

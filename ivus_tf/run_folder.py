@@ -105,11 +105,11 @@ class RunFolder:
         return self.done_path.is_file() and self.metrics_path.is_file()
 
     def load_config(self) -> TrainConfig:
-        """config.yaml through `TrainConfig` (relative paths in it are relative to this folder); `InputError`
-        naming the file when it is missing or invalid."""
+        """config.yaml through `TrainConfig` (relative paths in it are relative to this folder; fields it predates
+        read as that run's behaviour, `LEGACY_DEFAULTS`); `InputError` naming the file when missing or invalid."""
         if not self.has_config():
             raise InputError(f"{self.path}: no {self.config_path.name}; not a training run folder")
-        return load_config(self.config_path)
+        return load_config(self.config_path, saved_run=True)
 
     def records_dir(self) -> Path:
         """The records folder the run trained and was evaluated on (config `data`)."""

@@ -1,15 +1,19 @@
 """Case-wise splits: a fixed test set, then R repeats of K-fold cross-validation over the remaining cases.
 
-Bargsten et al. 2021 train with 10 repeats of 3-fold cross-validation and report on an independent test set. Frames
+Bargsten et al. 2021 train with 10 repeats of 3-fold cross-validation and report on an independent test set of 6
+whole cases that carry both label kinds (`n_test_cases=6, test_both_labels=True`; configs/paper.yaml). Frames
 of one pullback are strongly correlated, so every split here is by case (patient/pullback), never by frame. Splits
 are made once, seeded, written to a JSON file and reused (nnU-Net's `splits_final.json`), so every run of a grid
 sees the same folds. One splits file serves both tasks: the calcium and wall-lumen datasets share the same test
 cases (as in the paper), so pre-training on one task and fine-tuning on the other never sees a test case.
 
 Stratification: cases are grouped by task signature (`calcium`, `wall_lumen`, `calcium+wall_lumen`). The test set
-takes a share of each group proportional to its size (largest remainder). For each repeat, each group is shuffled
-and dealt round-robin over the folds, the dealing position carrying on from one group to the next, so every fold
-gets a fair share of each kind and fold sizes differ by at most one. The test set is the same in every repeat.
+takes a share of each group proportional to its size (largest remainder), or with `test_both_labels` all its cases
+from the `calcium+wall_lumen` group (an error naming the counts when that group is too small). The test set holds
+`n_test_cases` cases, or round(`test_fraction` x cases) (at least one when the fraction is > 0). For each repeat,
+each group is shuffled and dealt round-robin over the folds, the dealing position carrying on from one group to the
+next, so every fold gets a fair share of each kind and fold sizes differ by at most one. The test set is the same in
+every repeat.
 
 Randomness is `random.Random(int)` seeded from sha256 of (seed, purpose, repeat, group) plus a hand-written
 Fisher-Yates shuffle; both are stable across Python and NumPy versions, so a splits file can be regenerated exactly.
@@ -17,12 +21,15 @@ Fisher-Yates shuffle; both are stable across Python and NumPy versions, so a spl
 File (`version` 1)::
 
     {"version": 1, "seed": 0, "test_fraction": 0.2, "n_test_cases": null, "num_repeats": 10, "num_folds": 3,
+     "test_both_labels": false,
      "case_tasks": {"<case_id>": ["calcium", "wall_lumen"], ...},
      "test_cases": ["<case_id>", ...],
      "folds": [[["<case_id>", ...], ...K folds], ...R repeats]}
 
+A file written before `test_both_labels` existed lacks the key and reads as false (what it was made with).
+
 CLI: `python -m ivus_tf.splits --records DIR --out splits.json [--test-fraction F | --n-test-cases N]
-[--repeats R] [--folds K] [--seed S]`. This module does not import TensorFlow.
+[--test-both-labels] [--repeats R] [--folds K] [--seed S]`. This module does not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ from typing import Any, Mapping, Sequence
 
 from ivus_tf.core.atomic import atomic_write_text
 from ivus_tf.core.errors import ArgumentParser, InputError, run_cli
-from ivus_tf.core.vocab import check_task
+from ivus_tf.core.vocab import TASKS, check_task
 
 SPLITS_VERSION = 1
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_REPEATS = 10
 DEFAULT_FOLDS = 3
-PARAM_KEYS = ("seed", "test_fraction", "n_test_cases", "num_repeats", "num_folds")
+PARAM_KEYS = ("seed", "test_fraction", "n_test_cases", "num_repeats", "num_folds", "test_both_labels")
+BOTH_LABELS = "+".join(TASKS)  # the task signature of a case carrying calcium and wall-lumen labels
 
 
 def task_signature(tasks: Sequence[str]) -> str:
@@ -82,18 +90,21 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _check_params(test_fraction, n_test_cases, repeats, folds, seed) -> dict:
+def _check_params(test_fraction, n_test_cases, repeats, folds, seed, test_both_labels=False) -> dict:
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
             or not math.isfinite(test_fraction) or not 0 <= test_fraction < 1:
         raise InputError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}")
     if n_test_cases is not None:
         _check_int("n_test_cases", n_test_cases, 0)
+    if not isinstance(test_both_labels, bool):
+        raise InputError(f"test_both_labels must be true or false, got {test_both_labels!r}")
     return {
         "seed": _check_int("seed", seed, 0),
         "test_fraction": float(test_fraction),
         "n_test_cases": n_test_cases,
         "num_repeats": _check_int("repeats", repeats, 1),
         "num_folds": _check_int("folds", folds, 2),
+        "test_both_labels": test_both_labels,
     }
 
 
@@ -127,14 +138,16 @@ def make_splits(
     repeats: int = DEFAULT_REPEATS,
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
+    test_both_labels: bool = False,
 ) -> dict:
     """A fixed test set and `repeats` x `folds`-fold cross-validation folds over the other cases (format above).
 
     `n_test_cases`, when given, overrides `test_fraction`; otherwise the test set holds
-    round(test_fraction * cases) cases, at least one when `test_fraction` > 0.
+    round(test_fraction * cases) cases, at least one when `test_fraction` > 0. With `test_both_labels` every test
+    case carries calcium and wall-lumen labels.
     """
     cases = _check_case_tasks(case_tasks)
-    params = _check_params(test_fraction, n_test_cases, repeats, folds, seed)
+    params = _check_params(test_fraction, n_test_cases, repeats, folds, seed, test_both_labels)
     n_cases, n_folds = len(cases), params["num_folds"]
     if n_test_cases is not None:
         n_test = n_test_cases
@@ -150,7 +163,15 @@ def make_splits(
     for case_id, tasks in cases.items():
         strata.setdefault(task_signature(tasks), []).append(case_id)
     strata = dict(sorted(strata.items()))
-    quotas = _test_quotas({sig: len(members) for sig, members in strata.items()}, n_test)
+    if test_both_labels:
+        both = len(strata.get(BOTH_LABELS, []))
+        if both < n_test:
+            raise InputError(f"a test set of {n_test} case(s) carrying both calcium and wall-lumen labels needs "
+                             f"{n_test} such cases, but only {both} of the {n_cases} cases carry both; lower the "
+                             "test set size or drop test_both_labels")
+        quotas = {sig: n_test if sig == BOTH_LABELS else 0 for sig in strata}
+    else:
+        quotas = _test_quotas({sig: len(members) for sig, members in strata.items()}, n_test)
     test_cases, remaining = [], {}
     for sig, members in strata.items():
         order = _shuffled(members, params["seed"], "test", sig)
@@ -177,6 +198,7 @@ def validate_splits(splits: Any, source: str = "splits") -> dict:
     if not isinstance(splits, dict) or splits.get("version") != SPLITS_VERSION:
         version = splits.get("version") if isinstance(splits, dict) else None
         fail(f"not a splits file of version {SPLITS_VERSION} (version {version!r})")
+    splits.setdefault("test_both_labels", False)  # written before the key existed: made without it
     missing = [k for k in (*PARAM_KEYS, "case_tasks", "test_cases", "folds") if k not in splits]
     if missing:
         fail(f"missing key(s) {', '.join(missing)}")
@@ -192,6 +214,10 @@ def validate_splits(splits: Any, source: str = "splits") -> dict:
     if not names(splits["test_cases"]):
         fail("test_cases is not a list of distinct case ids")
     test = set(splits["test_cases"])
+    if splits["test_both_labels"]:
+        lacking = sorted(c for c in test if sorted(splits["case_tasks"].get(c, [])) != sorted(TASKS))
+        if lacking:
+            fail(f"test_both_labels, but test case(s) {', '.join(lacking)} do not carry both labels")
     for repeat, repeat_folds in enumerate(folds):
         if not isinstance(repeat_folds, list) or len(repeat_folds) != splits["num_folds"]:
             fail(f"repeat {repeat}: expected {splits['num_folds']} folds")
@@ -267,6 +293,7 @@ def load_or_create_splits(
     repeats: int = DEFAULT_REPEATS,
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
+    test_both_labels: bool = False,
 ) -> dict:
     """Reuse the splits at `path` if they were made for these cases and parameters; otherwise make and write them.
 
@@ -274,7 +301,7 @@ def load_or_create_splits(
     """
     path = Path(path)
     wanted = {"case_tasks": _check_case_tasks(case_tasks),
-              **_check_params(test_fraction, n_test_cases, repeats, folds, seed)}
+              **_check_params(test_fraction, n_test_cases, repeats, folds, seed, test_both_labels)}
     if path.exists():
         existing = read_splits(path)
         diffs = _differences(existing, wanted)
@@ -282,7 +309,7 @@ def load_or_create_splits(
             raise InputError(f"{path}: splits were made for a different setup ({'; '.join(diffs)}); "
                              "delete the file to make new splits, or pass another path")
         return existing
-    splits = make_splits(case_tasks, test_fraction, n_test_cases, repeats, folds, seed)
+    splits = make_splits(case_tasks, test_fraction, n_test_cases, repeats, folds, seed, test_both_labels)
     write_splits(path, splits)
     return splits
 
@@ -318,7 +345,8 @@ def summary(splits: Mapping) -> str:
     sizes = "/".join(str(len(fold)) for fold in splits["folds"][0])
     return "\n".join([
         f"cases: {len(cases)} ({', '.join(f'{sig} {n}' for sig, n in sorted(strata.items()))})",
-        f"test: {len(splits['test_cases'])} case(s), fixed: {', '.join(splits['test_cases']) or '-'}",
+        f"test: {len(splits['test_cases'])} case(s){' carrying both labels' if splits.get('test_both_labels') else ''}"
+        f", fixed: {', '.join(splits['test_cases']) or '-'}",
         f"cross-validation: {splits['num_repeats']} repeat(s) x {splits['num_folds']} folds "
         f"(fold sizes {sizes}), seed {splits['seed']}",
     ])
@@ -332,6 +360,8 @@ def _main(argv: Sequence[str] | None) -> int:
     size.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION, metavar="F",
                       help=f"share of cases in the fixed test set (default {DEFAULT_TEST_FRACTION})")
     size.add_argument("--n-test-cases", type=int, default=None, metavar="N", help="test set size in cases")
+    parser.add_argument("--test-both-labels", action="store_true",
+                        help="test cases must carry calcium and wall-lumen labels (the paper: 6 such cases)")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, metavar="R",
                         help=f"cross-validation repeats (default {DEFAULT_REPEATS})")
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, metavar="K",
@@ -343,7 +373,7 @@ def _main(argv: Sequence[str] | None) -> int:
     case_tasks = case_tasks_from_index(read_index(args.records))
     existed = Path(args.out).exists()
     splits = load_or_create_splits(args.out, case_tasks, args.test_fraction, args.n_test_cases, args.repeats,
-                                   args.folds, args.seed)
+                                   args.folds, args.seed, args.test_both_labels)
     print(f"{args.out}: {'reused (unchanged)' if existed else 'written'}")
     print(summary(splits))
     return 0

@@ -113,3 +113,20 @@ def test_phase_models_set_every_batch_norm_without_private_layer_walks():
     assert all(layer.momentum == 0.7 and layer.synchronized for layer in norms)
     assert len(norms) == sum(isinstance(layer, keras.layers.BatchNormalization)
                              for layer in model._flatten_layers(include_self=False, recursive=True))
+
+
+def test_synchronized_batch_norm_takes_its_statistics_from_the_replaced_moments():
+    """Keras's BatchNormalization must still take its training statistics from the instance's `_moments` (with
+    `_reduction_axes`); without replicas the replacement gives the plain layer's output."""
+    x = np.random.default_rng(0).normal(3.0, 0.01, (4, 5, 5, 3)).astype(np.float32)  # mean >> spread
+    plain, patched = keras.layers.BatchNormalization(), keras.layers.BatchNormalization()
+    compat.synchronize_batch_norm(patched)
+    calls = []
+    original = compat._global_moments
+    try:
+        compat._global_moments = lambda inputs, axes: calls.append(axes) or original(inputs, axes)
+        got = keras.ops.convert_to_numpy(patched(x, training=True))
+    finally:
+        compat._global_moments = original
+    assert calls == [[0, 1, 2]] and patched.synchronized
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(plain(x, training=True)), atol=1e-4)

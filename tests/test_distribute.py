@@ -3,7 +3,8 @@ processes give what single-device training gives (ivus_tf/training/distribute.py
 
 Each distributed run is its own process (tests/distribute_worker.py): logical devices must be configured before
 TensorFlow starts, and a multi-worker cluster is one process per worker. The tiny runs are tests/test_train_run.py's
-(U-Net Res width 1/16, multitask, 2 epochs of 2 steps of 4 frames, eager).
+(U-Net Res width 1/16, multitask, 2 epochs of 2 steps of 4 frames, eager), with the wide_bottom U-Net, whose
+tiny gradient float rounding does not swamp (see `tiny_config`); the one-step gradient check uses the default.
 """
 
 from __future__ import annotations
@@ -80,12 +81,20 @@ def single_device_run(records, tmp_path_factory):
 
 def test_mirrored_step_equals_single_device(records, tmp_path):
     """One SGD step of the multitask model on one global batch: the update under MirroredStrategy over 2 replicas
-    equals the single-device update (without the loss's all-reduce it is off by half the update itself)."""
+    equals the single-device update (without the loss's all-reduce it is off by half the update itself; with
+    Keras's own synchronized batch-norm variance by 3 %). The Dice metrics the phases select on, pooled and per
+    frame, are the same under the strategy as on one device."""
     out = tmp_path / "step.json"
     finish(start([records, out, "step", 2]))
     result = json.loads(out.read_text())
     assert result["max_update"] > 0.01
-    assert result["max_update_difference"] < 1e-3 * result["max_update"]  # float rounding (measured 4e-5)
+    assert result["max_update_difference"] < 1e-3 * result["max_update"]  # float rounding (measured 2e-5)
+    single, distributed = result["metrics"]
+    dice = [key for key in single if key.endswith("dice")]
+    assert {"calcium_frame_dice", "wall_lumen_frame_dice", "calcium_dice", "wall_lumen_dice"} <= set(dice)
+    assert 0 < single["wall_lumen_frame_dice"] < 1
+    for key in dice:
+        assert distributed[key] == pytest.approx(single[key], abs=1e-6), key
 
 
 def test_mirrored_training_matches_single_device(records, single_device_run, tmp_path):

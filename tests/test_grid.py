@@ -21,7 +21,7 @@ import pytest
 from conftest import free_ports, synthetic_frame
 from ivus_tf.core.errors import InputError
 from ivus_tf.grid.__main__ import main as grid_main
-from ivus_tf.grid.config import expand_grid, load_grid_config, parse_shard, run_id, shard_runs
+from ivus_tf.grid.config import expand_grid, load_grid_config, parse_shard, run_id, run_seed, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
 from ivus_tf.grid.results import make_result_line
 
@@ -108,6 +108,55 @@ def test_expansion_ids_order_and_shards(tmp_path, records):
     for bad in ("3/3", "-1/2", "1", "a/b", "0/0"):
         with pytest.raises(InputError, match="--shard"):
             parse_shard(bad)
+
+
+def test_repeats_and_folds_train_with_their_own_seeds(tmp_path, records):
+    """The paper repeats its cross-validation to average over random initialisation: each (repeat, fold) gets its
+    own seed, derived from the base seed; every model and scheme of one (repeat, fold) shares it."""
+    path = write_grid(tmp_path, records, """\
+        archs: [unet_res, deeplabv3]
+        schemes: [calcium, pretrain]
+        repeats: 2
+        folds: 2
+    """)
+    grid, base = load_grid_config(path)
+    runs = expand_grid(grid, base, tmp_path / "G")
+    seeds = {(run.repeat, run.fold): set() for run in runs}
+    for run in runs:
+        seeds[run.repeat, run.fold].add(run.config.seed)
+        assert run.config.seed == run_seed(0, run.repeat, run.fold)
+    assert all(len(values) == 1 for values in seeds.values())  # shared within (repeat, fold)
+    distinct = {values.pop() for values in seeds.values()}
+    assert len(distinct) == 4  # repeats (and folds) differ
+    assert run_seed(0, 1, 0) != run_seed(0, 0, 0) and run_seed(0, 0, 1) != run_seed(0, 0, 0)
+    assert run_seed(0, 0, 0) == 407412163  # the documented formula, pinned: sha256 of "ivus-tf run seed 0 0 0"
+    other = write_grid(tmp_path / "other", records, "repeats: 2\nfolds: 2\ntrain_overrides: {seed: 7}\n")
+    reseeded = expand_grid(*load_grid_config(other), tmp_path / "H")
+    assert {r.config.seed for r in reseeded} == {run_seed(7, r, f) for r in range(2) for f in range(2)}
+    assert not {r.config.seed for r in reseeded} & distinct
+
+
+@pytest.mark.parametrize("transfer", [None, "encoder"])
+def test_results_line_says_what_pretraining_transferred(tmp_path, records, transfer):
+    from ivus_tf.grid.runner import _result_line
+    from ivus_tf.grid.results import validate_result
+
+    overrides = f"train_overrides: {{pretrain_transfer: {transfer}}}\n" if transfer else ""
+    path = write_grid(tmp_path, records, "schemes: [calcium, pretrain]\nrepeats: 1\nfolds: 1\n" + overrides)
+    runs = expand_grid(*load_grid_config(path), tmp_path / "G")
+    metrics = {"calcium": {"summary": {"dice": {"mean": 0.5}, "average_hausdorff_mm": {"mean": 0.2}}},
+               "selection": {"calcium": {"monitor": "val_calcium_frame_dice", "value": 0.6}}}
+    done = {"finished_utc": "2026-01-01T00:00:00+00:00", "wall_time_s": 1.0, "package_version": "0"}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "done.json").write_text(json.dumps(done))
+    lines = {run.scheme: json.loads(_result_line(run, tmp_path)) for run in runs}
+    assert lines["pretrain"]["pretrain_transfer"] == (transfer or "all_but_classifier")
+    assert lines["calcium"]["pretrain_transfer"] is None
+    assert lines["calcium"]["val_calcium_dice"] == 0.6 and lines["calcium"]["selection_metric"] == "per_frame_dice"
+    with pytest.raises(InputError, match="pretrain_transfer must be null or, for scheme pretrain"):
+        validate_result({**lines["calcium"], "pretrain_transfer": "encoder"})
+    old = {k: v for k, v in lines["pretrain"].items() if k not in ("pretrain_transfer", "selection_metric")}
+    assert validate_result(old)["pretrain_transfer"] is None  # lines written before the field existed
 
 
 @pytest.mark.parametrize("grid, message", [
@@ -327,6 +376,13 @@ def test_a_killed_grid_restarts_without_losing_or_repeating_runs(killed_grid):
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert [r["run_id"] for r in f["final"]] == ["unet_res-calcium-r0-f0", "unet_res-multitask-lam1-r0-f0",
                                                  "unet_res-calcium-r0-f1", "unet_res-multitask-lam1-r0-f1"]
+    # each run trained with its (repeat, fold)'s seed, recorded in results.jsonl and in its config.yaml
+    for record in f["final"]:
+        assert record["seed"] == run_seed(0, record["repeat"], record["fold"])
+        config = (f["grid_dir"] / record["run_dir"] / "config.yaml").read_text()
+        assert f"\nseed: {record['seed']}\n" in config
+        assert record["selection_metric"] == "per_frame_dice" and record["pretrain_transfer"] is None
+    assert f["final"][0]["seed"] != f["final"][2]["seed"]
 
 
 def test_a_run_finished_but_not_recorded_is_recorded_once_without_retraining(killed_grid):

@@ -1,4 +1,5 @@
-"""`TaskDice`: pooled Dice over an epoch, frames without the task's label ignored, against numpy and by hand."""
+"""`TaskDice` (pooled Dice over an epoch) and `FrameDice` (mean per-frame Dice, the test's rules), frames without
+the task's label ignored, against numpy and by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from test_losses import compiled_model, multitask_batch
 
 from ivus_tf.core.tf_import import import_tensorflow
-from ivus_tf.keras_metrics import TaskDice, task_dice_metrics
+from ivus_tf.keras_metrics import FrameDice, TaskDice, task_dice_metrics
 
 tf = import_tensorflow()
 
@@ -120,7 +121,7 @@ def threshold_image(model):
         model.get_layer(task).set_weights([kernel, np.float32(offsets)])
 
 
-def test_keras_evaluate_reports_the_pooled_dice_of_labelled_frames(tmp_path):
+def test_keras_evaluate_reports_the_pooled_and_per_frame_dice_of_labelled_frames(tmp_path):
     targets, _, weights = multitask_batch()
     rng = np.random.default_rng(1)
     images = rng.random((8, 2, 2, 1)).astype(np.float32)
@@ -139,6 +140,9 @@ def test_keras_evaluate_reports_the_pooled_dice_of_labelled_frames(tmp_path):
                                                    weights["wall_lumen"], (1,)),
         "wall_lumen_vessel_wall_dice": numpy_pooled_dice(targets["wall_lumen"], predictions["wall_lumen"],
                                                          weights["wall_lumen"], (2,)),
+        "calcium_frame_dice": numpy_frame_dice(targets["calcium"], predictions["calcium"], weights["calcium"], (1,)),
+        "wall_lumen_frame_dice": numpy_frame_dice(targets["wall_lumen"], predictions["wall_lumen"],
+                                                  weights["wall_lumen"], (1, 2)),
     }
     for name, value in expected.items():
         assert result[name] == pytest.approx(value, abs=1e-6), name
@@ -166,6 +170,114 @@ def test_task_dice_metrics():
     metrics = task_dice_metrics(("calcium",))
     assert list(metrics) == ["calcium"] and metrics["calcium"][0].class_ids == (1,)
     names = {task: [(m.name, m.class_ids) for m in ms] for task, ms in task_dice_metrics().items()}
-    assert names["wall_lumen"] == [("dice", (1, 2)), ("lumen_dice", (1,)), ("vessel_wall_dice", (2,))]
+    assert names["wall_lumen"] == [("dice", (1, 2)), ("lumen_dice", (1,)), ("vessel_wall_dice", (2,)),
+                                   ("frame_dice", (1, 2))]
+    assert names["calcium"] == [("dice", (1,)), ("frame_dice", (1,))]
+    assert isinstance(task_dice_metrics()["calcium"][1], FrameDice)
     with pytest.raises(ValueError, match="unknown task"):
         task_dice_metrics(("plaque",))
+
+
+# ------------------------------------------------------------------------------------------------- FrameDice
+
+def numpy_frame_dice(targets, predictions, weights, class_ids):
+    """Reference: the weighted mean over frames of the mean over `class_ids` of `ivus_tf.metrics.dice`."""
+    from ivus_tf.metrics import dice
+
+    predicted = np.argmax(predictions, axis=-1)
+    weights = np.asarray(weights, np.float64)
+    if not (weights > 0).any():
+        return float("nan")
+    per_frame = [np.mean([dice(p == c, t == c) for c in class_ids]) for p, t in zip(predicted, targets)]
+    return float(np.sum(weights * per_frame) / weights.sum())
+
+
+def pooled_and_per_frame_disagree():
+    """Two 20x20 calcium frames: frame 1 holds 100 calcium pixels, frame 2 none. Model A segments frame 1 exactly
+    and invents 10 pixels on frame 2; model B finds 60 of frame 1's 100 pixels and nothing on frame 2."""
+    target = np.zeros((2, 20, 20), int)
+    target[0, :10, :10] = 1
+    a = target.copy()
+    a[1, 15:17, 15:20] = 1
+    b = np.zeros_like(target)
+    b[0, :6, :10] = 1
+    return target, one_hot_prediction(a, 2), one_hot_prediction(b, 2)
+
+
+def test_pooled_and_per_frame_dice_disagree_on_which_model_is_better():
+    target, a, b = pooled_and_per_frame_disagree()
+    weights = np.float32([1, 1])
+    values = {}
+    for name, prediction in (("A", a), ("B", b)):
+        pooled, frame = TaskDice((1,)), FrameDice((1,))
+        pooled.update_state(target, prediction, weights)
+        frame.update_state(target, prediction, weights)
+        values[name] = float(pooled.result()), float(frame.result())
+    # pooled: A 2*100 / (100 + 110) = 0.952, B 2*60 / (100 + 60) = 0.75
+    assert values["A"][0] == pytest.approx(200 / 210) and values["B"][0] == pytest.approx(0.75)
+    # per frame (the test's rules): A (1 + 0) / 2 = 0.5 (a false alarm on a calcium-free frame scores 0), B
+    # (0.75 + 1) / 2 = 0.875 (both masks empty scores 1)
+    assert values["A"][1] == pytest.approx(0.5) and values["B"][1] == pytest.approx(0.875)
+    assert values["A"][0] > values["B"][0] and values["A"][1] < values["B"][1]
+
+
+def test_selection_picks_what_the_test_prefers(tmp_path):
+    """Epoch 1 gives model A's predictions, epoch 2 model B's: selection on the per-frame monitor keeps epoch 2,
+    the pooled monitor keeps epoch 1."""
+    from ivus_tf.run_folder import PhaseFolder
+    from ivus_tf.training.callbacks import PhaseCheckpoint
+    from ivus_tf.training.schemes import phases_of
+    from ivus_tf.training.config import TrainConfig
+    from ivus_tf.training.state import PhaseState
+
+    target, a, b = pooled_and_per_frame_disagree()
+    logs = []
+    for prediction in (a, b):
+        epoch = {}
+        for metric in task_dice_metrics(("calcium",))["calcium"]:
+            metric.update_state(target, prediction, np.float32([1, 1]))
+            epoch[f"val_calcium_{metric.name}"] = float(metric.result())
+        logs.append(epoch)
+    chosen = {}
+    for selection in ("per_frame_dice", "pooled_dice"):
+        (phase,) = phases_of(TrainConfig(selection_metric=selection))
+        folder = tmp_path / selection
+        folder.mkdir()
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        checkpoint = PhaseCheckpoint(PhaseFolder(folder), phase.monitor, 2, 0, PhaseState(), lambda: model, False,
+                                     lambda text: None)
+        checkpoint.set_model(model)
+        for epoch, values in enumerate(logs):
+            checkpoint.on_epoch_end(epoch, values)
+        chosen[selection] = (checkpoint.state.best_epoch, checkpoint.state.best)
+    assert chosen["per_frame_dice"] == (1, pytest.approx(0.875))  # B: what the test prefers
+    assert chosen["pooled_dice"] == (0, pytest.approx(200 / 210))  # A
+
+
+def test_frame_dice_matches_numpy_with_empty_rules_and_fractional_weights():
+    rng = np.random.default_rng(2)
+    metric = {c: FrameDice(c) for c in ((1,), (1, 2))}
+    targets, predictions, weights = [], [], []
+    for _ in range(3):
+        target = rng.integers(0, 3, (4, 5, 5)) * (rng.random((4, 1, 1)) < 0.6)  # some frames all background
+        prediction = rng.dirichlet([3, 1, 1], (4, 5, 5)).astype(np.float32)
+        weight = rng.choice(np.float32([0, 0.5, 1]), 4)
+        for m in metric.values():
+            m.update_state(target, prediction, weight)
+        targets.append(target), predictions.append(prediction), weights.append(weight)
+    targets, predictions, weights = map(np.concatenate, (targets, predictions, weights))
+    for class_ids, m in metric.items():
+        expected = numpy_frame_dice(targets, predictions, weights, class_ids)
+        assert float(m.result()) == pytest.approx(expected, abs=1e-6)
+        assert 0 < expected < 1
+    empty = FrameDice((1,))
+    assert np.isnan(float(empty.result()))
+    empty.update_state(np.zeros((1, 3, 3), int), one_hot_prediction(np.zeros((1, 3, 3), int), 2), np.float32([1]))
+    assert float(empty.result()) == 1.0  # both empty: a correct "no calcium" frame
+    empty.reset_state()
+    empty.update_state(np.zeros((1, 3, 3), int), one_hot_prediction(np.zeros((1, 3, 3), int), 2), np.float32([0]))
+    assert np.isnan(float(empty.result()))  # only an unlabelled frame: nothing measured
+    restored = keras.metrics.deserialize(keras.metrics.serialize(FrameDice((1, 2), name="f")))
+    assert isinstance(restored, FrameDice) and restored.class_ids == (1, 2) and restored.name == "f"
+    with pytest.raises(ValueError, match="weighted_metrics"):
+        FrameDice().update_state(np.zeros((1, 3, 3), int), one_hot_prediction(np.zeros((1, 3, 3), int), 2))

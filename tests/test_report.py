@@ -391,7 +391,10 @@ def test_tiny_inference_measurement(tmp_path):
     (run_dir / "config.yaml").write_text("arch: unet_res\nwidth: 0.0625\nimage_size: 64\nhead: linear\n")
     settings = inference_settings(records, tmp_path / "results.jsonl")
     assert settings == {"unet_res": {"width": 0.0625, "image_size": 64, "head": "linear", "aspp_rates": None,
+                                     "unet_stages": "wide_bottom",  # a config from before the field: the old U-Net
                                      "source": f"config of run {records[0]['run_id']}"}}
+    (run_dir / "config.yaml").write_text("arch: unet_res\nwidth: 0.0625\nimage_size: 64\nunet_stages: doubling\n")
+    assert inference_settings(records, tmp_path / "results.jsonl")["unet_res"]["unet_stages"] == "doubling"
     rows = measure_inference(settings, calls=2, warmup=1, matmul_size=256, timeout_s=300, log=lambda text: None)
     assert [r.get("error") for r in rows] == [None, None] and [r["batch"] for r in rows] == [1, 12]
     for row in rows:

@@ -204,6 +204,74 @@ def test_cli_writes_then_reuses(make_records, tmp_path, capsys):
     assert "no index.json" in capsys.readouterr().err
 
 
+def test_the_papers_test_set_six_whole_cases_carrying_both_labels():
+    """Bargsten et al.: 6 test cases that carry both label kinds. Hand-built list: 20 calcium-only, 10 wall-lumen-only
+    and 8 dual-labelled cases; a proportional test set of 6 would take 3 calcium-only and 2 wall-lumen-only cases."""
+    cases = mixed_cases(20, 10, 8)
+    proportional = make_splits(cases, n_test_cases=6, repeats=10, folds=3)
+    assert sum(c.startswith("bo") for c in proportional["test_cases"]) < 6  # what the flag changes
+    splits = make_splits(cases, n_test_cases=6, repeats=10, folds=3, test_both_labels=True)
+    assert len(splits["test_cases"]) == 6
+    assert all(cases[c] == BOTH and c.startswith("bo") for c in splits["test_cases"])
+    assert splits["test_both_labels"] is True and splits["n_test_cases"] == 6
+    assert len(splits["folds"]) == 10 and all(len(r) == 3 for r in splits["folds"])
+    for repeat in splits["folds"]:
+        assert sorted(c for fold in repeat for c in fold) == sorted(set(cases) - set(splits["test_cases"]))
+    # a fraction works too: round(0.2 * 38) = 8 cases, all 8 dual-labelled ones
+    by_fraction = make_splits(cases, test_fraction=0.2, repeats=1, test_both_labels=True)
+    assert sorted(by_fraction["test_cases"]) == sorted(c for c in cases if c.startswith("bo"))
+
+
+def test_too_few_cases_carrying_both_labels_is_one_line():
+    with pytest.raises(InputError) as error:
+        make_splits(mixed_cases(20, 10, 5), n_test_cases=6, test_both_labels=True)
+    message = str(error.value)
+    assert message == ("a test set of 6 case(s) carrying both calcium and wall-lumen labels needs 6 such cases, but "
+                       "only 5 of the 35 cases carry both; lower the test set size or drop test_both_labels")
+    with pytest.raises(InputError, match="only 0 of the 12 cases carry both"):
+        make_splits(mixed_cases(6, 6), n_test_cases=1, test_both_labels=True)
+
+
+def test_splits_file_records_test_both_labels_and_refuses_a_mismatch(tmp_path):
+    path = tmp_path / "splits.json"
+    cases = mixed_cases(6, 6, 4)
+    load_or_create_splits(path, cases, n_test_cases=2, repeats=2, test_both_labels=True)
+    written = json.loads(path.read_text())
+    assert written["test_both_labels"] is True and written["n_test_cases"] == 2
+    assert all(cases[c] == BOTH for c in written["test_cases"])
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="test_both_labels False asked, True in the file.*delete the file"):
+        load_or_create_splits(path, cases, n_test_cases=2, repeats=2)
+    with pytest.raises(InputError, match="n_test_cases 3 asked, 2 in the file"):
+        load_or_create_splits(path, cases, n_test_cases=3, repeats=2, test_both_labels=True)
+    assert path.read_bytes() == before
+    # a file written before the key existed was made without it: it reads as false
+    old = {k: v for k, v in written.items() if k != "test_both_labels"}
+    path.write_text(json.dumps(old))
+    assert read_splits(path)["test_both_labels"] is False
+    with pytest.raises(InputError, match="test_both_labels True asked, False in the file"):
+        load_or_create_splits(path, cases, n_test_cases=2, repeats=2, test_both_labels=True)
+    # a file claiming it while a test case lacks a label is tampered with
+    swap = next(c for c in cases if cases[c] != BOTH)
+    path.write_text(json.dumps({**written, "test_cases": [written["test_cases"][0], swap]}))
+    with pytest.raises(InputError, match=f"test case\\(s\\) {swap} do not carry both labels"):
+        read_splits(path)
+
+
+def test_cli_test_both_labels(make_records, tmp_path, capsys):
+    cases = {f"case{i}": [("0", ("calcium",))] for i in range(4)}
+    cases.update({f"both{i}": [("0", ("wall_lumen",)), ("1", ("calcium", "wall_lumen"))] for i in range(4)})
+    records = make_records(cases)
+    out = tmp_path / "splits.json"
+    argv = ["--records", str(records), "--out", str(out), "--repeats", "1", "--n-test-cases", "3",
+            "--test-both-labels"]
+    assert main(argv) == 0
+    assert "test: 3 case(s) carrying both labels" in capsys.readouterr().out
+    assert all(c.startswith("both") for c in read_splits(out)["test_cases"])
+    assert main([*argv[:-2], "5", "--test-both-labels", "--out", str(tmp_path / "other.json")]) == 2
+    assert "only 4 of the 8 cases carry both" in capsys.readouterr().err
+
+
 def test_module_does_not_import_tensorflow():
     code = "import sys, ivus_tf.splits; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

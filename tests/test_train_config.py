@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.core.vocab import ARCHS, SCHEMES
-from ivus_tf.training.config import PHANTOM_PRESETS, TrainConfig, load_config
+from ivus_tf.core.vocab import ARCHS, SCHEMES, UNET_STAGES
+from ivus_tf.training.config import PHANTOM_PRESETS, TrainConfig, config_differences, load_config
 from ivus_tf.training.schemes import SCHEME_PHASES, phases_of
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -32,7 +32,20 @@ def test_paper_config_holds_the_papers_settings():
     config = load_config(CONFIGS / "paper.yaml")
     assert (config.image_size, config.batch_size, config.learning_rate) == (256, 12, 2e-4)
     assert (config.repeats, config.folds, config.flip, config.rotate) == (10, 3, True, True)
-    assert config.loss_weighting == "inverse_square" and config.width == 1.0
+    assert config.width == 1.0 and config.unet_stages == "doubling"
+    # "weights proportional to the inverse ground truth segmentation areas": 1/A, not Sudre's 1/A^2
+    assert config.loss_weighting == "inverse"
+    # the paper's test set: 6 whole cases carrying both label kinds (not 20 % of the cases)
+    assert (config.n_test_cases, config.test_both_labels) == (6, True)
+    assert (config.selection_metric, config.pretrain_transfer) == ("per_frame_dice", "all_but_classifier")
+
+
+def test_defaults_follow_the_paper_where_it_is_explicit():
+    config = TrainConfig()
+    assert (config.loss_weighting, config.selection_metric, config.pretrain_transfer, config.unet_stages) == \
+        ("inverse", "per_frame_dice", "all_but_classifier", "doubling")
+    assert config.model_options() == {} and dataclasses.replace(config, arch="unet_res").model_options() == \
+        {"stages": "doubling"}
 
 
 def test_appearance_augmentation_off_for_the_paper_on_for_the_phantom_recipes():
@@ -103,6 +116,9 @@ def test_choices_match_the_registries():
     assert set(TRAINING_PRESETS) | set(HELD_OUT_PRESETS) == set(PRESETS)
     assert not set(TRAINING_PRESETS) & set(HELD_OUT_PRESETS)
     assert tuple(SCHEME_PHASES) == SCHEMES
+    from ivus_tf.models.unet_res import STAGE_DESIGNS
+
+    assert set(UNET_STAGES) == set(STAGE_DESIGNS)
 
 
 def test_yaml_typo_lists_valid_keys(tmp_path):
@@ -120,6 +136,10 @@ def test_yaml_typo_lists_valid_keys(tmp_path):
     ({"arch": "unet_res", "image_size": 100}, "multiple of 8"),
     ({"epochs": 0}, "epochs must be >= 1"),
     ({"lam": -1.0}, "lam must be a finite number >= 0"),
+    ({"n_test_cases": 0}, "n_test_cases must be >= 1"),
+    ({"selection_metric": "dice"}, "selection_metric 'dice' is unknown; valid: per_frame_dice, pooled_dice"),
+    ({"pretrain_transfer": "decoder"}, "pretrain_transfer 'decoder' is unknown; valid: all_but_classifier, encoder"),
+    ({"unet_stages": "wide"}, "unet_stages 'wide' is unknown; valid: doubling, wide_bottom"),
 ])
 def test_bad_values_are_named(overrides, problem):
     with pytest.raises(InputError, match=problem.replace("(", r"\(")):
@@ -157,12 +177,39 @@ def test_default_run_name_is_readable_and_stable():
 def test_schemes_are_phases():
     config = TrainConfig(epochs=5, pretrain_epochs=3, freeze_encoder_epochs=2, scheme="pretrain")
     wall_lumen, calcium = phases_of(config)
-    assert (wall_lumen.tasks, wall_lumen.epochs, wall_lumen.monitor) == (("wall_lumen",), 3, "val_wall_lumen_dice")
-    assert (calcium.tasks, calcium.epochs, calcium.encoder_from, calcium.freeze_encoder_epochs) == \
-        (("calcium",), 5, "wall_lumen", 2)
+    assert (wall_lumen.tasks, wall_lumen.epochs, wall_lumen.monitor) == \
+        (("wall_lumen",), 3, "val_wall_lumen_frame_dice")
+    assert (calcium.tasks, calcium.epochs, calcium.weights_from, calcium.transfer, calcium.freeze_encoder_epochs) == \
+        (("calcium",), 5, "wall_lumen", "all_but_classifier", 2)
+    assert calcium.monitor == "val_calcium_frame_dice"  # selection on the test's per-frame Dice
+    _, calcium = phases_of(dataclasses.replace(config, pretrain_transfer="encoder"))
+    assert calcium.transfer == "encoder"
     (multitask,) = phases_of(TrainConfig(scheme="multitask", lam=0.3))
     assert multitask.tasks == ("calcium", "wall_lumen") and multitask.lam == 0.3
-    assert multitask.monitor == "val_calcium_dice"
+    assert multitask.monitor == "val_calcium_frame_dice"
+    (pooled,) = phases_of(TrainConfig(scheme="multitask", selection_metric="pooled_dice"))
+    assert pooled.monitor == "val_calcium_dice"
+
+
+def test_a_run_config_saved_before_a_field_existed_reads_as_what_it_meant(tmp_path):
+    """Run folders of earlier versions lack the new fields; they trained the old way, and resuming them with the
+    new defaults must be refused, not mistaken for the same run."""
+    import yaml
+
+    from ivus_tf.core.config import to_mapping
+
+    values = to_mapping(TrainConfig(arch="unet_res", scheme="pretrain", loss_weighting="inverse_square"))
+    for field in ("pretrain_transfer", "unet_stages", "selection_metric", "n_test_cases", "test_both_labels"):
+        del values[field]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(values))
+    saved = load_config(path, saved_run=True)  # as RunFolder.load_config reads it
+    assert (saved.pretrain_transfer, saved.unet_stages, saved.selection_metric) == \
+        ("encoder", "wide_bottom", "pooled_dice")
+    assert (saved.n_test_cases, saved.test_both_labels) == (None, False)
+    wanted = TrainConfig(arch="unet_res", scheme="pretrain", loss_weighting="inverse_square")
+    assert sorted(d.split()[0] for d in config_differences(saved, wanted)) == \
+        ["pretrain_transfer", "selection_metric", "unet_stages"]
 
 
 # ----------------------------------------------------------------------- errors before training, through the CLI

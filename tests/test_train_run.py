@@ -64,7 +64,8 @@ class Interrupt(keras.callbacks.Callback):
 
 
 class Probe(keras.callbacks.Callback):
-    """Record, at train begin, the model name, the optimizer's step and the encoder weights into `seen`."""
+    """Record, at train begin, the model name, the optimizer's step, the encoder weights and the other layers'
+    weights ({layer name: weights}) into `seen`."""
 
     def __init__(self, seen: list):
         super().__init__()
@@ -72,11 +73,17 @@ class Probe(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         encoder = values(self.model.get_layer("encoder").weights)
-        self.seen.append((self.model.name, int(self.model.optimizer.iterations.numpy()), encoder))
+        self.seen.append((self.model.name, int(self.model.optimizer.iterations.numpy()), encoder,
+                          layer_weights(self.model)))
 
 
 def encoder_weights(path):
     return values(keras.models.load_model(path, compile=False).get_layer("encoder").weights)
+
+
+def layer_weights(model) -> dict:
+    """{layer name: weights} of the layers outside the encoder."""
+    return {layer.name: values(layer.weights) for layer in model.layers if layer.weights and layer.name != "encoder"}
 
 
 def tags(folder):
@@ -104,12 +111,16 @@ def test_calcium_scheme_writes_the_run_folder(calcium_run, records):
     assert f"splits: {records.parent / 'records-splits.json'}" in config_text
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["tasks"] == ["calcium"] and metrics["selection"]["calcium"]["epochs_run"] == 2
+    # selected on the test's metric: mean per-frame Dice with the empty-mask rules (at the training resolution)
+    assert metrics["selection"]["calcium"]["monitor"] == "val_calcium_frame_dice"
+    assert metrics["run"]["selection_metric"] == "per_frame_dice" and metrics["run"]["seed"] == 0
     frames = metrics["calcium"]["frames"]
     assert len(frames) == 2 and set(frames[0]) == {"case_id", "frame_id", "dice", "average_hausdorff_mm",
                                                     "empty_case"}
     assert set(metrics["calcium"]["summary"]["dice"]) >= {"mean", "std", "median"} and metrics["calcium"]["per_case"]
     assert {"epoch_loss", "epoch_calcium_dice", "epoch_learning_rate"} <= tags(run_dir / "tb" / "calcium" / "train")
-    assert {"epoch_loss", "epoch_calcium_dice"} <= tags(run_dir / "tb" / "calcium" / "validation")
+    assert {"epoch_loss", "epoch_calcium_dice", "epoch_calcium_frame_dice"} <= \
+        tags(run_dir / "tb" / "calcium" / "validation")
     assert "validation/calcium" in tags(run_dir / "tb" / "calcium" / "images")
     assert "_hparams_/session_start_info" in tags(run_dir / "tb")
     assert "test/calcium_dice" in tags(run_dir / "tb")
@@ -180,22 +191,31 @@ def test_resume_after_interruption_continues_where_it_stopped(calcium_run, recor
         np.testing.assert_allclose(resumed, uninterrupted, rtol=1e-5, atol=1e-6)
 
 
-def test_pretrain_transfers_the_encoder_and_resumes_in_its_second_phase(records, tmp_path):
+def test_pretrain_transfers_all_but_the_classifier_and_resumes_in_its_second_phase(records, tmp_path):
     out = tmp_path / "run"
     config = tiny(records, out, scheme="pretrain", pretrain_epochs=1)
-    seen = []
+    seen, lines = [], []
     with pytest.raises(KeyboardInterrupt):
-        run_training(config, log=lambda text: None, extra_callbacks=[Probe(seen), Interrupt("_calcium", 1)])
+        run_training(config, log=lines.append, extra_callbacks=[Probe(seen), Interrupt("_calcium", 1)])
     wall_lumen_best = out / "checkpoints" / "wall_lumen" / "best.keras"
     assert json.loads((out / "checkpoints" / "wall_lumen" / "state.json").read_text())["done"]
-    assert [name for name, _, _ in seen] == ["unet_res_wall_lumen", "unet_res_calcium"]
+    assert [probe[0] for probe in seen] == ["unet_res_wall_lumen", "unet_res_calcium"]
     for transferred, pretrained in zip(seen[1][2], encoder_weights(wall_lumen_best)):
         np.testing.assert_array_equal(transferred, pretrained)  # equal after transfer
+    # the decoder (the U-Net's up-path) comes from the wall-lumen model too; only the classifier starts fresh
+    pretrained = layer_weights(keras.models.load_model(wall_lumen_best, compile=False))
+    decoder = [name for name in seen[1][3] if name.startswith("decoder_")]
+    assert len(decoder) > 30 and set(seen[1][3]) - set(decoder) == {"calcium_head_logits"}
+    for name in decoder:
+        for transferred, learned in zip(seen[1][3][name], pretrained[name]):
+            np.testing.assert_array_equal(transferred, learned, err_msg=name)
+    assert any("phase calcium: every weight but the classifier initialised from" in line for line in lines)
+    assert "pretrain_transfer: all_but_classifier" in (out / "config.yaml").read_text()
     lines, seen = [], []
     result = run_training(config, log=lines.append, extra_callbacks=[Probe(seen)])
     assert any("phase wall_lumen: already done" in line for line in lines)
     assert any("phase calcium: resuming at epoch 2/2" in line for line in lines)
-    assert [name for name, _, _ in seen] == ["unet_res_calcium"] and seen[0][1] == 2
+    assert [probe[0] for probe in seen] == ["unet_res_calcium"] and seen[0][1] == 2
     fine_tuned = encoder_weights(out / "model.keras")
     assert any(not np.array_equal(a, b) for a, b in zip(fine_tuned, encoder_weights(wall_lumen_best)))
     assert result["metrics"]["tasks"] == ["calcium"] and set(result["metrics"]["selection"]) == {"wall_lumen",

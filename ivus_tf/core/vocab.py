@@ -31,6 +31,12 @@ HEADS = ("linear", "conv", "decoder")
 # Where a model's weights start (results.jsonl `backbone`): from scratch, Keras' ImageNet ResNet50 encoder, or
 # torchvision's COCO DeepLabV3 (encoder and ASPP; python -m ivus_tf.convert). The last two are deeplabv3 only.
 BACKBONES = ("none", "imagenet", "coco")
+# What pre-training hands from the wall-lumen model to the calcium model: every weight but the classifier, or the
+# encoder only (ivus_tf.models.transfer_weights).
+PRETRAIN_TRANSFERS = ("all_but_classifier", "encoder")
+UNET_STAGES = ("doubling", "wide_bottom")  # U-Net Res stage-channel designs (ivus_tf.models.unet_res)
+# What a training phase selects its epoch on: the test's mean per-frame Dice, or one Dice pooled over the fold.
+SELECTION_METRICS = ("per_frame_dice", "pooled_dice")
 
 
 def check_task(task, where: str = "") -> str:

@@ -9,10 +9,11 @@ Keys (a typo is an error listing the valid keys, `ivus_tf.core.config.from_mappi
 
 * `train_config`: a TrainConfig YAML (`ivus_tf/training/config.py`), relative to the grid file; empty = the
   TrainConfig defaults (the paper's settings). It fixes everything shared by the runs, including the split
-  (`repeats`, `folds`, `test_fraction`, `split_seed`): every run of a grid uses one splits file.
+  (`repeats`, `folds`, `test_fraction` or `n_test_cases`, `test_both_labels`, `split_seed`): every run of a grid
+  uses one splits file.
 * `train_overrides`: a mapping of TrainConfig fields applied on top of `train_config` (paths relative to the grid
   file). The fields a grid sets per run (`scheme`, `arch`, `lam`, `repeat`, `fold`, `out`, `backbone_weights`,
-  `strategy`) are refused here.
+  `strategy`) are refused here; `seed` here is the base seed the runs' seeds derive from (below).
 * `archs`: architectures (`unet_res`, `deeplabv3`); `schemes`: `calcium`, `pretrain`, `multitask`.
 * `lams`: multi-task loss weights lambda (`L = lambda * L_calcium + L_wall_lumen`), one multitask run per value.
 * `repeats`, `folds`: a count (the first N) or a list of indices into the split; null = all of the train config's.
@@ -24,6 +25,15 @@ Keys (a typo is an error listing the valid keys, `ivus_tf.core.config.from_mappi
   Each file must be of the kind its key names (`check_backbone_files`, run by the grid runner before any run).
 * `strategy`: passed to every run (`none`, `mirrored`, `multiworker`; `--strategy` overrides it).
 
+Seeds: every run of repeat r, fold k trains with seed `run_seed(seed, r, k)`, `seed` being the train config's:
+
+    run_seed(seed, r, k) = int.from_bytes(sha256(b"ivus-tf run seed <seed> <r> <k>").digest()[:4], "big") % 2**31
+
+so the paper's repeats sample weight initialisation, batch order and augmentation (not only the folds' data), the
+same (seed, r, k) always gives the same seed, another base seed gives unrelated ones, and within one (r, k) every
+model, scheme and lambda shares its seed (paired comparisons). The seed is in each run's config.yaml and
+results.jsonl line. `python -m ivus_tf.train --seed S` alone uses S as given.
+
 Run ids are `<arch>[-imagenet|-coco]-<scheme>[-lam<lambda>]-r<repeat>-f<fold>` (`deeplabv3-multitask-lam1-r0-f2`),
 stable for a config. Runs are ordered repeat by repeat, fold by fold, and within a fold by model, scheme and lambda,
 so a grid stopped half-way (or one shard of it) has balanced cells for an interim report.
@@ -32,6 +42,7 @@ so a grid stopped half-way (or one shard of it) has balanced cells for an interi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -118,6 +129,12 @@ class GridRun:
     config: TrainConfig
 
 
+def run_seed(seed: int, repeat: int, fold: int) -> int:
+    """The seed of the grid's run at (`repeat`, `fold`) for the base `seed` (module docstring): in [0, 2**31)."""
+    digest = hashlib.sha256(f"ivus-tf run seed {int(seed)} {int(repeat)} {int(fold)}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**31
+
+
 def run_id(arch: str, backbone: str, scheme: str, lam: float | None, repeat: int, fold: int) -> str:
     """`deeplabv3-multitask-lam1-r0-f2`; `-imagenet` / `-coco` after the arch for a pre-trained start."""
     model = arch + ("" if backbone == "none" else f"-{backbone}")
@@ -197,6 +214,7 @@ def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: st
                     for lam in (grid.lams if scheme == "multitask" else (None,)):
                         name = run_id(arch, backbone, scheme, lam, repeat, fold)
                         changes = {"scheme": scheme, "arch": arch, "repeat": repeat, "fold": fold,
+                                   "seed": run_seed(base.seed, repeat, fold),
                                    "out": str(runs_dir / name), "strategy": strategy,
                                    "backbone_weights": None if backbone == "none"
                                    else getattr(grid, BACKBONE_WEIGHTS[backbone][0])}

@@ -7,7 +7,8 @@ The grid runner (`python -m ivus_tf.grid`) appends one line per finished run thr
 One JSON object per line (`RESULT_FIELDS` below says what each field means):
 
     {"run_id": "deeplabv3-multitask-lam1-r0-f2", "arch": "deeplabv3", "backbone": "none", "scheme": "multitask",
-     "lam": 1.0, "repeat": 0, "fold": 2, "seed": 0,
+     "lam": 1.0, "repeat": 0, "fold": 2, "seed": 2091898301, "pretrain_transfer": null,
+     "selection_metric": "per_frame_dice",
      "metrics": {"calcium": {"dice": 0.62, "average_hausdorff_mm": 0.31},
                  "lumen": {...}, "vessel_wall": {...}, "wall_lumen_mean": {...}},
      "val_calcium_dice": 0.66,
@@ -18,9 +19,10 @@ One JSON object per line (`RESULT_FIELDS` below says what each field means):
 
 Rules (each broken rule is an `InputError` naming the file and line):
 
-* every field of `RESULT_FIELDS` is present, except `val_calcium_dice` and `baselines`, which may be left out
-  (= null);
-  unknown fields are refused (they are typos or a newer schema);
+* every field of `RESULT_FIELDS` is present, except the `OPTIONAL_FIELDS`, which may be left out (= null; lines
+  written before `pretrain_transfer` and `selection_metric` existed lack them: their runs transferred the encoder
+  only and selected on pooled Dice); unknown fields are refused (they are typos or a newer schema);
+* `pretrain_transfer` is null unless scheme is "pretrain";
 * `lam` is a finite number >= 0 for scheme "multitask" and null otherwise; backbone "imagenet" or "coco" needs
   arch "deeplabv3";
 * `metrics` holds "calcium" and may hold the wall-lumen sections (`METRIC_SECTIONS`) of a run that evaluated a
@@ -47,7 +49,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.core.vocab import ARCHS, BACKBONES, SCHEMES
+from ivus_tf.core.vocab import ARCHS, BACKBONES, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS
 
 __all__ = ["BACKBONES", "BASELINES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME",
            "baselines_from_run", "make_result_line", "metrics_from_run", "read_results", "resolve_run_dir", "run_key",
@@ -69,14 +71,18 @@ RESULT_FIELDS: dict[str, str] = {
     "lam": "number >= 0 for scheme multitask (L = lam * L_calcium + L_wall_lumen), null otherwise",
     "repeat": "int >= 0, the cross-validation repeat",
     "fold": "int >= 0, the fold within the repeat",
-    "seed": "int >= 0, the run's random seed",
+    "seed": "int >= 0, the run's random seed (a grid derives it per repeat and fold: ivus_tf.grid.config.run_seed)",
+    "pretrain_transfer": f"str or null, optional: scheme pretrain only, what the calcium phase took from the "
+                         f"wall-lumen model, one of {', '.join(PRETRAIN_TRANSFERS)} (TrainConfig.pretrain_transfer)",
+    "selection_metric": f"str or null, optional: the validation Dice each phase selected its epoch on, one of "
+                        f"{', '.join(SELECTION_METRICS)} (TrainConfig.selection_metric)",
     "metrics": "{section: {'dice': mean test-frame Dice in [0, 1] or null, 'average_hausdorff_mm': mean test-frame "
                "average Hausdorff distance in mm or null}}; sections: calcium (required), lumen, vessel_wall, "
                "vessel, wall_lumen_mean (when the run evaluated a wall-lumen head); from metrics.json "
                "section['summary'][metric]['mean'] (metrics_from_run)",
     "val_calcium_dice": "number in [0, 1] or null, optional: the best validation calcium Dice of the run's last "
-                        "phase, the value its model was selected on (validation_calcium_dice); the report picks "
-                        "the multi-task lambda on it",
+                        "phase (per frame or pooled, as selection_metric says), the value its model was selected "
+                        "on (validation_calcium_dice); the report picks the multi-task lambda on it",
     "baselines": "{baseline: {'dice', 'average_hausdorff_mm'}} or null, optional: the test calcium means of the "
                  "baselines scored next to the model, 'rule' (bright edge + shadow, fitted on the run's training "
                  "cases, ivus_tf.baselines) and 'predict_nothing'; from metrics.json calcium['<name>_baseline'] "
@@ -90,7 +96,7 @@ RESULT_FIELDS: dict[str, str] = {
                 "records_fingerprint (the records' index, tfrecords_builder.index.records_fingerprint); the grid "
                 "refuses to add runs of other settings to a grid folder",
 }
-OPTIONAL_FIELDS = ("val_calcium_dice", "baselines", "settings")
+OPTIONAL_FIELDS = ("val_calcium_dice", "baselines", "settings", "pretrain_transfer", "selection_metric")
 
 
 def _fail(where: str, problem: str):
@@ -148,9 +154,8 @@ def validate_result(record: Any, where: str = "result") -> dict:
     if unknown:
         _fail(where, f"unknown field(s) {', '.join(unknown)}; valid: {', '.join(RESULT_FIELDS)}")
     record = {**record}
-    record.setdefault("val_calcium_dice", None)
-    record.setdefault("baselines", None)
-    record.setdefault("settings", None)
+    for field in OPTIONAL_FIELDS:
+        record.setdefault(field, None)
     if record["settings"] is not None and not isinstance(record["settings"], Mapping):
         _fail(where, "settings must be an object of TrainConfig fields or null, got "
                      f"{type(record['settings']).__name__}")
@@ -173,6 +178,13 @@ def validate_result(record: Any, where: str = "result") -> dict:
     elif lam is not None:
         _fail(where, f"lam must be null for scheme {record['scheme']} (only multitask weights its losses), "
                      f"got {lam!r}")
+    transfer = record["pretrain_transfer"]
+    if transfer is not None and (record["scheme"] != "pretrain" or transfer not in PRETRAIN_TRANSFERS):
+        _fail(where, f"pretrain_transfer must be null or, for scheme pretrain, one of {', '.join(PRETRAIN_TRANSFERS)}; "
+                     f"got {transfer!r} for scheme {record['scheme']}")
+    if record["selection_metric"] is not None and record["selection_metric"] not in SELECTION_METRICS:
+        _fail(where, f"selection_metric {record['selection_metric']!r} is unknown; valid: "
+                     f"{', '.join(SELECTION_METRICS)}")
     if not _is_number(record["wall_time_s"]) or record["wall_time_s"] < 0:
         _fail(where, f"wall_time_s must be a finite number >= 0, got {record['wall_time_s']!r}")
     try:
@@ -268,10 +280,11 @@ def _finite_or_none(value) -> float | None:
 
 
 def validation_calcium_dice(metrics_json: Mapping) -> float | None:
-    """The best validation calcium Dice of the run's last phase (metrics.json "selection"), or None when the run
-    did not select on it."""
+    """The best validation calcium Dice (per frame or pooled) of the run's last phase (metrics.json "selection"), or
+    None when the run did not select on it."""
     selection = metrics_json.get("selection") or {}
-    values = [phase.get("value") for phase in selection.values() if phase.get("monitor") == "val_calcium_dice"]
+    values = [phase.get("value") for phase in selection.values()
+              if phase.get("monitor") in ("val_calcium_frame_dice", "val_calcium_dice")]
     value = values[-1] if values else None
     return float(value) if _is_number(value) else None
 
@@ -280,7 +293,8 @@ def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam:
                      fold: int, seed: int, metrics: Mapping, run_dir: str | Path, wall_time_s: float,
                      finished_utc: str | None = None, package_version: str | None = None,
                      val_calcium_dice: float | None = None, baselines: Mapping | None = None,
-                     settings: Mapping | None = None) -> str:
+                     settings: Mapping | None = None, pretrain_transfer: str | None = None,
+                     selection_metric: str | None = None) -> str:
     """One results.jsonl line (ending in a newline) for a finished run, validated like the reader validates it.
 
     `metrics` is the compact form (`metrics_from_run(metrics_json)`), `baselines` likewise (`baselines_from_run`);
@@ -294,6 +308,7 @@ def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam:
     record = {"run_id": run_id, "arch": arch, "backbone": backbone, "scheme": scheme,
               "lam": None if lam is None else float(lam) if _is_number(lam) else lam,
               "repeat": repeat, "fold": fold, "seed": seed, "metrics": {k: dict(v) for k, v in metrics.items()},
+              "pretrain_transfer": pretrain_transfer, "selection_metric": selection_metric,
               "val_calcium_dice": val_calcium_dice,
               "baselines": None if baselines is None else {k: dict(v) for k, v in baselines.items()},
               "run_dir": str(run_dir), "wall_time_s": wall_time_s,

@@ -157,7 +157,9 @@ def _result_line(run: GridRun, run_dir: Path) -> str:
                             wall_time_s=done["wall_time_s"], finished_utc=done["finished_utc"],
                             package_version=done["package_version"],
                             val_calcium_dice=validation_calcium_dice(metrics_json),
-                            baselines=baselines_from_run(metrics_json), settings=settings)
+                            baselines=baselines_from_run(metrics_json), settings=settings,
+                            pretrain_transfer=run.config.pretrain_transfer if run.scheme == "pretrain" else None,
+                            selection_metric=run.config.selection_metric)
 
 
 class _Tee:

@@ -13,23 +13,33 @@ convolutions, upsampling by transposed convolutions, skip connections between th
               "stride_<s>" feature (2 Cs channels), 3 residual blocks (the first one projects 2 Cs -> Cs)
     output    C1 channels at stride 1 (`DECODER_STRIDE = 1`), already batch-normalised and rectified
 
-Stage channels (C1, C2, C4, C8) = (32, 64, 128, 832) x `width`, rounded, at least 1. The top three stages double
-as in the original U-Net; the bottom (stride 8) stage is wide because that is where parameters are cheap: a
-weight at stride 8 is applied at 1/64 of the positions of one at stride 1. This reaches the paper's ~40 M
-parameters (the budget DeepLabV3-ResNet50 sets) at 129 GFLOP per 256x256 forward pass, against 362 GFLOP for a
-plain doubling (80, 160, 320, 640) of the same size, and 81 GFLOP for our DeepLabV3. The paper's own timings
-(U-Net 97 ms vs DeepLabV3 268 ms at batch 12) show its U-Net was the cheaper network, which a doubling design
-with 40 M parameters and three downsamplings cannot be. At width 1.0 the encoder has 39,621,792 weights and one
-up-path 1,871,872, so `build_model("unet_res", input_shape=(256, 256, 1))` has, by head option (all weights,
-batch-norm moving statistics included; the trainable counts are ~18 K lower):
+Stage channels (C1, C2, C4, C8) at width 1.0, by `stages` (the `stages` option; x `width`, rounded, at least 1):
 
-    head      calcium only    calcium + wall_lumen
-    linear    41,493,730      41,493,829   (+99: a second 1x1 convolution)
-    conv      41,512,482      41,531,365
-    decoder   41,493,730      43,365,701   (1.05x: each task its own up-path)
+    "doubling" (default)   (80, 160, 320, 640)   41,658,640 weights (encoder 31,829,520 + up-path 9,829,120)
+    "wide_bottom"          (32, 64, 128, 832)    41,493,664 weights (encoder 39,621,792 + up-path 1,871,872)
 
-i.e. +3.7 % of 40 M. `parameter_count(width)` gives the encoder and decoder counts from the widths alone (the
-count does not depend on the input size); the tests check it against Keras.
+"doubling" is the plain U-Net design, channels doubling at every downsampling, at the ~40 M parameters the paper
+gives both of its networks. The paper's timings fit it: its U-Net was the slower and larger network at batch 12
+(268 ms / 15.8 GB against DeepLabV3's 97 ms / 5.4 GB, Titan RTX) and about level at batch 1 (26 ms / 3.0 GB
+against 30 ms / 2.1 GB); by our count the doubling design costs 362 GFLOP per 256x256 forward pass against our
+DeepLabV3's 81. "wide_bottom" keeps the first three stages small and puts most weights in the stride-8 stage,
+where a weight is applied at 1/64 of the positions of one at stride 1: the same parameter count at 129 GFLOP. It
+was this package's default, chosen on a misreading of those timings (as U-Net 97 ms vs DeepLabV3 268 ms, i.e. the
+U-Net the cheaper network); it stays as a named variant for cheaper experiments and for the models trained with it.
+
+`build_model("unet_res", input_shape=(256, 256, 1))` at width 1.0 then has, by head option (all weights,
+batch-norm moving statistics included; the trainable counts are 18-35 K lower):
+
+    stages       head      calcium only    calcium + wall_lumen
+    doubling     linear    41,658,802      41,659,045   (+243: a second 1x1 convolution)
+                 conv      41,705,106      41,751,637
+                 decoder   41,658,802      51,488,165   (1.24x: each task its own up-path)
+    wide_bottom  linear    41,493,730      41,493,829   (+99)
+                 conv      41,512,482      41,531,365
+                 decoder   41,493,730      43,365,701   (1.05x)
+
+`parameter_count(width, stages=...)` gives the encoder and decoder counts from the widths alone (the count does
+not depend on the input size); the tests check it against Keras.
 
 Residual blocks are post-activation (ResNet v1, He et al. 2016, like the ResNet50 of the DeepLabV3 it is
 compared with): conv3x3 -> BN -> ReLU -> conv3x3 -> BN, added to the shortcut, then ReLU. The shortcut is the
@@ -53,15 +63,21 @@ import keras
 from ivus_tf.core.errors import InputError
 
 DECODER_STRIDE = 1
-OPTIONS = ()
-BASE_CHANNELS = {1: 32, 2: 64, 4: 128, 8: 832}  # stage channels at width 1.0, by stride
+OPTIONS = ("stages",)
+STAGE_DESIGNS = {  # stage channels at width 1.0, by stride
+    "doubling": {1: 80, 2: 160, 4: 320, 8: 640},
+    "wide_bottom": {1: 32, 2: 64, 4: 128, 8: 832},
+}
+DEFAULT_STAGES = "doubling"
 BLOCKS_PER_STAGE = 3
 DECODER_STRIDES = (4, 2, 1)  # up-path stages, bottom (stride 8) upwards
 
 
-def stage_channels(width: float) -> dict[int, int]:
-    """{stride: channels} of the encoder and decoder stages at `width`."""
-    return {stride: max(1, int(round(base * width))) for stride, base in BASE_CHANNELS.items()}
+def stage_channels(width: float, stages: str = DEFAULT_STAGES) -> dict[int, int]:
+    """{stride: channels} of the encoder and decoder stages at `width` for the design `stages`."""
+    if stages not in STAGE_DESIGNS:
+        raise InputError(f"unet_res: stages {stages!r} is unknown; valid: {', '.join(STAGE_DESIGNS)}")
+    return {stride: max(1, int(round(base * width))) for stride, base in STAGE_DESIGNS[stages].items()}
 
 
 def apply_conv_bn(x, channels: int, kernel_size: int, name: str, strides: int = 1, relu: bool = True):
@@ -114,10 +130,10 @@ def _check_input_size(inputs) -> None:
                          f"dimensions (three stride-2 downsamplings); resize or pad the frames, e.g. to 256x256")
 
 
-def encoder(inputs, width: float, **options) -> dict:
+def encoder(inputs, width: float, stages: str = DEFAULT_STAGES) -> dict:
     """Down-path: {"stride_1", "stride_2", "stride_4", "stride_8"} -> features; "stride_8" is the bottom of the U."""
     _check_input_size(inputs)
-    channels = stage_channels(width)
+    channels = stage_channels(width, stages)
     x = apply_conv_bn(inputs, channels[1], 3, name="stem")
     features = {"stride_1": apply_stage(x, channels[1], name="stride_1")}
     for stride in (2, 4, 8):
@@ -127,9 +143,9 @@ def encoder(inputs, width: float, **options) -> dict:
     return features
 
 
-def decoder(features: dict, width: float, name: str, **options):
+def decoder(features: dict, width: float, name: str, stages: str = DEFAULT_STAGES):
     """Up-path from features["stride_8"] to stride 1, with the encoder's skip features picked by stride key."""
-    channels = stage_channels(width)
+    channels = stage_channels(width, stages)
     x = features["stride_8"]
     for stride in DECODER_STRIDES:
         x = apply_up_stage(x, features[f"stride_{stride}"], channels[stride], name=f"{name}_stride_{stride}")
@@ -149,12 +165,12 @@ def _stage(c_in: int, c_out: int) -> int:
     return _block(c_in, c_out) + (BLOCKS_PER_STAGE - 1) * _block(c_out, c_out)
 
 
-def parameter_count(width: float = 1.0, input_channels: int = 1) -> dict:
+def parameter_count(width: float = 1.0, input_channels: int = 1, stages: str = DEFAULT_STAGES) -> dict:
     """{"encoder": n, "decoder": n}: the weights (batch-norm moving statistics included) of each part at `width`.
 
     Counted from the widths alone (the count does not depend on the input size); `build_model` adds the heads.
     """
-    c = stage_channels(width)
+    c = stage_channels(width, stages)
     encoder_count = _conv_bn(input_channels, c[1], 3) + _stage(c[1], c[1])
     for stride in (2, 4, 8):
         encoder_count += _conv_bn(c[stride // 2], c[stride], 3) + _stage(c[stride], c[stride])

@@ -41,8 +41,9 @@ BATCH_SIZES = (1, 12)
 
 
 def inference_settings(records: Sequence[Mapping], results_path) -> dict[str, dict]:
-    """{arch: {"width", "image_size", "head", "aspp_rates", "source"}} from the first readable run config of each
-    architecture's runs (backbone "none" first); `TrainConfig`'s defaults (the paper's size) when none is."""
+    """{arch: {"width", "image_size", "head", "aspp_rates", "unet_stages", "source"}} from the first readable run
+    config of each architecture's runs (backbone "none" first); `TrainConfig`'s defaults (the paper's size) when
+    none is."""
     settings = {}
     for record in sorted(records, key=lambda r: r["backbone"] != "none"):
         arch = record["arch"]
@@ -60,7 +61,7 @@ def inference_settings(records: Sequence[Mapping], results_path) -> dict[str, di
 def _settings(config: TrainConfig) -> dict:
     rates = config.aspp_rates
     return {"width": config.width, "image_size": config.image_size, "head": config.head,
-            "aspp_rates": None if rates is None else list(rates)}
+            "aspp_rates": None if rates is None else list(rates), "unet_stages": config.unet_stages}
 
 
 def machine_description() -> dict:
@@ -83,7 +84,7 @@ def _peak_rss_mib() -> float:
 
 
 def measure(arch: str, batch: int, width: float, image_size: int, head: str = "linear", aspp_rates=None,
-            warmup: int = 2, calls: int = 5, matmul_size: int = 2048) -> dict:
+            warmup: int = 2, calls: int = 5, matmul_size: int = 2048, unet_stages: str = "doubling") -> dict:
     """One measurement in THIS process (the worker): time, peak memory, FLOPs, matmul peak (module docstring)."""
     from ivus_tf.core.tf_import import import_tensorflow
 
@@ -98,6 +99,8 @@ def measure(arch: str, batch: int, width: float, image_size: int, head: str = "l
     device = (tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU")
     rss_start = _peak_rss_mib()
     options = {"aspp_rates": tuple(aspp_rates)} if aspp_rates and arch == "deeplabv3" else {}
+    if arch == "unet_res":
+        options["stages"] = unet_stages
     keras.utils.set_random_seed(0)
     model = build_model(arch, ("calcium",), input_shape=(image_size, image_size, 1), width=width, head=head,
                         **options)
@@ -157,7 +160,7 @@ def measure_inference(settings: Mapping[str, Mapping], batch_sizes: Sequence[int
             spec = {"arch": arch, "batch": int(batch), "width": float(setting["width"]),
                     "image_size": int(setting["image_size"]), "head": setting["head"],
                     "aspp_rates": setting.get("aspp_rates"), "warmup": warmup, "calls": calls,
-                    "matmul_size": matmul_size}
+                    "matmul_size": matmul_size, "unet_stages": setting.get("unet_stages", "doubling")}
             rows.append({**_run_worker(spec, timeout_s), "source": setting.get("source", "")})
     return rows
 

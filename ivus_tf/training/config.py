@@ -2,8 +2,11 @@
 
 Keys are the field names below (a YAML typo is an error that lists the valid keys, `ivus_tf.core.config`). Defaults are
 the paper's settings (Bargsten et al., CDBME 2021): DeepLabV3 at width 1.0 (~40 M parameters), 256x256 frames,
-batch 12, Adam 2e-4, generalized Dice loss, flips + rotations, a test set of 20 % of the cases and 10 repeats of
-3-fold case-wise cross-validation over the rest (one run trains one `repeat` / `fold`).
+batch 12, Adam 2e-4, generalized Dice loss with class weights 1/area, flips + rotations, 10 repeats of 3-fold
+case-wise cross-validation (one run trains one `repeat` / `fold`), pre-training that transfers everything but the
+classifier, selection on the per-frame Dice the test reports. One default is not the paper's: the test set is 20 %
+of the cases (`test_fraction`), which fits any dataset; the paper's test set, 6 cases carrying both label kinds,
+is `n_test_cases: 6` with `test_both_labels: true` (configs/paper.yaml).
 
 Notes on a few fields:
 
@@ -14,9 +17,28 @@ Notes on a few fields:
 * `out`: the run folder; empty = `runs/<scheme>-<arch>-r<repeat>f<fold>-<hash>`, the hash taken over every other
   field, so the same command always finds (and resumes) the same folder and a changed setting gets a new one.
 * `splits`: the splits file; empty = `<records folder>-splits.json` beside the records, shared by every run on
-  those records (a grid uses one split). `split_seed` seeds the split, `seed` the run (weights, batches).
+  those records (a grid uses one split). `split_seed` seeds the split, `seed` the run (weights, batches); a grid
+  gives each repeat and fold its own seed derived from this one (`ivus_tf.grid.config.run_seed`).
 * `pretrain_epochs`: epochs of the wall-lumen phase of `pretrain` (null = `epochs`). `freeze_encoder_epochs`:
   fine-tuning epochs with the transferred encoder frozen (0: the whole network trains from the start).
+* `pretrain_transfer`: what the calcium phase of `pretrain` takes from the selected wall-lumen model:
+  `all_but_classifier` (default: encoder, decoder - DeepLabV3's ASPP, the U-Net's up-path - and conv head layers;
+  only each task's final 1x1 classifier starts fresh, as its class count differs) or `encoder` (the encoder only;
+  DeepLabV3's 16 M ASPP weights then start random while multi-task training shares them).
+  `ivus_tf.models.transfer_weights`.
+* `unet_stages`: the U-Net Res stage channels (`ivus_tf.models.unet_res`): `doubling` (80-160-320-640, default, the
+  paper's network) or `wide_bottom` (32-64-128-832, the same ~40 M weights at a third of the FLOPs; this package's
+  design before the paper's timings were read right). Other archs ignore it.
+* `loss_weighting`: generalized Dice class weights: `inverse` (1/area, the paper's "weights proportional to the
+  inverse ground truth segmentation areas", default) or `inverse_square` (1/area^2, Sudre et al. 2017's GDL).
+* `selection_metric`: what each phase selects its epoch (and early-stops) on, on the validation fold at the
+  training resolution: `per_frame_dice` (default: the mean over frames of each frame's Dice, both masks empty = 1,
+  one empty = 0, the rules of the test's `ivus_tf.metrics`; a false alarm on a calcium-free frame costs that frame
+  a Dice of 0, as at test) or `pooled_dice` (one Dice over all pixels of the fold, where such a false alarm adds
+  only its few pixels to the denominator). `ivus_tf.keras_metrics.FrameDice` / `TaskDice`.
+* `n_test_cases`: the test set's size in cases (null: `test_fraction` of the cases). `test_both_labels`: every
+  test case carries calcium and wall-lumen labels (an error if too few cases do). Both go into the splits file,
+  which is made once and refused if an existing one was made otherwise (`ivus_tf.splits`).
 * `bn_momentum`: the moving-statistics momentum of every batch norm layer (0.9 = PyTorch's default and our
   DeepLabV3's). U-Net Res is built with Keras's 0.99, whose moving statistics lag so far behind a short run's
   weights that validation in inference mode collapsed (quickstart: validation lumen Dice 0.03 in inference mode
@@ -57,11 +79,11 @@ from typing import Optional
 from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig, augment_fields
 from ivus_tf.core.config import load_yaml, to_mapping
 from ivus_tf.core.errors import InputError
-from ivus_tf.core.vocab import ARCHS, HEADS, SCHEMES
+from ivus_tf.core.vocab import ARCHS, HEADS, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS, UNET_STAGES
 from ivus_tf.postprocess import PRESETS as _POSTPROCESS
 from ivus_tf.training.distribute import STRATEGIES
 
-LOSS_WEIGHTINGS = ("inverse_square", "inverse")
+LOSS_WEIGHTINGS = ("inverse", "inverse_square")
 PHANTOM_PRESETS = ("randomized", "default", "benchmark")  # tfrecords_builder.phantom.TRAINING_PRESETS (tested);
 # the held-out `shifted` preset is not among them: no training run may use it
 PATH_FIELDS = ("data", "out", "splits", "phantom_config")
@@ -71,6 +93,8 @@ _NOT_HASHED = ("out", "strategy", "postprocess", "rule_baseline")
 # Fields a run folder may be resumed with a different value of: how the run executes or what is reported besides
 # the model, not what it trains.
 _EXECUTION_ONLY = ("strategy", "postprocess", "rule_baseline")
+# What a run folder's config.yaml written before a field existed meant by leaving it out: the behaviour then.
+LEGACY_DEFAULTS = {"pretrain_transfer": "encoder", "unet_stages": "wide_bottom", "selection_metric": "pooled_dice"}
 _AUGMENT = AugmentConfig()  # the aug_* defaults (one home: ivus_tf.augment_config; a test keeps the copies equal)
 
 
@@ -90,15 +114,18 @@ class TrainConfig:
     head: str = "linear"
     aspp_rates: Optional[tuple[int, ...]] = None
     backbone_weights: Optional[str] = None
+    unet_stages: str = "doubling"
     bn_momentum: float = 0.9
     # optimisation
     epochs: int = 100
     pretrain_epochs: Optional[int] = None
     freeze_encoder_epochs: int = 0
+    pretrain_transfer: str = "all_but_classifier"
     steps_per_epoch: int = 0
     batch_size: int = 12
     learning_rate: float = 2e-4
-    loss_weighting: str = "inverse_square"
+    loss_weighting: str = "inverse"
+    selection_metric: str = "per_frame_dice"
     patience: int = 20
     # input pipeline
     image_size: int = 256
@@ -129,6 +156,8 @@ class TrainConfig:
     splits: str = ""
     split_seed: int = 0
     test_fraction: float = 0.2
+    n_test_cases: Optional[int] = None
+    test_both_labels: bool = False
     repeats: int = 10
     folds: int = 3
     # the embedded phantom (when `data` is empty)
@@ -157,7 +186,9 @@ class TrainConfig:
 
         for field, choices in (("scheme", SCHEMES), ("arch", ARCHS), ("head", HEADS),
                                ("loss_weighting", LOSS_WEIGHTINGS), ("phantom_preset", PHANTOM_PRESETS),
-                               ("strategy", STRATEGIES), ("postprocess", POSTPROCESS_PRESETS)):
+                               ("strategy", STRATEGIES), ("postprocess", POSTPROCESS_PRESETS),
+                               ("pretrain_transfer", PRETRAIN_TRANSFERS), ("unet_stages", UNET_STAGES),
+                               ("selection_metric", SELECTION_METRICS)):
             value = getattr(self, field)
             if value not in choices:
                 fail(field, f"{value!r} is unknown; valid: {', '.join(choices)}")
@@ -168,6 +199,8 @@ class TrainConfig:
         for field, low in minimum.items():
             if getattr(self, field) < low:
                 fail(field, f"must be >= {low}, got {getattr(self, field)}")
+        if self.n_test_cases is not None and self.n_test_cases < 1:
+            fail("n_test_cases", f"must be >= 1 (or null: test_fraction of the cases), got {self.n_test_cases}")
         if self.pretrain_epochs is not None and self.pretrain_epochs < 1:
             fail("pretrain_epochs", f"must be >= 1 (or null: same as epochs), got {self.pretrain_epochs}")
         if self.repeat >= self.repeats:
@@ -207,6 +240,8 @@ class TrainConfig:
             options["aspp_rates"] = tuple(self.aspp_rates)
         if self.backbone_weights is not None:
             options["backbone_weights"] = self.backbone_weights
+        if self.arch == "unet_res":
+            options["stages"] = self.unet_stages
         return options
 
     def shaping_fields(self) -> dict:
@@ -225,12 +260,15 @@ class TrainConfig:
         return f"{self.scheme}-{self.arch}{lam}-r{self.repeat}f{self.fold}-{self.fingerprint()}"
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+def load_config(path: str | Path | None = None, overrides: dict | None = None, saved_run: bool = False
+                ) -> TrainConfig:
     """Defaults, then the YAML file at `path` (relative paths inside it resolved against its folder), then
-    `overrides` ({field: value}, e.g. from CLI flags; checked like YAML values)."""
+    `overrides` ({field: value}, e.g. from CLI flags; checked like YAML values). `saved_run`: `path` is a run
+    folder's config.yaml, whose missing fields (written before they existed) take `LEGACY_DEFAULTS`, the behaviour
+    of that run, so an old run is never mistaken for a new one."""
     from ivus_tf.core.config import from_mapping
 
-    config = TrainConfig()
+    config = dataclasses.replace(TrainConfig(), **LEGACY_DEFAULTS) if saved_run else TrainConfig()
     if path is not None:
         config = load_yaml(TrainConfig, path, base=config)
         folder = Path(path).resolve().parent

@@ -24,6 +24,11 @@ Two Keras workarounds (keras-team/keras#20585), applied to the model instance by
 `ivus_tf.compat` with their reasons: a build from zeros instead of Keras's own pre-`fit` pass over the data (which
 reshuffles a seeded dataset, and fails under MultiWorkerMirroredStrategy), and step logs of shape [1] under
 MultiWorkerMirroredStrategy. tests/test_distribute.py fails if either breaks.
+
+Synchronized batch norm (`ivus_tf.compat.synchronize_batch_norm`): Keras's `synchronized=True` computes the
+global variance as E[x^2] - E[x]^2, which cancels catastrophically where a channel's mean is large against its
+spread (one distributed step of the tiny test U-Net differed from the single-device step by 3 % of the update);
+the statistics are taken in two all-reduced passes instead (mean, then squared deviations), as on one device.
 """
 
 from __future__ import annotations

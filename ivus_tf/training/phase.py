@@ -3,8 +3,10 @@
 A phase (`ivus_tf.training.schemes.Phase`) trains one model whose heads are the phase's tasks with the
 generalized Dice loss per task (`loss_weights` = lambda for calcium, 1 for wall-lumen; Keras passes each task its
 [B] frame weights from the pipeline) and Adam. Validation runs every epoch on the validation fold at the training
-resolution (streaming `TaskDice`, pooled over the fold); `PhaseCheckpoint` keeps the best epoch by the monitored
-Dice, stops after `patience` epochs without improvement and writes the resumable checkpoint.
+resolution (streaming `FrameDice`, the mean per-frame Dice with the test's empty rules, and `TaskDice`, pooled over
+the fold; both logged); `PhaseCheckpoint` keeps the best epoch by the one `selection_metric` names, stops after
+`patience` epochs without improvement and writes the resumable checkpoint. A phase that starts from an earlier
+phase's model (`weights_from`) copies its weights (`transfer`) before its first epoch.
 
 Resume: the training dataset is infinite and deterministic for a seed (tf.data seeds, stateless augmentation
 keyed by the batch counter), so a phase resumed at epoch e skips e x steps batches and sees exactly the batches
@@ -31,11 +33,12 @@ from ivus_tf.core.tf_import import import_tensorflow
 import_tensorflow()  # quietly, before Keras imports it
 import keras  # noqa: E402
 
+from ivus_tf import compat  # noqa: E402
 from ivus_tf.augment_config import augment_fields
 from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset, make_train_dataset, train_streams
-from ivus_tf.keras_metrics import TaskDice, task_dice_metrics
+from ivus_tf.keras_metrics import task_dice_metrics
 from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
-from ivus_tf.models.build import ENCODER_NAME, build_model, iter_layers, transfer_encoder_weights
+from ivus_tf.models.build import ENCODER_NAME, build_model, iter_layers, transfer_weights
 from ivus_tf.run_folder import RunFolder
 from ivus_tf.training.callbacks import EpochLine, FiniteLossGuard, PhaseCheckpoint, TensorBoard
 from ivus_tf.training.config import TrainConfig
@@ -56,13 +59,15 @@ def pipeline_config(config: TrainConfig, tasks: Sequence[str], train: bool = Tru
 
 def build_phase_model(config: TrainConfig, phase: Phase, synchronized: bool = False) -> keras.Model:
     """The phase's model, every batch norm layer with momentum `config.bn_momentum` (saved in its config) and,
-    with `synchronized` (training under a strategy with several replicas), statistics over the global batch."""
+    with `synchronized` (training under a strategy with several replicas), statistics over the global batch
+    (`ivus_tf.compat.synchronize_batch_norm`: Keras's own synchronized variance cancels catastrophically)."""
     model = build_model(config.arch, phase.tasks, (config.image_size, config.image_size, 1), width=config.width,
                         head=config.head, name=f"{config.arch}_{phase.name}", **config.model_options())
     for layer in iter_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
-            layer.synchronized = synchronized
+            if synchronized:
+                compat.synchronize_batch_norm(layer)
     return model
 
 
@@ -72,7 +77,7 @@ def phase_metrics(tasks: Sequence[str]) -> dict:
     if len(tasks) > 1:
         return metrics
     task = tasks[0]
-    return {task: [TaskDice(m.class_ids, name=f"{task}_{m.name}") for m in metrics[task]]}
+    return {task: [type(m).from_config({**m.get_config(), "name": f"{task}_{m.name}"}) for m in metrics[task]]}
 
 
 def compile_phase_model(model: keras.Model, config: TrainConfig, phase: Phase, frozen: bool = False) -> None:
@@ -126,11 +131,12 @@ def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_di
     else:
         log(f"phase {phase.name}: {phase.epochs} epochs x {steps} steps of {config.batch_size} frames; "
             f"{len(cases.train)} training cases, {len(cases.val)} validation cases; selects on {phase.monitor}")
-        if phase.encoder_from:
-            source_path = run.phase(phase.encoder_from).best_model
+        if phase.weights_from:
+            source_path = run.phase(phase.weights_from).best_model
             source = keras.models.load_model(source_path, compile=False)
-            count = transfer_encoder_weights(source, model)
-            log(f"phase {phase.name}: encoder initialised from {source_path} ({count} weights)")
+            count = transfer_weights(source, model, phase.transfer)
+            what = "encoder" if phase.transfer == "encoder" else "every weight but the classifier"
+            log(f"phase {phase.name}: {what} initialised from {source_path} ({count} weight tensors)")
     train_data = make_train_dataset(records_dir, cases.train, pipeline_config(config, phase.tasks))
     val_data = make_eval_dataset(records_dir, cases.val, pipeline_config(config, phase.tasks, train=False))
     if strategy is not None:

@@ -101,7 +101,9 @@ def plan_run(config: TrainConfig, log: Callable[[str], None] = print) -> RunPlan
     splits_path = Path(config.splits).expanduser() if config.splits else records.parent / f"{records.name}-splits.json"
     try:
         splits = load_or_create_splits(splits_path, case_tasks_from_index(index), test_fraction=config.test_fraction,
-                                       repeats=config.repeats, folds=config.folds, seed=config.split_seed)
+                                       n_test_cases=config.n_test_cases, repeats=config.repeats,
+                                       folds=config.folds, seed=config.split_seed,
+                                       test_both_labels=config.test_both_labels)
     except OSError as error:
         where = "" if config.splits else " beside the records"
         raise InputError(f"{splits_path}: cannot write the splits file{where} ({error.strerror or error}); pass "
@@ -220,8 +222,8 @@ def _progress(plan: RunPlan) -> list[int]:
 
 def _hparams(config: TrainConfig) -> dict:
     keys = ("scheme", "arch", "lam", "width", "head", "image_size", "batch_size", "learning_rate", "epochs",
-            "pretrain_epochs", "freeze_encoder_epochs", "patience", "calcium_fraction", "loss_weighting",
-            "appearance_augmentation", "repeat", "fold", "seed")
+            "pretrain_epochs", "freeze_encoder_epochs", "pretrain_transfer", "patience", "calcium_fraction",
+            "loss_weighting", "selection_metric", "appearance_augmentation", "repeat", "fold", "seed")
     values = to_mapping(config)
     return {key: (values[key] if values[key] is not None else "same as epochs") for key in keys}
 
@@ -300,6 +302,8 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
                      "stopped_early": states[phase.name].stopped_early}
         for phase in plan.phases}
     metrics["run"] = {"scheme": config.scheme, "arch": config.arch, "repeat": config.repeat, "fold": config.fold,
+                      "seed": config.seed, "selection_metric": config.selection_metric,
+                      "pretrain_transfer": config.pretrain_transfer if config.scheme == "pretrain" else None,
                       "records": str(plan.records_dir), "splits": str(plan.splits_path),
                       "package_version": __version__}
     write_metrics_json(run.metrics_path, metrics)

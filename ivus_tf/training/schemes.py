@@ -2,15 +2,17 @@
 
 1. `calcium`: one phase, the calcium head only, trained on calcium-labelled frames.
 2. `pretrain`: phase `wall_lumen` trains a wall-lumen model (lumen / vessel wall) on wall-lumen frames; phase
-   `calcium` then builds a calcium model, copies the encoder of the selected wall-lumen model into it
-   (`ivus_tf.models.transfer_encoder_weights`) and fine-tunes on calcium frames, the whole network trainable unless
-   `freeze_encoder_epochs` keeps the encoder frozen for the first epochs.
+   `calcium` then builds a calcium model, copies into it what the selected wall-lumen model learned
+   (`ivus_tf.models.transfer_weights`, `pretrain_transfer`: every weight but the classifier by default, or the
+   encoder only) and fine-tunes on calcium frames, the whole network trainable unless `freeze_encoder_epochs`
+   keeps the encoder frozen for the first epochs.
 3. `multitask`: one phase, a shared encoder with both heads, batches mixing calcium and wall-lumen frames
    (`calcium_fraction`), loss `lam * L_calcium + L_wall_lumen`.
 
 Every phase selects its model by the best validation Dice of its `monitor_task` (calcium, or for wall-lumen
-pre-training the mean Dice of lumen and vessel wall) with early stopping, and is checkpointed and logged under its
-own name (`checkpoints/<phase>/`, `tb/<phase>/`). The last phase's selected model is the run's model.
+pre-training the mean Dice of lumen and vessel wall), per frame or pooled (`selection_metric`), with early stopping,
+and is checkpointed and logged under its own name (`checkpoints/<phase>/`, `tb/<phase>/`). The last phase's selected
+model is the run's model.
 
 `check_data` says, before anything trains, whether the records and the split give every phase what it needs.
 This module does not import TensorFlow.
@@ -37,26 +39,32 @@ class Phase:
     epochs: int
     lam: float = 1.0
     freeze_encoder_epochs: int = 0
-    encoder_from: str | None = None
+    weights_from: str | None = None  # the earlier phase whose selected model initialises this one
+    transfer: str = "all_but_classifier"  # what it takes from it (`ivus_tf.models.transfer_weights` scope)
+    selection_metric: str = "per_frame_dice"
 
     @property
     def monitor(self) -> str:
         """The Keras log key of the selection metric (`ivus_tf.keras_metrics.task_dice_metrics`)."""
-        return f"val_{self.monitor_task}_dice"
+        kind = "frame_dice" if self.selection_metric == "per_frame_dice" else "dice"
+        return f"val_{self.monitor_task}_{kind}"
 
 
 def calcium_phases(config: TrainConfig) -> tuple[Phase, ...]:
-    return (Phase(CALCIUM, (CALCIUM,), CALCIUM, config.epochs),)
+    return (Phase(CALCIUM, (CALCIUM,), CALCIUM, config.epochs, selection_metric=config.selection_metric),)
 
 
 def pretrain_phases(config: TrainConfig) -> tuple[Phase, ...]:
-    return (Phase(WALL_LUMEN, (WALL_LUMEN,), WALL_LUMEN, config.wall_lumen_epochs),
+    return (Phase(WALL_LUMEN, (WALL_LUMEN,), WALL_LUMEN, config.wall_lumen_epochs,
+                  selection_metric=config.selection_metric),
             Phase(CALCIUM, (CALCIUM,), CALCIUM, config.epochs,
-                  freeze_encoder_epochs=min(config.freeze_encoder_epochs, config.epochs), encoder_from=WALL_LUMEN))
+                  freeze_encoder_epochs=min(config.freeze_encoder_epochs, config.epochs), weights_from=WALL_LUMEN,
+                  transfer=config.pretrain_transfer, selection_metric=config.selection_metric))
 
 
 def multitask_phases(config: TrainConfig) -> tuple[Phase, ...]:
-    return (Phase("multitask", (CALCIUM, WALL_LUMEN), CALCIUM, config.epochs, lam=config.lam),)
+    return (Phase("multitask", (CALCIUM, WALL_LUMEN), CALCIUM, config.epochs, lam=config.lam,
+                  selection_metric=config.selection_metric),)
 
 
 SCHEME_PHASES: dict[str, Callable[[TrainConfig], tuple[Phase, ...]]] = {  # keys: ivus_tf.core.vocab.SCHEMES
