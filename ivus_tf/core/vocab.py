@@ -37,6 +37,7 @@ PRETRAIN_TRANSFERS = ("all_but_classifier", "encoder")
 UNET_STAGES = ("doubling", "wide_bottom")  # U-Net Res stage-channel designs (ivus_tf.models.unet_res)
 # What a training phase selects its epoch on: the test's mean per-frame Dice, or one Dice pooled over the fold.
 SELECTION_METRICS = ("per_frame_dice", "pooled_dice")
+LR_SCHEDULES = ("constant", "poly")
 
 
 def check_task(task, where: str = "") -> str:

@@ -36,6 +36,23 @@ class TensorBoard(keras.callbacks.TensorBoard):
         super().on_test_end({})  # what Keras does after validating, with nothing to write again
 
 
+def poly_learning_rate(initial: float, epochs: int, exponent: float = 0.9) -> Callable[[int], float]:
+    """nnU-Net's polynomial decay as a function of the 0-based epoch: `initial * (1 - epoch / epochs) ** exponent`."""
+    def rate(epoch: int, _current=None) -> float:
+        return float(initial * (1.0 - min(epoch, epochs) / epochs) ** exponent)
+    return rate
+
+
+def learning_rate_callbacks(schedule: str, initial: float, epochs: int) -> list:
+    """The Keras callbacks that apply `schedule` over a phase of `epochs` epochs (none for `constant`). The rate
+    depends only on the epoch index, so a resumed phase continues on the same curve."""
+    if schedule == "constant":
+        return []
+    if schedule == "poly":
+        return [keras.callbacks.LearningRateScheduler(poly_learning_rate(initial, epochs))]
+    raise ValueError(f"unknown lr_schedule {schedule!r}")
+
+
 HEADLINE_METRICS = ("loss", "calcium_dice", "wall_lumen_dice")
 
 

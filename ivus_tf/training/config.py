@@ -44,6 +44,9 @@ Notes on a few fields:
   weights that validation in inference mode collapsed (quickstart: validation lumen Dice 0.03 in inference mode
   vs 0.93 with batch statistics); validation selects the model, so this matters.
 * `steps_per_epoch`: 0 = one pass over the phase's training frames.
+* `lr_schedule`: `constant` (the paper's Adam at `learning_rate` throughout, default) or `poly` (nnU-Net's
+  decay: epoch e of a phase of E epochs trains at `learning_rate * (1 - e / E) ** 0.9`; each phase starts again
+  at `learning_rate`). `ivus_tf.training.callbacks.poly_learning_rate`.
 * `patience`: epochs without a better validation Dice before a phase stops early (0: never stop early).
 * `rule_baseline`: fit the calcium rule (bright leading edge + shadow, `ivus_tf.baselines`) on the run's calcium
   training cases and score it on the test cases next to the model, in metrics.json (`calcium.rule_baseline`); a
@@ -79,7 +82,8 @@ from typing import Optional
 from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig, augment_fields
 from ivus_tf.core.config import load_yaml, to_mapping
 from ivus_tf.core.errors import InputError
-from ivus_tf.core.vocab import ARCHS, HEADS, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS, UNET_STAGES
+from ivus_tf.core.vocab import (ARCHS, HEADS, LR_SCHEDULES, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS,
+                                UNET_STAGES)
 from ivus_tf.postprocess import PRESETS as _POSTPROCESS
 from ivus_tf.training.distribute import STRATEGIES
 
@@ -124,6 +128,7 @@ class TrainConfig:
     steps_per_epoch: int = 0
     batch_size: int = 12
     learning_rate: float = 2e-4
+    lr_schedule: str = "constant"
     loss_weighting: str = "inverse"
     selection_metric: str = "per_frame_dice"
     patience: int = 20
@@ -188,7 +193,7 @@ class TrainConfig:
                                ("loss_weighting", LOSS_WEIGHTINGS), ("phantom_preset", PHANTOM_PRESETS),
                                ("strategy", STRATEGIES), ("postprocess", POSTPROCESS_PRESETS),
                                ("pretrain_transfer", PRETRAIN_TRANSFERS), ("unet_stages", UNET_STAGES),
-                               ("selection_metric", SELECTION_METRICS)):
+                               ("selection_metric", SELECTION_METRICS), ("lr_schedule", LR_SCHEDULES)):
             value = getattr(self, field)
             if value not in choices:
                 fail(field, f"{value!r} is unknown; valid: {', '.join(choices)}")
@@ -246,8 +251,11 @@ class TrainConfig:
 
     def shaping_fields(self) -> dict:
         """{field: value} of what shapes the run: all but `_NOT_HASHED`, and the augmentation fields only while
-        `appearance_augmentation` is on (so configs without it keep the hash they had before it existed)."""
+        `appearance_augmentation` is on and `lr_schedule` only when not `constant` (so configs without them keep the hash
+        they had before they existed)."""
         skip = _NOT_HASHED + (() if self.appearance_augmentation else AUGMENT_FIELDS)
+        if self.lr_schedule == "constant":  # configs from before the field existed keep their hash
+            skip += ("lr_schedule",)
         return {k: v for k, v in to_mapping(self).items() if k not in skip}
 
     def fingerprint(self) -> str:

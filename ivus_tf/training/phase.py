@@ -40,7 +40,8 @@ from ivus_tf.keras_metrics import task_dice_metrics
 from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
 from ivus_tf.models.build import ENCODER_NAME, build_model, iter_layers, transfer_weights
 from ivus_tf.run_folder import RunFolder
-from ivus_tf.training.callbacks import EpochLine, FiniteLossGuard, PhaseCheckpoint, TensorBoard
+from ivus_tf.training.callbacks import (EpochLine, FiniteLossGuard, PhaseCheckpoint, TensorBoard,
+                                       learning_rate_callbacks)
 from ivus_tf.training.config import TrainConfig
 from ivus_tf.training.distribute import make_strategy, prepare_for_fit, replicas, shard_by_data
 from ivus_tf.training.schemes import Phase, PhaseCases
@@ -148,7 +149,8 @@ def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_di
         return twin
 
     tb_dir = run.tb_phase_dir(phase.name)
-    standard = [TensorBoard(str(tb_dir), write_graph=False, profile_batch=0)]
+    standard = [*learning_rate_callbacks(config.lr_schedule, config.learning_rate, phase.epochs),
+                TensorBoard(str(tb_dir), write_graph=False, profile_batch=0)]
     standard += _image_callbacks(config, phase, records_dir, cases.val, tb_dir)
     verbose = 1 if sys.stdout.isatty() else 0  # progress bar on a terminal, one short line per epoch otherwise
     # before PhaseCheckpoint, so that its line follows the epoch's
