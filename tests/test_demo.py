@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from ivus_tf.demo import main, run_demo
+
+pytestmark = pytest.mark.slow  # renders a phantom and builds records, ~10 s
 
 
 def test_demo_end_to_end_and_resumes(tmp_path, capsys):

@@ -78,6 +78,7 @@ def single_device_run(records, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_single_device(records, tmp_path):
     """One SGD step of the multitask model on one global batch: the update under MirroredStrategy over 2 replicas
     equals the single-device update (without the loss's all-reduce it is off by half the update itself)."""
@@ -88,6 +89,7 @@ def test_mirrored_step_equals_single_device(records, tmp_path):
     assert result["max_update_difference"] < 1e-3 * result["max_update"]  # float rounding (measured 4e-5)
 
 
+@pytest.mark.slow
 def test_mirrored_training_matches_single_device(records, single_device_run, tmp_path):
     out = tmp_path / "run"
     output = finish(start([records, out, "mirrored", 2]))
@@ -96,6 +98,7 @@ def test_mirrored_training_matches_single_device(records, single_device_run, tmp
     assert (out / "done.json").is_file() and (out / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_multiworker_training_matches_single_device(records, single_device_run, tmp_path):
     """Two worker processes on loopback ports train one run together (the keras#20585 workaround in use): the
     chief writes the run folder, worker 1 its own copy beside it, and both match single-device training. Restarted
@@ -158,6 +161,7 @@ def test_only_the_chief_writes_the_run_folder(monkeypatch):
     assert worker_run_dir("/g/runs/x", "multiworker") == "/g/runs/x" and is_chief()
 
 
+@pytest.mark.slow
 def test_global_batch_must_split_evenly_over_the_replicas(records, tmp_path):
     """An odd global batch over 2 replicas: one line before anything trains, nothing written."""
     script = ("import sys, dataclasses; sys.argv[1:] = []\n"

@@ -193,6 +193,7 @@ def save_legacy_h5(model: keras.Model, path) -> None:
 
 @pytest.mark.parametrize("filename", ["resnet50_notop.weights.h5",
                                       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"])
+@pytest.mark.slow
 def test_backbone_weights_load_by_name_and_compute_resnet50_features(tmp_path, filename):
     reference = resnet50()
     perturb_weights(reference)
@@ -258,6 +259,7 @@ def test_transfer_encoder_weights_between_deeplab_models():
     np.testing.assert_array_equal(target.get_layer("decoder_conv3x3_conv").get_weights()[0], decoder_before)
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_reduce_the_loss():
     keras.utils.set_random_seed(0)
     model = small_model(aspp_dropout=0.0)  # no dropout noise in a 3-step loss comparison
