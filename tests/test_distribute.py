@@ -3,7 +3,8 @@ processes give what single-device training gives (ivus_tf/training/distribute.py
 
 Each distributed run is its own process (tests/distribute_worker.py): logical devices must be configured before
 TensorFlow starts, and a multi-worker cluster is one process per worker. The tiny runs are tests/test_train_run.py's
-(U-Net Res width 1/16, multitask, 2 epochs of 2 steps of 4 frames, eager).
+(U-Net Res width 1/16, multitask, 2 epochs of 1 step of 4 frames, eager: the second epoch starts from a
+distributed update).
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ TINY_TRAIN = """\
     run_eagerly: true
 """
 
+# The tests of worker processes, shards and clusters check who trains and records which run, not training itself:
+# one step of one epoch per run (each process still starts TensorFlow, builds, trains, evaluates and saves).
+ONE_STEP = "train_overrides: {epochs: 1, steps_per_epoch: 1}\n"
+
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
@@ -392,7 +396,7 @@ def test_list_shows_what_is_recorded(killed_grid, capsys):
 
 @pytest.mark.slow
 def test_devices_run_one_worker_per_device_and_each_run_once(tmp_path, records):
-    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: 2\nrepeats: 1\n")
+    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: 2\nrepeats: 1\n" + ONE_STEP)
     grid_dir = tmp_path / "G"
     result = subprocess.run([sys.executable, "-m", "ivus_tf.grid", "--config", str(path), "--out", str(grid_dir),
                              "--devices", "cpu,cpu"], capture_output=True, text=True, cwd=ROOT,
@@ -407,7 +411,7 @@ def test_devices_run_one_worker_per_device_and_each_run_once(tmp_path, records):
 
 @pytest.mark.slow
 def test_two_shards_at_once_write_disjoint_lines(tmp_path, records):
-    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: 2\nrepeats: 1\n")
+    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: 2\nrepeats: 1\n" + ONE_STEP)
     grid_dir = tmp_path / "G"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     shards = [subprocess.Popen([sys.executable, "-m", "ivus_tf.grid", "--config", str(path), "--out", str(grid_dir),
@@ -425,7 +429,7 @@ def test_a_multiworker_grid_trains_each_run_on_both_workers_and_the_chief_record
     """`--strategy multiworker` with two local worker processes (TF_CONFIG, loopback ports): every worker enters
     every run (no claiming), the chief writes the run folder and the one results.jsonl line, worker 1 keeps its copy
     in `<run>.worker-1`. tests/test_distribute.py checks that such training equals single-device training."""
-    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: [0]\nrepeats: 1\n")
+    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: [0]\nrepeats: 1\n" + ONE_STEP)
     grid_dir = tmp_path / "G"
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     workers = []
