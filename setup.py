@@ -19,7 +19,7 @@ setup(
     # TensorFlow comes through an extra because the CPU and CUDA builds are different distributions:
     # pip install "ivus-tf[cpu]" or "ivus-tf[gpu]". Not tensorflow-addons (dead), keras-cv or keras-hub.
     install_requires=[
-        "keras>=3.10,<4",
+        "keras>=3.15,<3.16",  # the private APIs of ivus_tf.compat are pinned by tests for this range only
         "tensorboard==2.21.*",
         "numpy>=1.26",
         "scipy>=1.11",

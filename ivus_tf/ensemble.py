@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from ivus_tf.core.errors import InputError
+from ivus_tf.export.layout import PROBABILITY_OUTPUTS
 
 __all__ = ["FLIPS", "UNCERTAINTY_FULL_SCALE", "Ensemble", "add_ensemble_arguments", "ensemble_summary_lines",
            "model_text", "uncertainty_png"]
@@ -40,7 +41,6 @@ __all__ = ["FLIPS", "UNCERTAINTY_FULL_SCALE", "Ensemble", "add_ensemble_argument
 FLIPS = {"none": (), "horizontal": (2,), "vertical": (1,), "both": (1, 2)}  # mirrored axes of [N, H, W] frames
 UNCERTAINTY_FULL_SCALE = 0.5  # the largest standard deviation of values in [0, 1]
 UNCERTAINTY_PNG_MAX = 65535
-PROBABILITY_OUTPUTS = {"calcium": "calcium_probability", "wall_lumen": "wall_lumen_probability"}
 
 
 def uncertainty_png(std: np.ndarray) -> np.ndarray:

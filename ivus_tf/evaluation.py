@@ -1,18 +1,10 @@
 """Evaluating a trained model on whole cases: per-frame Dice and average Hausdorff distance at ORIGINAL resolution.
 
-Bargsten et al. (CDBME 2021) report Dice and average Hausdorff distance in mm per frame. The model sees frames
-resized to S x S, but a distance in mm only means something on the frame's own pixel grid, so for every frame:
-
-1. the model runs on the S x S input of `ivus_tf.data.make_eval_dataset` (the validation input, batched);
-2. each task's softmax PROBABILITIES are resized back to the frame's original H x W with `tf.image.resize`,
-   bilinear, half-pixel centres (TF 2's only convention), no antialiasing: the same operator and convention the
-   pipeline used to bring the image to S x S, so there-and-back is the same mapping of pixel centres (corner-aligned
-   resizing would shift every contour by up to half an S x S pixel). Resizing probabilities, not label maps, keeps
-   the contours smooth instead of blocky;
-3. argmax gives the label map, compared with the original-resolution ground truth read back from the records
-   (`iterate_frames`) by `ivus_tf.metrics` with the frame's `pixel_spacing_mm`.
-
-Only frames carrying a task's label count for that task (a calcium-only frame says nothing about the lumen).
+The model sees frames resized to S x S, but a distance in mm only means something on the frame's own pixel grid:
+each task's softmax probabilities are resized back to the frame's H x W with the pipeline's operator
+(`tf.image.resize`, bilinear, half-pixel centres, no antialiasing; resizing probabilities, not labels, keeps the
+contours smooth), argmax gives the label map, and `ivus_tf.metrics` scores it against the original-resolution
+ground truth. Only frames carrying a task's label count for that task. Definitions: docs/metrics.md.
 
 4. with `postprocess` (a `PostprocessConfig`; training runs pass their `postprocess` preset, "default" unless
    the config says "none"), the label maps of all tasks of a frame are also cleaned (`ivus_tf.postprocess`:
@@ -24,9 +16,7 @@ Only frames carrying a task's label count for that task (a calcium-only frame sa
 `evaluate_model` returns the content of metrics.json (`write_metrics_json` writes it atomically, NaN as null):
 
     {"tasks": [...], "case_ids": [...], "image_size": S, "points": "all", "empty": "diagonal",
-     "num_frames": N,                        # frames carrying a label of at least one task
-     "frames_per_task": {task: n},
-     "metric_definitions": {name: text},
+     "num_frames": N, "frames_per_task": {task: n}, "metric_definitions": {name: text},
      "calcium": SECTION,                     # calcium in tasks; from `rule_baseline` (training runs) also
                                              # "rule_baseline": RULE
      "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION,  # wall_lumen
@@ -40,9 +30,6 @@ Only frames carrying a task's label count for that task (a calcium-only frame sa
 
     RULE = {"params": RuleParams dict, "fitted_on": {"case_ids", "frames", "mean_dice"}, "seconds": fit time,
             "frames": [...], "summary": ..., "per_case": ...}   # the calcium rule, scored like SECTION
-
-"vessel" is the area inside the external elastic membrane (labels 1 | 2); "wall_lumen_mean" is the mean of lumen
-and vessel wall per frame (the paper's Figure 4; its frames carry no "empty_case").
 """
 
 from __future__ import annotations
@@ -63,6 +50,7 @@ from ivus_tf.core.vocab import check_tasks
 from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset
 from ivus_tf.data.records import iterate_frames
 from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, postprocess_frame
+from ivus_tf.run_folder import PREDICTION_SCALE, prediction_path
 
 tf = import_tensorflow()
 
@@ -72,8 +60,6 @@ __all__ = ["SECTIONS", "evaluate_model", "format_summary", "predict_nothing_base
 WALL_LUMEN_REGIONS = ("lumen", "vessel_wall", "vessel")
 WALL_LUMEN_MEAN = "wall_lumen_mean"
 SECTIONS = {"calcium": ("calcium",), "wall_lumen": WALL_LUMEN_REGIONS + (WALL_LUMEN_MEAN,)}
-_PREDICTION_SUFFIX = {"calcium": "_calcium.png", "wall_lumen": "_wall_lumen.png"}
-_PREDICTION_SCALE = {"calcium": 255, "wall_lumen": 1}  # the manifest's mask formats: calcium 0/255, wall 0/1/2
 
 
 def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -143,9 +129,9 @@ def _section(frames: list[dict], case_ids: Sequence[str]) -> dict:
 
 
 def _write_prediction(folder: Path, case_id: str, frame_id: str, task: str, labels: np.ndarray) -> None:
-    path = folder / case_id / f"{frame_id}{_PREDICTION_SUFFIX[task]}"
+    path = prediction_path(folder, case_id, frame_id, task)
     path.parent.mkdir(exist_ok=True)
-    if not cv2.imwrite(str(path), (labels * _PREDICTION_SCALE[task]).astype(np.uint8)):
+    if not cv2.imwrite(str(path), (labels * PREDICTION_SCALE[task]).astype(np.uint8)):
         raise OSError(f"{path}: could not write the prediction PNG")
 
 

@@ -1,25 +1,10 @@
-"""Streaming Keras metrics for monitoring training: the Dice of a task's classes over a whole epoch.
+"""Streaming Keras metric for monitoring training: the pooled Dice of a task's classes over a whole epoch.
 
-`TaskDice` accumulates, per chosen class c and over every batch of the epoch, the intersection
-I_c = sum_b f_b |pred_b = c AND true_b = c| and the total T_c = sum_b f_b (|pred_b = c| + |true_b = c|), where pred
-is the argmax of the softmax output and f_b the frame weight (the pipeline's per-task sample weight: 1 where the
-frame carries that task's label, 0 where it does not, so frames without the task's label are ignored entirely).
-The result is the pooled Dice 2 I_c / T_c (one number over all pixels of the epoch, not a mean of per-frame
-Dice), averaged over the chosen classes. It is a monitoring number (TensorBoard, checkpoint selection); the paper's
-per-frame Dice and average Hausdorff distance at the original resolution are computed from numpy masks by
-`ivus_tf.metrics`.
-
-Empty rules, tested:
-* a class with no pixel in targets nor predictions over all labelled frames of the epoch (T_c = 0) has Dice 1.0:
-  the model correctly found nothing, and the pooled Dice's limit is 1; this only happens when the whole validation
-  set lacks the class, where any other value would be arbitrary too;
-* no labelled frame at all since the last reset: NaN (nothing was measured; shown as nan, never a made-up score).
-
-Keras 3 passes sample weights only to `weighted_metrics`: compile with `weighted_metrics=task_dice_metrics(tasks)`.
-Under `metrics=` the metric would receive no weights and count the all-zero targets of unlabelled frames as
-background, so by default it refuses to run without `sample_weight` (`require_sample_weight=False` lifts that for
-data where every frame is labelled). Sums are float32 (pixel counts are summed per batch first, so the pooled
-sums of an epoch lose at most ~1e-7 relative).
+`TaskDice` sums intersections and totals of the argmax prediction over every labelled frame of the epoch (frame
+weight > 0) and reports the pooled Dice, averaged over the chosen classes: 1 for a class absent from targets and
+predictions, NaN when no labelled frame was seen. It selects checkpoints and feeds TensorBoard; the paper's
+per-frame metrics are `ivus_tf.metrics`. Compile with `weighted_metrics=task_dice_metrics(tasks)` (Keras 3 passes
+sample weights only there). Definitions: docs/metrics.md.
 """
 
 from __future__ import annotations

@@ -1,52 +1,11 @@
 """Generalized Dice loss (Sudre et al. 2017) over the batch, per task, and the multi-task loss of Bargsten et al. 2021.
 
-For one task with C classes, softmax probabilities p, one-hot ground truth g and frame weights f (the pipeline's
-per-task sample weights: 1 where the frame carries the task's label, else 0; fractional values are accepted):
-
-    I_c = sum_b f_b sum_i p_bic g_bic          A_c = sum_b f_b sum_i g_bic          P_c = sum_b f_b sum_i p_bic
-    GDL = 1 - 2 sum_c w_c I_c / sum_c w_c (P_c + A_c)
-
-with the sums over every pixel of every labelled frame of the batch ("over the batch", as Sudre et al. define it:
-one number per batch, not a mean of per-frame losses), and class weights from the inverse ground-truth area:
-`weighting="inverse_square"`: w_c = 1 / A_c^2 (Sudre's definition, the default); `"inverse"`: w_c = 1 / A_c (the
-wording of Bargsten et al.). GDL is unchanged when every w_c is scaled by one factor, so the weights are computed as
-(A_min / A_c)^k, A_min being the smallest present area: the same loss, without the 1e-12 values that 1 / A^2 takes
-for a batch of 12 frames of 256 x 256 pixels.
-
-Absent classes. A class with no ground-truth pixel in the batch (A_c = 0; common for calcium, e.g. a batch of
-calcium-labelled frames without calcified plaque) has an infinite raw weight. It gets the largest finite weight
-instead, the weight of the rarest present class (the rule of `generalised_dice_loss` in NiftyNet, the toolkit of
-Sudre et al.'s group: niftynet/layer/loss_segmentation.py). With two classes the absent class's false positives then
-cost exactly what the background's misses cost, and GDL reduces to the mean predicted probability of the absent
-class: 1e-4 for a residual softmax probability of 1e-4, 1 for predicting it everywhere. Clipping the area to 1 pixel
-instead is unusable: for 12 frames of 256 x 256 the absent class gets a weight 786,432^2 = 6e11 times the
-background's, and GDL ~ 1 - 2.5e-6 / (2.5e-6 + P_absent) is ~1 for any real softmax output (a residual probability
-of 1e-4 per pixel is P_absent = 79 pixels) and already 0.5 at P_absent = 2.5e-6: the batch's loss says nothing about
-the prediction and swamps the batches that do. Clipping to an epsilon below 1 pixel is worse still. Weights never
-depend on the predictions (no gradient flows into them).
-
-No labelled frame. When every frame weight is 0 (a batch without a frame of this task), the loss is 0 with a zero
-gradient: all weights are set to 0 and the division is guarded in the forward and the backward pass, so neither
-yields NaN.
-
-Precision. Probabilities are cast to float32 before any sum: 65,536 pixels of one 256 x 256 frame already exceed
-float16's largest value (65,504), so mixed-precision models must not sum in float16.
-
-Multi-task. `L = lambda * L_calcium + L_wall_lumen`, lambda = w_calcium / w_wall_lumen (Bargsten et al. 2021), each
-term computed only over the frames carrying that task's label. With Keras: `model.compile(loss={task:
-GeneralizedDiceLoss() ...}, loss_weights=multitask_loss_weights(lam, tasks))` and a dataset of
-`(image, {task: target}, {task: frame weights})` (`ivus_tf.data.pipeline`): Keras 3 calls each task's loss with that
-task's targets, predictions and [B] sample weights, and sums the results times the loss weights.
-
-Distributed training. Under `tf.distribute` (MirroredStrategy, MultiWorkerMirroredStrategy) each replica sees a
-share of the global batch. The class sums (I, P, A) are then summed over the replicas (`_sum_over_replicas`, an
-all-reduce whose gradient is the all-reduce of the gradients) before the ratio is taken, so every replica computes
-the GDL of the whole global batch, and with Keras's division of each replica's loss by the number of replicas the
-summed gradients equal single-device training on that batch (tested to float tolerance,
-tests/test_distribute.py). Without this, the loss would be the mean of per-replica GDLs: a different loss, and a
-calcium class present in one replica's frames and absent from another's would be weighted differently.
-
-Everything uses `keras.ops`, so the loss runs on the TensorFlow and JAX backends.
+GDL = 1 - 2 sum_c w_c I_c / sum_c w_c (P_c + A_c), the class sums taken over every pixel of every labelled frame
+of the batch (frame weights from the pipeline), w_c from the inverse ground-truth area. An absent class gets the
+largest finite weight (NiftyNet's rule), a batch without a labelled frame gives 0 with a zero gradient, sums are
+float32, and under `tf.distribute` the class sums are summed over the replicas so the loss is that of the global
+batch. The multi-task loss is `lambda * L_calcium + L_wall_lumen`. Definitions and reasons: docs/metrics.md.
+Everything uses `keras.ops` (TensorFlow and JAX backends).
 """
 
 from __future__ import annotations
@@ -55,8 +14,8 @@ from typing import Mapping, Sequence
 
 import keras
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution  # the scaling Keras applies to its own losses
 
+from ivus_tf.compat import scale_loss_for_distribution
 from ivus_tf.core.vocab import CALCIUM, TASKS, WALL_LUMEN, check_tasks
 
 WEIGHTINGS = {"inverse_square": 2.0, "inverse": 1.0}
@@ -89,7 +48,7 @@ def frame_weight_column(frame_weights):
 
 def class_sums(y_true, y_pred, frame_weights=None):
     """(I, P, A): float32 [C] intersection, predicted and ground-truth sums over all pixels of the batch, each
-    frame's contribution multiplied by its weight (see the module docstring)."""
+    frame's contribution multiplied by its weight (docs/metrics.md)."""
     probabilities = ops.cast(y_pred, "float32")
     num_classes = probabilities.shape[-1]
     if num_classes is None:
@@ -139,7 +98,7 @@ def generalized_dice_loss(y_true, y_pred, frame_weights=None, weighting: str = "
     """Generalized Dice loss over the batch (scalar float32).
 
     `y_true`: integer labels [B, ...] (or [B, ..., 1]); `y_pred`: softmax probabilities [B, ..., C] (any float
-    dtype; summed in float32); `frame_weights`: [B] (None: every frame counts 1). See the module docstring for the
+    dtype; summed in float32); `frame_weights`: [B] (None: every frame counts 1). See docs/metrics.md for the
     formula, the absent-class rule and the no-labelled-frame rule (loss 0).
     """
     intersection, predicted, area = class_sums(y_true, y_pred, frame_weights)

@@ -1,59 +1,13 @@
 """Clinical IVUS measurements of one frame and of a pullback, from predicted (or annotated) masks.
 
-Pure numpy functions over 2-D masks plus the frame's pixel spacing (mm per pixel: a number, or a (row, column)
-pair), like `ivus_tf.metrics`; nothing here imports TensorFlow. Wall-lumen label maps use 0 background, 1 lumen,
-2 vessel wall (inside the EEM minus the lumen), as everywhere in the package.
-
-Areas count pixels: `area = pixels * row_spacing * column_spacing`.
-- calcium area: calcium pixels (predicted calcium is measured as is, also where it lies outside the EEM);
-- lumen area: label 1; vessel (EEM) area: labels 1 | 2; plaque burden = (EEM - lumen) / EEM * 100 %, which is
-  plaque + media area over EEM area, the IVUS convention (Mintz et al., ACC/ESC consensus); NaN without a vessel.
-
-Calcium arc (degrees): the angular extent of the calcium seen from a viewpoint inside the lumen, what a reader
-measures with a protractor centred on the lumen. Precisely: every calcium pixel is a square (its full footprint,
-not just its centre); seen from the viewpoint it covers an interval of angles (the range of its four corners'
-angles); the arc is the length of the union of these intervals on the circle, computed exactly (sorted intervals,
-running maximum of their ends), with wrap-around at 0/360 degrees. So
-- two separate calcium deposits give the sum of their extents; deposits that overlap in angle count once;
-- a thin, one-pixel, 8-connected arc is not fragmented: diagonal neighbours share a corner, so their intervals
-  touch;
-- a closed ring around the viewpoint gives 360, and so does a calcium pixel that contains the viewpoint;
-- no calcium gives 0.
-Because whole pixels count, a rasterised sector measures a little more than its continuous angle: at most
-`2 * atan(0.71 px / d)` more, d being the distance from the viewpoint to the nearest calcium pixel (under 1.7 degrees
-for calcium 1 mm from the centre at 0.02 mm per pixel; the tests pin this bound).
-Angles are measured in millimetres (row and column spacing applied), so non-square pixels give true angles.
-
-Fragments (`gap_deg`, off by default in `angular_extent_deg` / `calcium_arc_deg`; `frame_measurements` bridges
-gaps below `DEFAULT_ARC_GAP_DEG` = 20 degrees and also reports the exact union as `calcium_arc_unbridged_deg`):
-a network often predicts one calcification as several pieces separated by thin angular gaps (a speckle-dark
-spot in the bright edge, a partial shadow), and the union then under-measures the arc (a 180-degree arc in six
-pieces with 5-degree gaps measures 155). A gap in the union narrower than `gap_deg` is counted as covered when
-the calcium on its two sides lies at a similar depth: the radial distances (mm, pixel centres) of the calcium
-pixels whose footprints reach within `gap_deg` of the gap's edge, on each side, form two ranges, and the gap is
-bridged when these ranges are at most `gap_depth_mm` (default 0.5 mm) apart. So pieces of one leading edge are
-joined, two calcifications far apart in angle are not, nor a superficial and a deep deposit that happen to be
-close in angle. Bridging only adds gaps, never removes coverage: bridged >= unbridged, and both are 360 for a ring.
-
-The viewpoint (`arc_center`) is, in order of preference:
-1. "lumen": the centroid of the largest 8-connected lumen region (so a stray lumen blob or a side-branch lumen
-   does not pull it away);
-2. "vessel": when no lumen was found, the centroid of the largest vessel (labels 1 | 2) region;
-3. "image": when neither was found (or no wall-lumen labels exist, e.g. a calcium-only model), the image centre,
-   where the catheter is in a scan-converted IVUS frame.
-Which one was used is reported with each frame, so frames measured from a fallback can be reviewed or excluded.
-The calcium depth (superficial or deep, which the IVUS calcium score asks for) is assessed by
-`ivus_tf.pullback.calcium_score` from the same viewpoint.
-
-Pullback summary (`pullback_summary`): frames are taken in pullback order, one frame interval
-`dz = pullback speed / frame rate` apart, and each frame stands for the slab of vessel of length dz it was
-acquired in, so a run of k consecutive calcium frames is `k * dz` long and the calcium length is the total length
-of all runs (= frames with calcium * dz). The longest run, and the longest run of frames whose arc exceeds 270
-degrees (the calcium-score criterion "> 270 degrees for >= 5 mm" of Zhang et al., Circ Cardiovasc Interv 2021,
-which also scores 360-degree rings, calcified nodules and a vessel diameter < 3.5 mm), are reported in mm too. Runs are strictly consecutive: a single frame without
-calcium ends a run. Lengths need both the pullback speed and the frame rate and are None otherwise. In a
-non-gated pullback neighbouring frames also differ by cardiac motion, so lengths are good to about one heartbeat's
-worth of frames.
+Pure numpy functions over 2-D masks plus the pixel spacing (a number or a (row, column) pair), like
+`ivus_tf.metrics`. Per frame: calcium, lumen and vessel (EEM) areas, plaque burden, and the calcium arc, the exact
+angular extent of the calcium pixels' footprints seen from the lumen centroid (falling back to the vessel centroid,
+then the image centre, as `arc_center` reports), with thin angular gaps between pieces at a similar depth bridged
+(`gap_deg`; `frame_measurements` also reports the exact union). Per pullback (`pullback_summary`): calcium length
+and the longest runs, including the calcium score's "> 270 degrees for >= 5 mm" (Zhang et al., Circ Cardiovasc
+Interv 2021). Calcium depth is assessed by `ivus_tf.pullback.calcium_score` from the same viewpoint. Definitions:
+docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -137,7 +91,7 @@ def _largest_region_centroid(mask: np.ndarray) -> tuple[float, float] | None:
 
 
 def arc_center(shape: Sequence[int], lumen_mask=None, vessel_mask=None) -> tuple[float, float, str]:
-    """(row, column, source) of the arc's viewpoint; source is "lumen", "vessel" or "image" (module docstring)."""
+    """(row, column, source) of the arc's viewpoint; source is "lumen", "vessel" or "image" (docs/metrics.md)."""
     for source, mask in (("lumen", lumen_mask), ("vessel", vessel_mask)):
         if mask is None:
             continue
@@ -155,7 +109,7 @@ def angular_extent_deg(mask, center_rc: Sequence[float], pixel_spacing_mm=1.0, g
     """Length in degrees of the union of the angular intervals that the pixel squares of `mask` cover, seen from
     `center_rc` = (row, column) in pixel coordinates (pixel centres at integers). 360 when a pixel contains it.
     With `gap_deg` > 0, gaps narrower than that between calcium at depths at most `gap_depth_mm` apart count as
-    covered (module docstring)."""
+    covered (docs/metrics.md)."""
     mask = as_mask(mask)
     dy, dx = validate_pixel_spacing_mm(pixel_spacing_mm)
     if not (math.isfinite(gap_deg) and gap_deg >= 0) or not (math.isfinite(gap_depth_mm) and gap_depth_mm >= 0):
@@ -206,7 +160,7 @@ def _circle_segments(starts: np.ndarray, ends: np.ndarray) -> list[list[float]]:
 def _bridged_gaps(starts: np.ndarray, ends: np.ndarray, depth_mm: np.ndarray, gap: float,
                   gap_depth_mm: float) -> float:
     """Total angle (radians) of the gaps of the union narrower than `gap` whose two sides' calcium lies at depths
-    at most `gap_depth_mm` apart (module docstring)."""
+    at most `gap_depth_mm` apart (docs/metrics.md)."""
     segments = _circle_segments(starts, ends)
     if len(segments) == 1 and segments[0][1] - segments[0][0] >= _TWO_PI:
         return 0.0
@@ -242,7 +196,7 @@ def calcium_arc_deg(calcium_mask, lumen_mask=None, vessel_mask=None, pixel_spaci
                     gap_depth_mm: float = DEFAULT_ARC_GAP_DEPTH_MM) -> float:
     """Calcium arc in degrees seen from the lumen centroid (fallbacks: vessel centroid, image centre).
 
-    See the module docstring for the exact definition and gap bridging (off unless `gap_deg` > 0);
+    See docs/metrics.md for the exact definition and gap bridging (off unless `gap_deg` > 0);
     `arc_center` says which viewpoint a frame gets.
     """
     calcium = as_mask(calcium_mask, "calcium_mask")

@@ -1,34 +1,12 @@
 """Segmentation metrics of Bargsten et al. (CDBME 2021): Dice and average Hausdorff distance in millimetres.
 
-Pure functions over 2-D numpy masks plus the frame's pixel spacing (mm per pixel, at the frame's original
-resolution); nothing here imports TensorFlow. Masks may be bool, integer (nonzero = foreground) or float with
-values exactly 0 and 1 (threshold probabilities first). Wall-lumen label maps use 0 = background, 1 = lumen,
-2 = vessel wall.
-
-Average Hausdorff distance is the modified Hausdorff distance of Dubuisson & Jain (1994, the paper's [7]):
-
-    MHD(A, B) = max(d(A, B), d(B, A)),   d(A, B) = mean over a in A of min over b in B of |a - b|,
-
-with |.| the Euclidean distance between pixel centres in mm (anisotropic spacing allowed). Note that it is the
-maximum of the two directed means, not their average (as in some later "averaged Hausdorff" definitions). It is
-computed with exact Euclidean distance transforms (OpenCV's, or scipy's for anisotropic spacing) on the bounding
-box of the two masks, read only at the other set's pixels (see `_distances_to_mm`), not with pairwise distances.
-
-`points="all"` uses every foreground pixel (the default, as in [7] applied to regions); `points="boundary"` uses
-the contours: foreground pixels with at least one 4-neighbour in the background or outside the image (the
-definition of MONAI and medpy: mask minus its erosion by the 3x3 cross, the image border counting as background).
-The 4-neighbour rule gives a thin, 8-connected contour; a pixel touching the background only diagonally is
-interior.
-
-Empty masks (the rule reports must state; nnU-Net and MONAI #9095 show how dropped NaNs hide missed detections):
-
-* both empty: Dice 1, distance 0 (a correct "no calcium" frame);
-* exactly one empty: Dice 0, distance = the image diagonal in mm, sqrt((rows * dy)^2 + (cols * dx)^2), larger than
-  any distance two pixel centres of the frame can have, so a missed or invented calcification weighs as much as
-  the worst possible detection instead of vanishing from the average. `empty="nan"` returns NaN instead, for
-  reports that exclude such frames; `summarize_frames` then says how many values were left out.
-
-`empty_case` names which rule applied and `summarize_frames` counts frames per case.
+Pure functions over 2-D numpy masks plus the frame's pixel spacing (mm per pixel at the frame's original
+resolution); no TensorFlow. Masks may be bool, integer (nonzero = foreground) or float with values exactly 0 and 1.
+The average Hausdorff distance is the modified Hausdorff distance of Dubuisson & Jain (1994): the maximum of the
+two directed mean distances, computed exactly with distance transforms (`_distances_to_mm`), over every foreground
+pixel (`points="all"`) or the 4-neighbour contours (`"boundary"`). Empty masks follow an explicit rule (both empty: Dice 1, distance 0;
+one empty: Dice 0, distance = the image diagonal, or NaN with `empty="nan"`), reported per frame (`empty_case`)
+and counted by `summarize_frames`. Definitions and reasons: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -146,7 +124,7 @@ def image_diagonal_mm(shape: Sequence[int], pixel_spacing_mm) -> float:
 
 
 def directed_mean_distances_mm(pred, target, pixel_spacing_mm, *, points: str = "all") -> tuple[float, float]:
-    """(d(pred, target), d(target, pred)) in mm for two non-empty masks; see the module docstring."""
+    """(d(pred, target), d(target, pred)) in mm for two non-empty masks; see docs/metrics.md."""
     pred, target = _mask_pair(pred, target)
     spacing = validate_pixel_spacing_mm(pixel_spacing_mm)
     _check_choice(points, "points", POINT_SETS)

@@ -1,4 +1,4 @@
-"""TensorBoard extras for training: contour images of validation frames, the learning rate, and HParams.
+"""TensorBoard extras for training: contour images of validation frames and HParams.
 
 Next to Keras' own `keras.callbacks.TensorBoard(log_dir)` (scalars in `log_dir/train` and `log_dir/validation`):
 
@@ -6,12 +6,9 @@ Next to Keras' own `keras.callbacks.TensorBoard(log_dir)` (scalars in `log_dir/t
   the true contours (green, dashed) and the predicted ones (calcium red, lumen yellow, vessel/EEM cyan), one image
   tag per task ("validation/calcium", "validation/wall_lumen"), in `log_dir/images`. Seeing the contours move is
   the quickest check that a run learns what the Dice curve claims.
-* `LearningRateLogger`: Keras 3.15's TensorBoard callback ALREADY writes the optimizer's learning rate at each
-  epoch end as `epoch_learning_rate` in `log_dir/train` (`TensorBoard._collect_learning_rate`), so this callback is
-  not needed for TensorBoard. It puts the same value into `logs["learning_rate"]` so `History`, `CSVLogger` and the
-  run's own history record it too (the TensorBoard callback then writes that same value; no duplicate tag).
-* `write_hparams`: the run's hyperparameters and final metrics for the HParams dashboard; `write_hparams_config`:
-  the experiment config of a grid, in the grid's parent folder.
+* `write_hparams`: the run's hyperparameters and final metrics for the HParams dashboard.
+
+Keras's TensorBoard callback already writes the learning rate (`epoch_learning_rate` in `log_dir/train`).
 
 Everything here runs with the TensorFlow backend (`tf.summary`).
 """
@@ -22,67 +19,25 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import cv2
 import keras
 import numpy as np
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.tf_import import import_tensorflow
-from ivus_tf.core.vocab import check_task
 from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset
+from ivus_tf.overlay import LEGEND, render_overlay
 
 tf = import_tensorflow()
 from tensorboard.plugins.hparams import api as hp  # noqa: E402  (after the quiet TensorFlow import)
 
-__all__ = ["COLORS", "ContourImages", "LearningRateLogger", "contour_overlay", "current_learning_rates",
-           "select_frames", "write_hparams", "write_hparams_config"]
-
-COLORS = {"truth": (0, 255, 0), "calcium": (255, 0, 0), "lumen": (255, 255, 0), "vessel": (0, 255, 255)}  # RGB
-DASH_PX = (3, 2)  # pixels on, pixels off along a true contour
-LEGEND = {"calcium": "green dashed: true calcium; red: predicted calcium",
-          "wall_lumen": "green dashed: true lumen and vessel (EEM); yellow: predicted lumen; cyan: predicted vessel"}
+__all__ = ["ContourImages", "contour_overlay", "select_frames", "write_hparams"]
 
 
 # ---------------------------------------------------------------------------------------------- contour images
 
-def _contours(mask: np.ndarray) -> list[np.ndarray]:
-    found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    return [c[:, 0, :] for c in found]  # (x, y) points, every contour pixel
-
-
-def _draw(canvas: np.ndarray, mask: np.ndarray, color, dashed: bool) -> None:
-    for points in _contours(mask):
-        if dashed:
-            on = np.arange(len(points)) % sum(DASH_PX) < DASH_PX[0]
-            canvas[points[on, 1], points[on, 0]] = color
-        else:
-            cv2.polylines(canvas, [points.reshape(-1, 1, 2).astype(np.int32)], True, color, 1)
-
-
 def contour_overlay(image: np.ndarray, truth: np.ndarray | None, predicted: np.ndarray, task: str) -> np.ndarray:
-    """uint8 RGB [H, W, 3]: a gray frame (float in [0, 1] or uint8, [H, W] or [H, W, 1]) with predicted contours
-    (solid) and true contours (green, dashed, drawn on top so both stay visible where they meet).
-
-    calcium: label 1 (red); wall_lumen: the lumen (label 1, yellow) and the vessel, i.e. the external elastic
-    membrane around labels 1 | 2 (cyan). `truth` None draws the prediction only.
-    """
-    gray = np.asarray(image)
-    gray = gray[..., 0] if gray.ndim == 3 else gray
-    if gray.dtype != np.uint8:
-        gray = np.clip(np.round(gray * 255.0), 0, 255).astype(np.uint8)
-    canvas = np.repeat(gray[..., None], 3, axis=-1)
-    if task == "calcium":
-        regions = [(lambda m: m == 1, COLORS["calcium"])]
-    elif task == "wall_lumen":
-        regions = [(lambda m: m != 0, COLORS["vessel"]), (lambda m: m == 1, COLORS["lumen"])]
-    else:
-        check_task(task)
-    for select, color in regions:
-        _draw(canvas, select(np.asarray(predicted)), color, dashed=False)
-    if truth is not None:
-        for select, _ in regions:
-            _draw(canvas, select(np.asarray(truth)), COLORS["truth"], dashed=True)
-    return canvas
+    """uint8 RGB [H, W, 3] of one task: predicted contours solid, true ones dashed green (`ivus_tf.overlay`)."""
+    return render_overlay(image, {task: predicted}, {task: truth})
 
 
 def _round_robin(candidates: list[tuple], case_order: Sequence[str], count: int) -> list[int]:
@@ -194,29 +149,6 @@ class ContourImages(keras.callbacks.Callback):
         self._written_epoch = epoch
 
 
-# ----------------------------------------------------------------------------------------------- learning rate
-
-def current_learning_rates(optimizer) -> dict:
-    """{"learning_rate": value} of a Keras optimizer (or {"learning_rate_<name>": value} per inner optimizer),
-    unwrapping `LossScaleOptimizer`, as Keras' TensorBoard callback does; a schedule gives its current value."""
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    if hasattr(optimizer, "optimizers"):
-        return {f"learning_rate_{opt.name}": float(keras.ops.convert_to_numpy(opt.learning_rate))
-                for opt in optimizer.optimizers}
-    return {"learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate))}
-
-
-class LearningRateLogger(keras.callbacks.Callback):
-    """Put the optimizer's current learning rate into `logs` at each epoch end (History, CSVLogger).
-
-    Not needed for TensorBoard: Keras 3.15's TensorBoard callback writes `epoch_learning_rate` itself.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.model.optimizer is not None:
-            logs.update(current_learning_rates(self.model.optimizer))
-
-
 # ----------------------------------------------------------------------------------------------------- hparams
 
 def _hparam_value(value):
@@ -259,7 +191,7 @@ def write_hparams(log_dir, hparams: dict, metrics: dict, *, step: int = 0, trial
     No experiment config is written here on purpose: TensorBoard uses the FIRST `hparams_config` it finds under its
     log dir (tensorboard/plugins/hparams/backend_context.py, `_find_experiment_tag`), so a per-run config would
     describe one run's values only. Without one, the dashboard infers the experiment from every run's hparams
-    (domains from all values seen), which is the whole-grid view; `write_hparams_config` writes an explicit one.
+    (domains from all values seen), which is the whole-grid view.
     """
     values = {str(k): _hparam_value(v) for k, v in hparams.items()}
     scalars = _flat_metrics(metrics)
@@ -268,30 +200,4 @@ def write_hparams(log_dir, hparams: dict, metrics: dict, *, step: int = 0, trial
         hp.hparams(values, trial_id=trial_id)
         for tag, value in scalars.items():
             tf.summary.scalar(tag, value, step=step)
-    writer.close()
-
-
-def write_hparams_config(parent_dir, hparams: Sequence[Mapping], metric_names: Sequence[str]) -> None:
-    """The HParams experiment config of a grid of runs under `parent_dir`: one call, in the parent folder.
-
-    `hparams` holds every run's hyperparameter dict (as given to `write_hparams`); each hyperparameter gets a
-    discrete domain of all its values (numbers as numbers when every value is one) and `metric_names` the metric
-    tags (as written by `write_hparams`) the dashboard shows, in that order.
-    """
-    values: dict[str, list] = {}
-    for run in hparams:
-        for name, value in run.items():
-            values.setdefault(str(name), []).append(_hparam_value(value))
-    declared = []
-    for name, found in values.items():
-        if all(isinstance(v, bool) for v in found):
-            domain = hp.Discrete(sorted(set(found)))
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in found):
-            domain = hp.Discrete(sorted({float(v) for v in found}))
-        else:
-            domain = hp.Discrete(sorted({str(v) for v in found}))
-        declared.append(hp.HParam(name, domain))
-    writer = tf.summary.create_file_writer(str(parent_dir))
-    with writer.as_default():
-        hp.hparams_config(hparams=declared, metrics=[hp.Metric(tag) for tag in metric_names])
     writer.close()

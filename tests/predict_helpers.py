@@ -64,11 +64,12 @@ class FakeModel:
 
 
 def tiny_export(out_dir: Path, seed: int = 0, tasks=("calcium", "wall_lumen"), onnx: bool = True,
-                size: int = 32, logit_std: float = 3.0) -> Path:
+                size: int = 32, logit_std: float = 3.0, after=None) -> Path:
     """A tiny U-Net (width 1/16, `size` x `size` input) exported to `out_dir`/1, with model.onnx when `onnx` and
     the ONNX tools are installed; returns the version folder. Each head's logits are rescaled to a spread of
     `logit_std` on `geometry_frame`-like input, so the untrained model gives decisive, spatially varying
-    probabilities (its own are all near 1 / classes) and mask comparisons mean something."""
+    probabilities (its own are all near 1 / classes) and mask comparisons mean something. `after`: the
+    exporters' hook (`ivus_tf.export.reduced.add_precisions`)."""
     import importlib.util
 
     import keras
@@ -88,7 +89,7 @@ def tiny_export(out_dir: Path, seed: int = 0, tasks=("calcium", "wall_lumen"), o
         kernel, bias = layer.get_weights()
         layer.set_weights([kernel * factor, (bias - centred.reshape(-1, p.shape[-1]).mean(0)) * factor])
     have_onnx = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
-    return (export_onnx if onnx and have_onnx else export_savedmodel)(model, out_dir, version=1)
+    return (export_onnx if onnx and have_onnx else export_savedmodel)(model, out_dir, version=1, after=after)
 
 
 def write_image_folder(folder: Path, frames, names=None, suffix=".png") -> Path:

@@ -155,7 +155,7 @@ def test_uncertainty_png_scale():
 def test_predict_with_mismatched_models_is_one_line_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
     folder = write_image_folder(tmp_path / "pb", list(frames_of(count=2)))
     tasks = {"a": ("calcium", "wall_lumen"), "b": ("calcium",)}
-    monkeypatch.setattr(predict_module, "load_model", lambda path, engine: FakeModel(tasks=tasks[Path(path).name]))
+    monkeypatch.setattr(predict_module, "load_model", lambda path, *args: FakeModel(tasks=tasks[Path(path).name]))
     status = run_cli(main, ["--model", str(tmp_path / "a"), "--model", str(tmp_path / "b"), "--input", str(folder),
                             "--out", str(tmp_path / "out"), "--pixel-spacing-mm", "0.02"])
     err = capsys.readouterr().err.strip().splitlines()

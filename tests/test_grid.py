@@ -23,7 +23,7 @@ from ivus_tf.core.errors import InputError
 from ivus_tf.grid.__main__ import main as grid_main
 from ivus_tf.grid.config import expand_grid, load_grid_config, parse_shard, run_id, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
-from ivus_tf.report.results import make_result_line
+from ivus_tf.grid.results import make_result_line
 
 ROOT = Path(__file__).parents[1]
 TINY_TRAIN = """\
@@ -213,7 +213,7 @@ APPENDER = """
 import sys, time
 from pathlib import Path
 from ivus_tf.grid.ledger import append_result
-from ivus_tf.report.results import make_result_line
+from ivus_tf.grid.results import make_result_line
 grid_dir, name = Path(sys.argv[1]), sys.argv[2]
 (grid_dir / f"ready-{name}").touch()
 while not (grid_dir / "go").exists():

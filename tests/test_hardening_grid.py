@@ -16,7 +16,7 @@ ONE_RUN = "archs: [unet_res]\nschemes: [calcium]\nrepeats: [0]\nfolds: [0]\n"
 
 def recorded_with(grid_dir, settings: dict) -> None:
     """A results.jsonl holding the grid's one run, recorded with `settings`."""
-    from ivus_tf.report.results import make_result_line
+    from ivus_tf.grid.results import make_result_line
 
     grid_dir.mkdir(parents=True, exist_ok=True)
     line = make_result_line(run_id="unet_res-calcium-r0-f0", arch="unet_res", backbone="none", scheme="calcium",
@@ -64,7 +64,7 @@ def test_a_recorded_run_on_other_records_is_refused(tmp_path, records):
 
 
 def test_results_lines_without_settings_are_still_read():
-    from ivus_tf.report.results import validate_result
+    from ivus_tf.grid.results import validate_result
 
     record = json.loads(result_line("a"))
     del record["settings"]  # a line written before settings were recorded

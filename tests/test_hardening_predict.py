@@ -141,7 +141,7 @@ def test_predict_into_an_unwritable_folder_is_one_line(tmp_path, capsys):
     folder = write_image_folder(tmp_path / "pb", [geometry_frame()[0]])
     parent = unwritable_parent(tmp_path)
     real = predict.load_model
-    predict.load_model = lambda path, engine="auto": FakeModel()
+    predict.load_model = lambda path, *args, **kwargs: FakeModel()
     try:
         status = run_cli(predict.main, ["--model", str(tmp_path), "--input", str(folder), "--out",
                                         str(parent / "out"), "--pixel-spacing-mm", "0.02"])

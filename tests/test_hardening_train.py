@@ -100,12 +100,14 @@ def test_corrupt_or_truncated_record_is_refused_before_the_run_folder(tmp_path, 
 
 
 def test_a_run_resumed_on_rebuilt_records_is_refused(tmp_path, cache):
-    from ivus_tf.training.run import RECORDS_NAME, _claim_run_dir, plan_run
+    from ivus_tf.run_folder import RunFolder
+    from ivus_tf.training.run import _claim_run_dir, plan_run
 
     records = write(tmp_path, seed=0)
     config = tiny(records, tmp_path / "run")
     assert _claim_run_dir(plan_run(config, lambda text: None)) is False  # started, nothing trained yet
-    assert json.loads((tmp_path / "run" / RECORDS_NAME).read_text())["records"] == str(records.resolve())
+    assert RunFolder(tmp_path / "run").read_records_json()["records"] == str(records.resolve())
+    assert json.loads((tmp_path / "run" / "records.json").read_text())["records"] == str(records.resolve())
     _claim_run_dir(plan_run(config, lambda text: None))  # the same records: resumes
     write(tmp_path, seed=100)  # rebuilt: the same case ids, other frames
     with pytest.raises(InputError, match=r"run: the run started on other records than .*records holds now"):

@@ -10,7 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -185,10 +184,9 @@ def test_keras_round_trip_in_safe_mode(tmp_path):
 
 def save_legacy_h5(model: keras.Model, path) -> None:
     """The format of keras' resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 (layer_names, weight_names)."""
-    from keras.src.legacy.saving import legacy_h5_format
+    from ivus_tf.compat import save_legacy_h5_weights
 
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    save_legacy_h5_weights(model, path)
 
 
 @pytest.mark.parametrize("filename", ["resnet50_notop.weights.h5",

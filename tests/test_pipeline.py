@@ -116,9 +116,7 @@ def test_eval_order_coverage_and_metadata(make_records):
     np.testing.assert_array_equal(weights["calcium"], [1, 1, 0, 1])
     np.testing.assert_array_equal(weights["wall_lumen"], [1, 0, 1, 1])
     assert not targets["calcium"][2].any() and not targets["wall_lumen"][1].any()
-    np.testing.assert_array_equal(metadata["original_height"], [64] * 4)
-    np.testing.assert_array_equal(metadata["original_width"], [64] * 4)
-    np.testing.assert_allclose(metadata["pixel_spacing_mm"], 0.02)
+    assert set(metadata) == {"case_id", "frame_id"}
 
 
 def test_eval_resize_bilinear_image_nearest_masks(make_records):

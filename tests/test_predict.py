@@ -17,7 +17,8 @@ import pytest
 
 from ivus_tf.core.errors import InputError, run_cli
 from ivus_tf.measurements import frame_measurements
-from ivus_tf.predict import CSV_COLUMNS, main, predict_frames, render_overlay, run_predict
+from ivus_tf.overlay import COLOURS, render_overlay
+from ivus_tf.predict import CSV_COLUMNS, main, predict_frames, run_predict
 from ivus_tf.pullback_io import Frame, Pullback
 from predict_helpers import FakeModel, geometry_frame, write_dicom, write_image_folder
 from tfrecords_builder.manifest import write_manifest
@@ -64,7 +65,9 @@ def test_folder_end_to_end_known_geometry(tmp_path, capsys):
                                       calcium.astype(np.uint8) * 255)
         np.testing.assert_array_equal(cv2.imread(str(out / "masks" / f"{name}_wall_lumen.png"),
                                                  cv2.IMREAD_UNCHANGED), labels)
-        assert cv2.imread(str(out / "overlays" / f"{name}.png")).shape == (96, 96, 3)
+        overlay = cv2.cvtColor(cv2.imread(str(out / "overlays" / f"{name}.png")), cv2.COLOR_BGR2RGB)
+        assert overlay.shape == (96, 96, 3) and np.all(overlay == COLOURS["vessel"], axis=2).any()
+        assert np.all(overlay == COLOURS["calcium"], axis=2).any() == bool(calcium.any())  # red on disk too
     saved = json.loads((out / "summary.json").read_text())
     assert saved == summary
     pullback = saved["pullbacks"]["pb7"]
@@ -116,8 +119,10 @@ def test_calcium_only_model(tmp_path, capsys):
 
 def test_overlay_contour_colours():
     image, calcium, labels = geometry_frame()
-    overlay = render_overlay(image, calcium, labels, (48, 48), "frame0")
-    for colour, region in (((0, 0, 255), calcium), ((0, 255, 255), labels == 1), ((255, 255, 0), labels != 0)):
+    overlay = render_overlay(image, {"calcium": calcium, "wall_lumen": labels}, center_rc=(48, 48), text="frame0",
+                             legend=True)
+    for name, region in (("calcium", calcium), ("lumen", labels == 1), ("vessel", labels != 0)):
+        colour = COLOURS[name]
         drawn = np.all(overlay == colour, axis=2)
         assert drawn.sum() > 20, colour
         near = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
@@ -207,9 +212,12 @@ def test_output_folder_rules(tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------------------- streaming
 
-def test_pullback_is_streamed_not_held(tmp_path, monkeypatch):
-    """1000 frames through run_predict: the reader is never more than one batch ahead of the model."""
+@pytest.mark.parametrize("io_threads", [0, 2])
+def test_pullback_is_streamed_not_held(tmp_path, monkeypatch, io_threads):
+    """1000 frames through run_predict: sequentially the reader is never more than one batch ahead of the model;
+    overlapped, never more than the prefetch queue, the batch being cut and the batch being predicted."""
     import ivus_tf.predict as predict_module
+    from ivus_tf.predict_stream import PREFETCH_BATCHES
 
     counts = {"read": 0, "predicted": 0, "max_ahead": 0}
     image = np.zeros((8, 8), np.uint8)
@@ -226,9 +234,12 @@ def test_pullback_is_streamed_not_held(tmp_path, monkeypatch):
     fake = Pullback("folder", tmp_path, 1000, ["pb"], 0.02, "test", _iterate=frames)
     monkeypatch.setattr(predict_module, "open_pullback", lambda *args, **kwargs: fake)
     summary = run_predict("unused", tmp_path / "in", tmp_path / "out", model=FakeModel(on_predict=on_predict),
-                          batch_size=16, overlays=False)
+                          batch_size=16, overlays=False, io_threads=io_threads)
     assert summary["frames"] == 1000 and counts["predicted"] == 1000
-    assert counts["max_ahead"] == 16
+    if io_threads == 0:
+        assert counts["max_ahead"] == 16
+    else:
+        assert 16 <= counts["max_ahead"] <= (PREFETCH_BATCHES + 2) * 16
 
 
 def test_batches_cut_at_size_changes():

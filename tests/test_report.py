@@ -15,7 +15,7 @@ from scipy import stats as scipy_stats
 from ivus_tf.core.errors import InputError, run_cli
 from ivus_tf.report import make_report
 from ivus_tf.report.__main__ import main
-from ivus_tf.report.results import (RESULT_FIELDS, make_result_line, metrics_from_run, read_results, validate_result,
+from ivus_tf.grid.results import (RESULT_FIELDS, make_result_line, metrics_from_run, read_results, validate_result,
                                     validation_calcium_dice)
 
 ARCH_LIST = ("unet_res", "deeplabv3")
@@ -509,7 +509,7 @@ def test_a_grid_without_baselines_has_no_baseline_rows_and_bad_baselines_are_ref
 
 
 def test_baselines_from_run_reads_metrics_json():
-    from ivus_tf.report.results import baselines_from_run
+    from ivus_tf.grid.results import baselines_from_run
 
     summary = {"dice": {"mean": 0.7}, "average_hausdorff_mm": {"mean": 0.5}}
     metrics_json = {"calcium": {"summary": {}, "predict_nothing_baseline": {"dice": {"mean": 0.1},

@@ -325,14 +325,16 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(records
 def test_selection_and_early_stopping_state_survive_a_restart(tmp_path):
     """PhaseCheckpoint keeps the best epoch (strictly better, NaN never is), counts patience across a restart
     (the state comes back from state.json), and stops once `patience` epochs brought nothing better."""
+    from ivus_tf.run_folder import PhaseFolder
     from ivus_tf.training.callbacks import PhaseCheckpoint
     from ivus_tf.training.state import read_state
 
+    files = PhaseFolder(tmp_path)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
 
     def callback():
-        checkpoint = PhaseCheckpoint(tmp_path, "val_calcium_dice", epochs=10, patience=3, state=read_state(tmp_path),
+        checkpoint = PhaseCheckpoint(files, "val_calcium_dice", epochs=10, patience=3, state=read_state(files),
                                      snapshot=lambda: model, frozen=False, log=lambda text: None)
         checkpoint.set_model(model)
         return checkpoint
@@ -340,14 +342,14 @@ def test_selection_and_early_stopping_state_survive_a_restart(tmp_path):
     first = callback()
     for epoch, value in enumerate([0.2, 0.5, float("nan")]):
         first.on_epoch_end(epoch, {"val_calcium_dice": value, "loss": 1.0})
-    state = read_state(tmp_path)
+    state = read_state(files)
     assert (state.epoch, state.best, state.best_epoch, state.wait, state.done) == (3, 0.5, 1, 1, False)
     assert (tmp_path / "best.keras").is_file() and (tmp_path / "last.weights.h5").is_file()
     second = callback()  # a new process: the state comes from disk
     second.on_epoch_end(3, {"val_calcium_dice": 0.5, "loss": 1.0})  # equal is not better
     assert not model.stop_training
     second.on_epoch_end(4, {"val_calcium_dice": 0.4, "loss": 1.0})
-    state = read_state(tmp_path)
+    state = read_state(files)
     assert model.stop_training and (state.wait, state.done, state.stopped_early, state.best_epoch) == (3, True, True, 1)
     assert [epoch["epoch"] for epoch in state.history] == [1, 2, 3, 4, 5]
     assert state.history[2]["val_calcium_dice"] is None  # NaN stored as null

@@ -22,9 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from ivus_tf.overlay import COLOURS_HEX as COLOURS  # noqa: E402  (the package's one colour table)
 from tfrecords_builder.phantom import PRESETS, anatomy, labels, render_frame, sample_phantom_case  # noqa: E402
 
-COLOURS = {"calcium": "#ff3030", "lumen": "#ffd21f", "vessel": "#22d3ee"}
 FRAMES = 6
 
 

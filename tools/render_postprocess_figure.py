@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from ivus_tf.measurements import frame_measurements
 from ivus_tf.postprocess import PRESETS, postprocess_frame
-from ivus_tf.predict import render_overlay
+from ivus_tf.overlay import render_overlay
 from tfrecords_builder.phantom import PRESETS as PHANTOM_PRESETS
 from tfrecords_builder.phantom import render_case_frames
 
@@ -74,7 +74,8 @@ def spoil(calcium, labels, rng):
 def panel(image, calcium, labels, spacing, title, arc_gap_deg):
     values = frame_measurements(calcium, labels, spacing, arc_gap_deg=arc_gap_deg)
     text = f"{title}: Ca arc {values['calcium_arc_deg']:.0f} deg, PB {values['plaque_burden_percent']:.0f}%"
-    return render_overlay(image, calcium, labels, None, text)
+    overlay = render_overlay(image, {"calcium": calcium, "wall_lumen": labels}, text=text, legend=True)
+    return cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)  # written with cv2
 
 
 def main() -> None:

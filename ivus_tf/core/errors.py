@@ -146,6 +146,17 @@ def positive_int_arg(text: str) -> int:
     return value
 
 
+def non_negative_int_arg(text: str) -> int:
+    """argparse `type=` for an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def positive_float_arg(text: str) -> float:
     """argparse `type=` for a finite number > 0."""
     try:

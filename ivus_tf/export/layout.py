@@ -23,6 +23,8 @@ OUTPUTS = {
     "calcium": ("calcium_probability", "calcium_mask"),
     "wall_lumen": ("wall_lumen_probability", "wall_lumen_labels"),
 }
+PROBABILITY_OUTPUTS = {task: names[0] for task, names in OUTPUTS.items()}
+MASK_OUTPUTS = {task: names[1] for task, names in OUTPUTS.items()}
 OUTPUT_SPECS = {
     "calcium_probability": ("float32", "[N, H, W]", "probability of calcium per pixel"),
     "calcium_mask": ("uint8", "[N, H, W]", "1 where calcium is the most probable class, else 0"),

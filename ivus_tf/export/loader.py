@@ -9,6 +9,11 @@
 choice; measured speeds of both engines: `bench/bench_export.py`), else the SavedModel. Both run the same serving
 graph (`ivus_tf.export.serving`), so the outputs agree up to float rounding. TensorFlow is imported only for the
 "tensorflow" engine, so an ONNX Runtime predict starts without TensorFlow's few seconds of import.
+
+`precision` (`ivus_tf.export.precision`): "fp32" (default), "bf16" (the SavedModel on TensorFlow with oneDNN's
+bfloat16 auto mixed precision, on CPUs with AVX512-BF16/AMX) or "int8" (`model_int8.onnx` on ONNX Runtime). A
+precision picks its engine; asking for another engine is an error. Whether the export OFFERS the precision (its
+measured Dice change) is `predict`'s check (`precision.check_offered`), not the loader's.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.export.layout import INPUT_NAME, ONNX_NAME, OUTPUT_SPECS, find_version_dir, output_names, read_info
+from ivus_tf.export.precision import INT8_ONNX_NAME, bf16_graphs, check_precision, engine_for, require_bf16
 
 ENGINES = ("auto", "onnxruntime", "tensorflow")
 INSTALL_HINT = "pip install 'ivus-tf[export]'"
@@ -55,21 +61,22 @@ def _check_frames(frames) -> np.ndarray:
 
 
 class ExportedModel:
-    """An export ready to run. `engine`: "onnxruntime" or "tensorflow"; `tasks`; `info`: the export record."""
+    """An export ready to run. `engine`: "onnxruntime" or "tensorflow"; `precision`; `tasks`; `info`: the export
+    record."""
 
-    def __init__(self, path: Path, info: dict, engine: str):
-        self.path, self.info, self.engine = Path(path), info, engine
+    def __init__(self, path: Path, info: dict, engine: str, precision: str = "fp32"):
+        self.path, self.info, self.engine, self.precision = Path(path), info, engine, precision
         self.tasks = tuple(info["tasks"])
         self.output_names = output_names(self.tasks)
         self.model_input_size = tuple(info.get("model_input_size", ()))
         if engine == "onnxruntime":
-            self._session = onnx_session(self.path / ONNX_NAME)
+            self._session = onnx_session(self.path / (INT8_ONNX_NAME if precision == "int8" else ONNX_NAME))
             self.providers = tuple(self._session.get_providers())
             self._run = self._run_onnxruntime
         else:
             from ivus_tf.core.tf_import import import_tensorflow
 
-            tf = import_tensorflow()
+            self._tf = tf = import_tensorflow()
             self._loaded = tf.saved_model.load(str(self.path))  # keep it: the signature needs its variables
             self._signature = self._loaded.signatures["serving_default"]
             self.providers = tuple(d.device_type for d in tf.config.list_logical_devices())
@@ -78,13 +85,16 @@ class ExportedModel:
     @property
     def description(self) -> str:
         """For logs: which engine, on what, from where."""
-        return f"{self.engine} ({', '.join(self.providers)}) on {self.path}"
+        return f"{self.engine} {self.precision} ({', '.join(self.providers)}) on {self.path}"
 
     def _run_onnxruntime(self, frames: np.ndarray) -> dict:
         names = [o.name for o in self._session.get_outputs()]
         return dict(zip(names, self._session.run(None, {INPUT_NAME: frames})))
 
     def _run_tensorflow(self, frames: np.ndarray) -> dict:
+        if self.precision == "bf16":
+            with bf16_graphs(self._tf):
+                return {k: v.numpy() for k, v in self._signature(**{INPUT_NAME: frames}).items()}
         return {k: v.numpy() for k, v in self._signature(**{INPUT_NAME: frames}).items()}
 
     def predict(self, frames, batch_size: int = 8) -> dict[str, np.ndarray]:
@@ -104,13 +114,24 @@ class ExportedModel:
         return f"ExportedModel({self.description}, tasks={list(self.tasks)})"
 
 
-def load_exported(path: str | Path, engine: str = "auto") -> ExportedModel:
+def load_exported(path: str | Path, engine: str = "auto", precision: str = "fp32") -> ExportedModel:
     """Load an export folder (`NAME/V`, or `NAME` for its highest version) on `engine` ("auto", "onnxruntime",
-    "tensorflow"); `InputError` when the folder is not an export or the engine cannot run it."""
+    "tensorflow") at `precision` ("fp32", "bf16", "int8"); `InputError` when the folder is not an export or the
+    engine cannot run it."""
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    check_precision(precision)
     version_dir = find_version_dir(path)
     info = read_info(version_dir)
+    engine = engine_for(precision, engine, str(version_dir))
+    if precision == "bf16":
+        require_bf16()
+    if precision == "int8":
+        if not (version_dir / INT8_ONNX_NAME).is_file():
+            raise InputError(f"{version_dir}: no {INT8_ONNX_NAME} (export with --format onnx --precision int8)")
+        if not onnxruntime_available():
+            raise InputError(f"running int8 models needs onnxruntime: {INSTALL_HINT}")
+        return ExportedModel(version_dir, info, engine, precision)
     has_onnx = (version_dir / ONNX_NAME).is_file()
     if engine == "auto":
         engine = "onnxruntime" if has_onnx and onnxruntime_available() else "tensorflow"
@@ -118,4 +139,4 @@ def load_exported(path: str | Path, engine: str = "auto") -> ExportedModel:
         raise InputError(f"{version_dir}: no {ONNX_NAME} (export with --format onnx to run it on ONNX Runtime)")
     if engine == "tensorflow" and not (version_dir / "saved_model.pb").is_file():
         raise InputError(f"{version_dir}: no saved_model.pb: the SavedModel is missing")
-    return ExportedModel(version_dir, info, engine)
+    return ExportedModel(version_dir, info, engine, precision)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ivus_tf import compat
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.export.layout import INPUT_NAME, ONNX_NAME
@@ -44,8 +45,7 @@ def _import_tf2onnx():
     with warnings.catch_warnings():  # tf2onnx 1.17 still uses numpy aliases removed in numpy 2
         warnings.simplefilter("ignore", FutureWarning)
         try:  # the patch Keras' own ONNX export applies
-            from keras.src.export.tf2onnx_lib import patch_tf2onnx
-            patch_tf2onnx()
+            compat.patch_tf2onnx()
         except ImportError:
             if not hasattr(np, "object"):
                 np.object = object
@@ -108,9 +108,12 @@ def add_onnx(src, folder: Path, module: ServingModule, info: dict, opset: int = 
 
 
 def export_onnx(model_or_run_dir, out_dir: str | Path, version: int = 1, overwrite: bool = False,
-                opset: int = DEFAULT_OPSET, verify: bool = True) -> Path:
-    """Export the SavedModel `out_dir/version/` with `model.onnx` beside it (checked against TensorFlow)."""
+                opset: int = DEFAULT_OPSET, verify: bool = True, after=None) -> Path:
+    """Export the SavedModel `out_dir/version/` with `model.onnx` beside it (checked against TensorFlow);
+    `after(src, folder, info)` adds to the folder before it is renamed (the reduced precisions)."""
     _import_tf2onnx()  # fail before any work when the converter is missing
     with new_version(model_or_run_dir, out_dir, version, overwrite) as (src, tmp, module, info):
         add_onnx(src, tmp, module, info, opset=opset, verify=verify)
+        if after is not None:
+            after(src, tmp, info)
     return Path(out_dir) / str(version)

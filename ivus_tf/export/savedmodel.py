@@ -126,8 +126,11 @@ def new_version(model_or_run_dir, out_dir, version: int, overwrite: bool) -> Ite
         write_info(tmp, src, info)
 
 
-def export_savedmodel(model_or_run_dir, out_dir: str | Path, version: int = 1, overwrite: bool = False) -> Path:
-    """Export a run folder, `.keras` file or Keras model as the SavedModel `out_dir/version/`; return that path."""
-    with new_version(model_or_run_dir, out_dir, version, overwrite):
-        pass
+def export_savedmodel(model_or_run_dir, out_dir: str | Path, version: int = 1, overwrite: bool = False,
+                      after=None) -> Path:
+    """Export a run folder, `.keras` file or Keras model as the SavedModel `out_dir/version/`; return that path.
+    `after(src, folder, info)` adds to the version folder before it is renamed (the reduced precisions)."""
+    with new_version(model_or_run_dir, out_dir, version, overwrite) as (src, tmp, _, info):
+        if after is not None:
+            after(src, tmp, info)
     return Path(out_dir) / str(version)

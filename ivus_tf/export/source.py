@@ -1,7 +1,8 @@
 """What an export starts from: a trained Keras model, its tasks, input size and (when there is one) its run config.
 
-`load_source` accepts a training run folder (`RUN_DIR/model.keras`, plus `RUN_DIR/config.yaml` when present, the
-flat `TrainConfig` keys), a `.keras` file, or an in-memory `keras.Model` built by `ivus_tf.models.build_model`.
+`load_source` accepts a training run folder (`ivus_tf.run_folder.RunFolder`: its model.keras, and its config read
+through `TrainConfig` when present), a `.keras` file, or an in-memory `keras.Model` built by
+`ivus_tf.models.build_model`.
 The model's own input shape fixes the size frames are resized to; `config.yaml`'s `image_size` is only used when
 the model was built with an unknown spatial size.
 """
@@ -12,10 +13,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ivus_tf.core.config import to_mapping
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import CLASS_NAMES, NUM_CLASSES
-
-MODEL_NAME, CONFIG_NAME = "model.keras", "config.yaml"
+from ivus_tf.run_folder import RunFolder
 
 
 @dataclasses.dataclass
@@ -35,17 +36,13 @@ class ExportSource:
         return {task: list(CLASS_NAMES[task]) for task in self.tasks}
 
 
-def _read_config(path: Path) -> tuple[dict, str]:
-    from ivus_tf.core.config import parse_yaml
-
+def _read_config(folder: RunFolder) -> tuple[dict, str]:
+    """The run's config (through `TrainConfig`, all fields) and config.yaml's text, copied beside the export."""
+    config = to_mapping(folder.load_config())
     try:
-        text = path.read_text(encoding="utf-8")
+        return config, folder.config_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read the run config: {str(error).splitlines()[0]}") from error
-    config = parse_yaml(text, str(path))
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
-    return config, text
+        raise InputError(f"{folder.config_path}: cannot read the run config: {str(error).splitlines()[0]}") from error
 
 
 def _load_keras(path: Path):
@@ -105,11 +102,12 @@ def load_source(model_or_path) -> ExportSource:
     else:
         path = Path(model_or_path)
         if path.is_dir():
-            model_file = path / MODEL_NAME
+            folder = RunFolder(path)
+            model_file = folder.model_path
             if not model_file.is_file():
-                raise InputError(f"{path}: no {MODEL_NAME} in this folder (is it a finished training run?)")
-            if (path / CONFIG_NAME).is_file():
-                config, config_text = _read_config(path / CONFIG_NAME)
+                raise InputError(f"{path}: no {model_file.name} in this folder (is it a finished training run?)")
+            if folder.has_config():
+                config, config_text = _read_config(folder)
         elif path.is_file() and path.suffix == ".keras":
             model_file = path
         elif path.exists():

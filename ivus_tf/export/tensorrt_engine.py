@@ -139,7 +139,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile=DEFAULT_PROFILE, fp16
 
 
 def export_tensorrt(model_or_run_dir, out_dir: str | Path, version: int = 1, overwrite: bool = False,
-                    precisions=PRECISIONS, profile=DEFAULT_PROFILE, opset: int = DEFAULT_OPSET) -> Path:
+                    precisions=PRECISIONS, profile=DEFAULT_PROFILE, opset: int = DEFAULT_OPSET, after=None) -> Path:
     """Export the SavedModel and ONNX version folder plus one TensorRT engine per precision (`model_fp16.plan`,
     ...); raise `TensorRTUnavailable` (writing nothing) when TensorRT or a GPU is missing."""
     precisions = tuple(precisions)
@@ -180,4 +180,6 @@ def export_tensorrt(model_or_run_dir, out_dir: str | Path, version: int = 1, ove
                                                                     zip(("min", "opt", "max"), profile)},
                             "engines": engines,
                             "note": "engines run only on the GPU model and TensorRT version that built them"}
+        if after is not None:
+            after(src, tmp, info)
     return target

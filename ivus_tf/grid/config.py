@@ -43,6 +43,7 @@ from ivus_tf.training.config import PATH_FIELDS, TrainConfig, load_config
 from ivus_tf.training.distribute import STRATEGIES
 
 # TrainConfig fields the grid sets for each run; a train_overrides entry for one would be silently replaced.
+RUNS_DIR = "runs"  # GRID_DIR/runs/<run_id>: the run folders
 PER_RUN_FIELDS = ("scheme", "arch", "lam", "repeat", "fold", "out", "backbone_weights", "strategy")
 # vocab.BACKBONES but "none" -> (grid key of its weights file, the kind of file it must be: ivus_tf.models.pretrained)
 BACKBONE_WEIGHTS = {"imagenet": ("imagenet_backbone_weights", "keras"),
@@ -58,7 +59,7 @@ class GridConfig:
     train_config: str = ""
     train_overrides: Optional[dict] = None
     archs: tuple[str, ...] = ("unet_res", "deeplabv3")
-    schemes: tuple[str, ...] = ("calcium", "pretrain", "multitask")
+    schemes: tuple[str, ...] = SCHEMES
     lams: tuple[float, ...] = (1.0,)
     repeats: Optional[Union[int, tuple[int, ...]]] = None
     folds: Optional[Union[int, tuple[int, ...]]] = None
@@ -187,7 +188,7 @@ def expand_grid(grid: GridConfig, base: TrainConfig, out: str | Path, source: st
     models = [(arch, "none") for arch in grid.archs]
     models += [("deeplabv3", backbone) for backbone, (key, _) in BACKBONE_WEIGHTS.items()
                if getattr(grid, key) is not None]
-    runs_dir = Path(out) / "runs"
+    runs_dir = Path(out) / RUNS_DIR
     runs = []
     for repeat in repeats:
         for fold in folds:

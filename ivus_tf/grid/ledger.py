@@ -1,24 +1,16 @@
 """GRID_DIR/results.jsonl as a ledger many processes share: read it, claim a run, append one line atomically.
 
-    GRID_DIR/results.jsonl      one line per finished run (schema: `ivus_tf.report.results`, the single source)
+    GRID_DIR/results.jsonl      one line per finished run (schema: `ivus_tf.grid.results`)
     GRID_DIR/results.lock       flock'ed while a line is appended
     GRID_DIR/locks/<run_id>.lock  flock'ed while a process trains that run
 
-Appending (`append_result`): under an exclusive `fcntl.flock` on results.lock, the file is read back and validated
-(`read_results`: a corrupt line stops everything with its line number), a line whose run is already there is not
-written again, and otherwise the old content plus the new line goes to a temporary file in GRID_DIR that is
-fsync'ed and renamed over results.jsonl (`os.replace`, then the folder is fsync'ed). Readers therefore see the old
-file or the new one, never half a line, whatever moment a process is killed at (even a power cut, after the
-fsyncs); the lock makes concurrent appenders (shards, `--devices` workers) take turns, so none loses another's
-line. Rewriting the whole file costs O(lines) per append, nothing for a grid of hundreds of runs.
-
-Claiming (`claim_run`): a process trains a run only while it holds an exclusive, non-blocking flock on the run's
-lock file; another process that finds it held skips the run. The kernel drops the lock when its holder dies, so a
-killed worker's run is free for the next start (which resumes it from its checkpoint). flock works across
-processes on one machine and, on Linux, on NFS v4; shards on machines without a shared file system write
-separate GRID_DIRs whose results.jsonl files are concatenated afterwards (`read_results` refuses duplicates).
-
-This module does not import TensorFlow.
+`append_result` re-reads and validates the file under the lock, skips a run already recorded, and writes old
+content plus the new line through a durable atomic write (`ivus_tf.core.atomic`): readers see the old file or the
+new one, never half a line, and concurrent appenders (shards, `--devices` workers) take turns. `claim_run` holds a
+non-blocking flock on the run's lock file while training it; the kernel drops it when the holder dies, so a killed
+worker's run is free for the next start. flock works across processes on one machine and on NFS v4; shards on
+machines without a shared file system write separate GRID_DIRs whose files are concatenated afterwards. This module
+does not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -29,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ivus_tf.core.atomic import atomic_write_bytes, file_lock
-from ivus_tf.report.results import RESULTS_NAME, read_results, run_key, validate_result
+from ivus_tf.grid.results import RESULTS_NAME, read_results, run_key, validate_result
 
 LOCK_NAME = "results.lock"
 LOCKS_DIR = "locks"
@@ -41,7 +33,7 @@ def results_path(grid_dir: str | Path) -> Path:
 
 def read_ledger(grid_dir: str | Path) -> list[dict]:
     """The validated records of GRID_DIR/results.jsonl; [] when it does not exist or holds only blank lines.
-    A corrupt line is an `InputError` naming the file and line number (`ivus_tf.report.results.read_results`)."""
+    A corrupt line is an `InputError` naming the file and line number (`ivus_tf.grid.results.read_results`)."""
     path = results_path(grid_dir)
     if not path.is_file() or not path.read_text(encoding="utf-8").strip():
         return []

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import os
 import sys
 import time
@@ -37,9 +36,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.grid.config import GridRun, check_backbone_files, expand_grid, load_grid_config, shard_runs
-from ivus_tf.grid.ledger import append_result, claim_run, read_ledger
-from ivus_tf.report.results import baselines_from_run, make_result_line, metrics_from_run, validation_calcium_dice
+from ivus_tf.grid.config import RUNS_DIR, GridRun, check_backbone_files, expand_grid, load_grid_config, shard_runs
+from ivus_tf.grid.ledger import append_result, claim_run, read_ledger, results_path
+from ivus_tf.grid.results import (baselines_from_run, make_result_line, metrics_from_run, resolve_run_dir,
+                                 validation_calcium_dice)
+from ivus_tf.run_folder import RunFolder
 from ivus_tf.training.distribute import is_chief, worker_run_dir
 
 LOGS_DIR = "logs"
@@ -86,18 +87,13 @@ def settings_differences(saved: dict, wanted: dict) -> list[str]:
 
 def _saved_settings(record: dict | None, run_dir: Path) -> dict | None:
     """The settings a run was recorded (results.jsonl) or started (its run folder) with; None if unknown."""
-    from ivus_tf.core.config import load_yaml
-    from ivus_tf.training.config import TrainConfig
-    from ivus_tf.training.run import CONFIG_NAME, RECORDS_NAME
-
     if record is not None and record.get("settings") is not None:
         return record["settings"]
-    if not (run_dir / CONFIG_NAME).is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has_config():
         return None
-    fingerprint = None
-    if (run_dir / RECORDS_NAME).is_file():
-        fingerprint = json.loads((run_dir / RECORDS_NAME).read_text(encoding="utf-8")).get("fingerprint")
-    settings = run_settings(load_yaml(TrainConfig, run_dir / CONFIG_NAME), fingerprint)
+    fingerprint = (folder.read_records_json() or {}).get("fingerprint")
+    settings = run_settings(folder.load_config(), fingerprint)
     if fingerprint is None:  # a run folder of an older version: its records cannot be compared
         settings.pop("records_fingerprint")
     return settings
@@ -106,9 +102,7 @@ def _saved_settings(record: dict | None, run_dir: Path) -> dict | None:
 def _check_run(run: GridRun, plan, record: dict | None, grid_dir: Path) -> bool:
     """Refuse a run recorded or started with other settings than this grid's (before any run trains); False when
     a recorded run's settings cannot be known (neither in results.jsonl nor in a run folder)."""
-    from ivus_tf.report.results import resolve_run_dir
-
-    run_dir = Path(resolve_run_dir(record, grid_dir / "results.jsonl")) if record is not None else plan.run_dir
+    run_dir = Path(resolve_run_dir(record, results_path(grid_dir))) if record is not None else plan.run_dir
     saved = _saved_settings(record, run_dir)
     if saved is None:
         return record is None
@@ -154,14 +148,12 @@ def prepare_grid(config_path: str | Path, grid_dir: str | Path, shard: tuple[int
 
 def _result_line(run: GridRun, run_dir: Path) -> str:
     """The run's results.jsonl line, from its metrics.json, done.json and (settings) config.yaml, records.json."""
-    from ivus_tf.training.run import DONE_NAME, METRICS_NAME
-
-    metrics_json = json.loads((run_dir / METRICS_NAME).read_text(encoding="utf-8"))
-    done = json.loads((run_dir / DONE_NAME).read_text(encoding="utf-8"))
+    folder = RunFolder(run_dir)
+    metrics_json, done = folder.read_metrics(), folder.read_done()
     settings = _saved_settings(None, run_dir)
     return make_result_line(run_id=run.run_id, arch=run.arch, backbone=run.backbone, scheme=run.scheme, lam=run.lam,
                             repeat=run.repeat, fold=run.fold, seed=run.config.seed,
-                            metrics=metrics_from_run(metrics_json), run_dir=f"runs/{run.run_id}",
+                            metrics=metrics_from_run(metrics_json), run_dir=f"{RUNS_DIR}/{run.run_id}",
                             wall_time_s=done["wall_time_s"], finished_utc=done["finished_utc"],
                             package_version=done["package_version"],
                             val_calcium_dice=validation_calcium_dice(metrics_json),

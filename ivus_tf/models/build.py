@@ -1,30 +1,15 @@
 """`build_model`: a shared encoder, a decoder, and one head per task, as one Keras functional model.
 
-    image -> encoder (nested keras.Model named "encoder": dict of features keyed "stride_<s>")
-          -> decoder (architecture-specific; shared by the tasks, or one per task with head="decoder")
-          -> head per task (1x1 convolution to class logits, upsampled to the input size)
-          -> softmax, one output per task, named after the task ("calcium": 2 classes, "wall_lumen": 3 classes)
-
-The encoder is a nested model so the pre-training scheme can move exactly its weights from a wall-lumen model to a
-calcium model (`transfer_encoder_weights`), and so natural-image backbone weights load into it by layer name.
-
-Head options (`head=`), all tested:
-- "linear" (default): a 1x1 convolution per task on the shared decoder output. A two-task model is then within a
-  fraction of a percent of the one-task model's size, which keeps the paper's comparison of schemes fair.
-- "conv": a 3x3 convolution + batch norm + ReLU before the 1x1 convolution, per task (a few hundred K parameters).
-- "decoder": each task gets its own decoder (U-Net: the whole up-path; DeepLabV3: its own ASPP), sharing only the
-  encoder (the strictest reading of "shared encoder, separate heads"; U-Net: 1.05x the one-task size, as its
-  wide bottom stage belongs to the encoder).
-
-Architectures register in `ARCHITECTURES` (a dict, no import side effects). Each module provides
-`encoder(inputs, width, **options) -> dict[str, tensor]`, `decoder(features, width, name, **options) -> tensor`,
-`DECODER_STRIDE` (the stride of the decoder output) and `OPTIONS` (the keyword options it accepts).
-Everything uses `keras.layers` / `keras.ops`, so the model runs on the TensorFlow and JAX backends.
+The encoder is a nested model named "encoder" (dict of features keyed "stride_<s>"), so the pre-training scheme
+can move exactly its weights (`transfer_encoder_weights`) and backbone weights load by layer name. Heads: "linear"
+(default, a 1x1 convolution per task), "conv", or "decoder" (a decoder per task). Outputs are softmax
+probabilities named after the tasks. Architectures are a dict (`ARCHITECTURES`), no import side effects; each
+module provides `encoder`, `decoder`, `DECODER_STRIDE` and `OPTIONS`. Details: docs/models.md.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import keras
 
@@ -85,6 +70,15 @@ def build_model(arch: str, tasks: Sequence[str] = TASKS, input_shape=(256, 256, 
         decoded = {task: shared for task in tasks}
     outputs = {task: _head(decoded[task], task, width, head, module.DECODER_STRIDE) for task in tasks}
     return keras.Model(inputs, outputs, name=name or f"{arch}_{'_'.join(tasks)}")
+
+
+def iter_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Every layer of `model`, descending into nested models (the encoder), the nested models themselves left out."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer)
+        else:
+            yield layer
 
 
 def transfer_encoder_weights(source: keras.Model, target: keras.Model) -> int:

@@ -1,53 +1,13 @@
-"""DeepLabV3 with a dilated ResNet50 backbone at output stride 8 (Chen et al. 2017, "Rethinking Atrous Convolution
-for Semantic Image Segmentation"), the "DeepLabV3" of Bargsten et al. 2021.
+"""DeepLabV3 with a dilated ResNet50 backbone at output stride 8 (Chen et al. 2017), the "DeepLabV3" of Bargsten et
+al. 2021.
 
-Encoder: ResNet50 (bottleneck blocks 3-4-6-3) with the layer names, block structure and strides of
-`keras.applications.ResNet50` (stride on the first 1x1 convolution of a stage; biased convolutions; batch norm
-epsilon 1.001e-5), except that stages 4 and 5 ("conv4", "conv5") keep stride 1 and dilate their 3x3 convolutions
-instead, as torchvision's `replace_stride_with_dilation` does: the first block of a dilated stage keeps the
-previous rate, later blocks use 2 (conv4) and 4 (conv5). Three downsamplings remain (conv1, pool1, conv3), so a
-256x256 frame gives 32x32 features. Features: "stride_2" (conv1_relu), "stride_4" (conv2_block3_out), "stride_8"
-(conv5_block3_out, 2048 * width channels).
-
-Decoder (torchvision's `DeepLabHead`): atrous spatial pyramid pooling - a 1x1 branch, one 3x3 branch per rate in
-`aspp_rates` and an image-pooling branch (global average -> 1x1 -> broadcast), each 256 channels with batch norm
-and ReLU - concatenated, projected by 1x1 + BN + ReLU, dropout `aspp_dropout`, then 3x3 + BN + ReLU. `build.py`
-adds the 1x1 logits and the bilinear x8 upsampling. At width 1.0: 23.6 M (backbone) + 16.1 M (decoder) = 39.7 M
-parameters.
-
-ASPP rates (`aspp_rates`, default `DEFAULT_ASPP_RATES` = 6/12/18). DeepLabV3 uses 6/12/18 at output stride 16
-and doubles them to 12/24/36 at stride 8, for 513x513 crops: 65x65 features. Our frames are 256x256, so stride-8
-features are 32x32, and the rates must shrink with the map to keep their meaning. Measured as the share of 3x3
-taps that land inside the feature map (the rest multiply zero padding):
-
-    rates 12/24/36 on 65x65 (DeepLabV3's setting): 77% / 57% / 40%
-    rates  6/12/18 on 32x32 (our default):        77% / 56% / 39%
-    rates 12/24/36 on 32x32:                      56% / 25% / 11%
-
-At 32x32, rate 36 puts every off-centre tap outside the map for every output position, so that "atrous" branch
-is a second 1x1 branch, and rate 24 is three quarters padding; 6/12/18 reproduces the paper's geometry. Time does
-not argue otherwise: with `AtrousConv2D` a train step costs the same at either set (2.55 s at 6/12/18, 2.65 s at
-12/24/36; PyTorch 2.13 3.36 s / 3.94 s), while plain `keras.layers.Conv2D` would have made 12/24/36 cost 7.13 s
-against 4.16 s (one-task model, batch 2, 256x256, fp32, 2-core AMD EPYC, bench/bench_deeplab_train_step.py,
-2026-11-27). Which set segments calcium best is an experiment for the training grid; `aspp_rates` is its knob.
-
-Two variants (`variant`), the same function at the same layer names:
-- "keras" (default): the ResNet50 above, as `keras.applications.ResNet50` builds it.
-- "torchvision": ResNet50 as torchvision builds it (ResNet "v1.5": the stride on the 3x3 convolution, padded 1 on
-  every side as PyTorch pads; convolutions without bias; batch norm epsilon 1e-5), and ASPP rates 12/24/36 unless
-  `aspp_rates` says otherwise. The decoder is torchvision's `DeepLabHead` either way.
-
-`backbone_weights=PATH` (width 1.0, one gray input channel) starts the network from natural-image weights in a
-local file, nothing downloaded (`ivus_tf.models.pretrained`): a `keras.applications.ResNet50` file (ImageNet)
-starts the encoder of the "keras" variant; a `python -m ivus_tf.convert torchvision-deeplabv3` file (torchvision's
-COCO DeepLabV3) selects the "torchvision" variant and starts encoder and decoder (ASPP, projection, 3x3). The
-encoder then begins with `NaturalImageAdapter`: gray [0, 1] -> 3 channels normalised as the weights expect
-(keras.applications' caffe-style BGR mean subtraction, or torchvision's ImageNet mean/std). Without weights,
-conv1 takes the one gray channel directly.
-
-All dilated convolutions are `AtrousConv2D` (TensorFlow's native dilated kernel on the TF backend; see
-`ivus_tf.models.layers`). Batch norms use momentum 0.9 (PyTorch's 0.1), since IVUS training sets are a few hundred
-frames and Keras' default 0.99 lets the moving statistics lag behind many epochs.
+Encoder: `keras.applications.ResNet50`'s layers and names, with stages conv4 and conv5 dilated instead of strided
+(torchvision's `replace_stride_with_dilation`); features "stride_2", "stride_4", "stride_8". Decoder: torchvision's
+`DeepLabHead` (ASPP with rates `aspp_rates`, default 6/12/18: the paper's 12/24/36 scaled to 32x32 features).
+Two variants at the same layer names (`variant`): "keras" (default) and "torchvision" (ResNet "v1.5" as torchvision
+builds it, ASPP 12/24/36), which `backbone_weights` from a converted torchvision COCO file selects; natural-image
+weights always come from a local file (`ivus_tf.models.pretrained`), never downloaded. Dilated convolutions are
+`AtrousConv2D`; batch norms use momentum 0.9. Design reasons and the rate arithmetic: docs/models.md.
 """
 
 from __future__ import annotations
@@ -63,7 +23,7 @@ DECODER_STRIDE = 8
 OPTIONS = ("aspp_rates", "aspp_dropout", "backbone_weights", "variant")
 VARIANTS = ("keras", "torchvision")
 
-DEFAULT_ASPP_RATES = (6, 12, 18)  # the paper's 12/24/36 scaled to 32x32 features: see the module docstring
+DEFAULT_ASPP_RATES = (6, 12, 18)  # the paper's 12/24/36 scaled to 32x32 features: docs/models.md
 TORCHVISION_ASPP_RATES = (12, 24, 36)  # torchvision's DeepLabHead (its COCO weights were trained with them)
 DEFAULT_ASPP_DROPOUT = 0.5
 ASPP_CHANNELS = 256

@@ -13,6 +13,8 @@ import math
 
 import keras
 
+from ivus_tf.models.build import iter_layers
+
 ELEMENTWISE_FLOPS = {  # per output element, rough
     "BatchNormalization": 2, "ReLU": 1, "Activation": 1, "Add": 1, "UpSampling2D": 4, "Resizing": 4,
     "GlobalAveragePooling2D": 1, "AveragePooling2D": 1, "MaxPooling2D": 1, "Concatenate": 0,
@@ -23,22 +25,13 @@ def _elements(shape) -> int:
     return math.prod(int(d) for d in shape[1:])
 
 
-def _layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        else:
-            yield layer
-
-
 def count_flops(model: keras.Model) -> dict:
     """FLOPs of one forward pass for ONE image: {"conv_dense": ..., "elementwise": ..., "total": ...}.
 
     The model must have a fully defined input shape (apart from the batch).
     """
     conv_dense = elementwise = 0
-    for layer in _layers(model):
-        kind = type(layer).__name__
+    for layer in iter_layers(model):
         if isinstance(layer, keras.layers.Conv2DTranspose):
             kh, kw, c_out, c_in = layer.kernel.shape
             conv_dense += 2 * _elements(layer.input.shape[:-1] + (1,)) * kh * kw * c_in * c_out

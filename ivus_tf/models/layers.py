@@ -1,8 +1,8 @@
 """Custom layers of the models: a dilated convolution with a fast TensorFlow path, the input adapter for
 natural-image backbone weights, the broadcast of ASPP's image-pooling branch, and PyTorch-style bilinear resizing.
 
-All are registered serializable (package "ivus_tf") with complete `get_config`, so `.keras` files load in safe
-mode without Lambda layers, and all use `keras.ops` except the one TensorFlow-only fast path of `AtrousConv2D`.
+All are registered serializable (package "ivus_tf") with a complete `get_config`, so `.keras` files load in safe
+mode without Lambda layers; all use `keras.ops` except `AtrousConv2D`'s TensorFlow-only fast path.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import functools
 
 import keras
 from keras import ops
+
+from ivus_tf import compat
 
 # Caffe-style ImageNet preprocessing of keras.applications.resnet50.preprocess_input: RGB -> BGR, then subtract
 # the ImageNet mean per BGR channel, no scaling (pixels stay in [0, 255]).
@@ -32,11 +34,9 @@ def native_dilated_conv_available() -> bool:
 
     tf = import_tensorflow()
     try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        if _pywrap_util_port.IsMklEnabled():
+        if compat.onednn_enabled():
             return True
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError):  # TF moved it: the plain Conv2D path (tests/test_compat.py says so)
         pass
     return bool(tf.config.list_physical_devices("GPU"))
 
@@ -45,16 +45,11 @@ def native_dilated_conv_available() -> bool:
 class AtrousConv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` whose dilated convolutions run TensorFlow's native dilated kernel.
 
-    Keras' Conv2D on the TensorFlow backend calls `tf.nn.convolution`, which lowers any dilation rate > 1 to
-    SpaceToBatchND -> convolution -> BatchToSpaceND, which computes every tap, padding included. `tf.nn.conv2d(...,
-    dilations=r)` runs one dilated convolution instead (oneDNN on CPU, cuDNN on GPU) that skips taps falling off
-    the map. On a 2-core AMD EPYC with a (2, 32, 32, 2048) input and a 3x3x2048x256 kernel, forward + gradient:
-    562 -> 271 ms at rate 6, 735 -> 186 ms at rate 12, 3285 -> 194 ms at rate 36 (bench/bench_dilated_conv.py);
-    a DeepLabV3-R50-OS8 train step 4.16 -> 2.55 s with ASPP rates 6/12/18 (bench/bench_deeplab_train_step.py).
-    This layer takes that direct path on the TensorFlow backend for stride-1, ungrouped, channels-last dilated
-    convolutions where the native op has a gradient (`native_dilated_conv_available`); everything else (other
-    backends, rate 1, strides, groups, TF without oneDNN) is exactly `keras.layers.Conv2D`. Same weights, same
-    config, same function (tests/test_models_deeplab.py compares outputs and gradients).
+    Keras lowers a dilated convolution to SpaceToBatchND -> convolution -> BatchToSpaceND, computing every tap,
+    padding included; `tf.nn.conv2d(..., dilations=r)` skips the taps that fall off the map (faster the larger the
+    rate: BENCHMARKS.md). Taken on the TensorFlow backend for stride-1, ungrouped, channels-last dilated convolutions
+    where the native op has a gradient; everything else is exactly `keras.layers.Conv2D` (same weights, config,
+    outputs and gradients: tests/test_models_deeplab.py).
     """
 
     def _native_path(self) -> bool:

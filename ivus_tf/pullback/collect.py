@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ivus_tf.core.vocab import LUMEN
 from ivus_tf.measurements import arc_center
 from ivus_tf.pullback.calcium_score import equivalent_diameter_mm, superficial_calcium_arc_deg
 from ivus_tf.pullback.geometry import PullbackGeometry
@@ -75,20 +76,27 @@ class PullbackCollector:
     worst: WorstFrames = field(default_factory=WorstFrames)
     lmode: object = None
 
-    def add(self, frame, calcium, labels, values: dict) -> dict:
-        """Record one frame (its masks may be None for a model without that head); return its `FRAME_COLUMNS`."""
-        index = len(self.frame_ids)
-        superficial = math.nan
-        lumen = None if labels is None else labels == 1
+    def superficial_arc_deg(self, frame, calcium, labels, values: dict) -> float:
+        """The frame's superficial calcium arc (0 without calcium, NaN without a lumen). Reads no state, so
+        predict's writer threads compute it while `add` keeps the frames in order."""
+        lumen = None if labels is None else labels == LUMEN
         if calcium is not None and not np.any(calcium):
-            superficial = 0.0
-        elif calcium is not None and lumen is not None and lumen.any():
+            return 0.0
+        if calcium is not None and lumen is not None and lumen.any():
             center = values.get("arc_center_rc") or arc_center(calcium.shape, lumen, labels != 0)[:2]
             # the shortcut must be the exact union (what superficial_calcium_arc_deg measures otherwise), not the
             # gap-bridged calcium_arc_deg
             whole_arc = values.get("calcium_arc_unbridged_deg", values.get("calcium_arc_deg"))
-            superficial = superficial_calcium_arc_deg(calcium != 0, lumen, center, frame.pixel_spacing_mm,
-                                                      self.superficial_depth_mm, whole_arc)
+            return superficial_calcium_arc_deg(calcium != 0, lumen, center, frame.pixel_spacing_mm,
+                                               self.superficial_depth_mm, whole_arc)
+        return math.nan
+
+    def add(self, frame, calcium, labels, values: dict, superficial_arc_deg: float | None = None) -> dict:
+        """Record one frame (its masks may be None for a model without that head); return its `FRAME_COLUMNS`.
+        `superficial_arc_deg`: `self.superficial_arc_deg(...)` when already computed."""
+        index = len(self.frame_ids)
+        superficial = (self.superficial_arc_deg(frame, calcium, labels, values) if superficial_arc_deg is None
+                       else superficial_arc_deg)
         extra = {"position_mm": self.geometry.position_mm(index) if index < self.geometry.frames else math.nan,
                  "superficial_calcium_arc_deg": superficial,
                  "lumen_diameter_mm": equivalent_diameter_mm(values["lumen_area_mm2"]),

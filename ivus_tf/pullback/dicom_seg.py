@@ -25,8 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ivus_tf.core.version import __version__
 from ivus_tf.core.errors import InputError
+from ivus_tf.core.version import __version__
+from ivus_tf.core.vocab import LUMEN, VESSEL_WALL
 
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 TYPE2_DEFAULTS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
@@ -43,8 +44,8 @@ def segment_masks(calcium, labels) -> dict:
     if calcium is not None:
         masks["calcium"] = np.asarray(calcium) != 0
     if labels is not None:
-        masks["lumen"] = labels == 1
-        masks["vessel"] = (labels == 1) | (labels == 2)
+        masks["lumen"] = labels == LUMEN
+        masks["vessel"] = (labels == LUMEN) | (labels == VESSEL_WALL)
     return masks
 
 

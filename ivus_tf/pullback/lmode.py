@@ -19,8 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ivus_tf.overlay import COLOURS_HEX
+
 CALCIUM_BIT = 4  # label code: 0 background, 1 lumen, 2 vessel wall, +4 calcium
-COLOURS = {"calcium": "#ff2020", "lumen": "#ffd700", "vessel": "#00e5ff"}
 
 
 class LModeAccumulator:
@@ -101,11 +102,11 @@ def draw_lmode(ax, acc: LModeAccumulator, angle_deg: float, pixel_spacing_mm: fl
     x = (np.arange(gray.shape[1]) + 0.5) * length / gray.shape[1]
     for name, mask in (("vessel", np.isin(code & 3, (1, 2))), ("lumen", (code & 3) == 1)):
         if mask.any() and not mask.all():
-            ax.contour(x, y, mask.astype(np.float32), levels=[0.5], colors=COLOURS[name], linewidths=0.9)
+            ax.contour(x, y, mask.astype(np.float32), levels=[0.5], colors=COLOURS_HEX[name], linewidths=0.9)
     for lesion in lesions:
         start, end = ((lesion["start_mm"], lesion["end_mm"]) if slabs_mm is not None
                       else (lesion["first_frame"], lesion["last_frame"] + 1))
-        ax.plot([start, end], [radius_mm * 0.97] * 2, color="#ff9800", linewidth=4, solid_capstyle="butt")
+        ax.plot([start, end], [radius_mm * 0.97] * 2, color=COLOURS_HEX["superficial"], linewidth=4, solid_capstyle="butt")
         ax.text((start + end) / 2, 1.0, f"L{lesion['lesion']}", color="#e65100", ha="center", va="bottom",
                 fontsize=8, fontweight="bold", transform=ax.get_xaxis_transform())
     ax.set_xlim(0, length)

@@ -10,6 +10,8 @@ import base64
 import html
 from typing import Mapping
 
+from ivus_tf.core.vocab import TASKS
+from ivus_tf.overlay import COLOURS_HEX
 from ivus_tf.pullback.calcium_score import ITEM_TITLES, NOT_ASSESSED
 
 CSS = """
@@ -157,10 +159,11 @@ def _score_details(lesion) -> str:
             "<th>Rule</th></tr>" + "".join(rows) + "</table></div>")
 
 
-LEGEND = ("<p class='legend'><span><i class='sw' style='background:#ff2020'></i>calcium</span>"
-          "<span><i class='sw' style='background:#ff9800'></i>superficial calcium / lesion</span>"
-          "<span><i class='sw' style='background:#ffd700'></i>lumen</span>"
-          "<span><i class='sw' style='background:#00e5ff'></i>vessel (EEM)</span></p>")
+LEGEND = (f"<p class='legend'><span><i class='sw' style='background:{COLOURS_HEX['calcium']}'></i>calcium</span>"
+          f"<span><i class='sw' style='background:{COLOURS_HEX['superficial']}'></i>superficial calcium / lesion"
+          "</span>"
+          f"<span><i class='sw' style='background:{COLOURS_HEX['lumen']}'></i>lumen</span>"
+          f"<span><i class='sw' style='background:{COLOURS_HEX['vessel']}'></i>vessel (EEM)</span></p>")
 CAPTIONS = {
     "profiles": "Along the pullback: calcium arc and superficial calcium arc (dashed: 270&deg; and 360&deg;), lumen "
                 "and vessel (EEM) areas, and diameters (dashed: 3.5 mm); lesions shaded.",
@@ -208,7 +211,7 @@ def render_html(report: Mapping, figures: Mapping[str, Mapping[str, bytes]]) -> 
             _meta(report)]
     if warnings:
         body.append(f"<div class='notice'><b>Warnings</b><ul>{warnings}</ul></div>")
-    tasks = report.get("tasks", ("calcium", "wall_lumen"))
+    tasks = report.get("tasks", TASKS)
     body += [_pullback(entry, figures.get(entry["case_id"], {}), tasks) for entry in report["pullbacks"]]
     body.append(f"<h2>Definitions</h2><dl class='definitions'>{definitions}</dl>")
     body.append(f"<footer>ivus-tf {_e(report['package_version'])} &middot; report schema "

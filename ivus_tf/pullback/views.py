@@ -17,11 +17,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ivus_tf.core.vocab import LUMEN
+from ivus_tf.overlay import COLOURS_HEX
 from ivus_tf.pullback.collect import KeptFrame
-from ivus_tf.pullback.lmode import COLOURS, LModeAccumulator, cut_endpoints, draw_lmode
+from ivus_tf.pullback.lmode import LModeAccumulator, cut_endpoints, draw_lmode
 
 LESION_SHADE = "#ffcc80"
-SUPERFICIAL_COLOUR = "#ff9800"
+SUPERFICIAL_COLOUR = COLOURS_HEX["superficial"]
 DPI = 110
 
 
@@ -131,12 +133,12 @@ def frames_png(kept: Sequence[tuple[str, KeptFrame]], lmode_angle_deg: float | N
     for (title, frame), row in zip(kept, axes[0]):
         ax = row
         ax.imshow(frame.image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        lumen = None if frame.labels is None else frame.labels == 1
+        lumen = None if frame.labels is None else frame.labels == LUMEN
         if frame.labels is not None:
-            _contours(ax, frame.labels != 0, COLOURS["vessel"])
-            _contours(ax, lumen, COLOURS["lumen"])
+            _contours(ax, frame.labels != 0, COLOURS_HEX["vessel"])
+            _contours(ax, lumen, COLOURS_HEX["lumen"])
         if frame.calcium is not None:
-            _contours(ax, frame.calcium, COLOURS["calcium"])
+            _contours(ax, frame.calcium, COLOURS_HEX["calcium"])
             superficial = None if lumen is None else superficial_calcium_mask(
                 frame.calcium, lumen, frame.pixel_spacing_mm, superficial_depth_mm)
             if superficial is not None and superficial.any():

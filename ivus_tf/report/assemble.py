@@ -1,6 +1,6 @@
 """`make_report(grid_dir)`: the paper's tables and figures from a grid's results.jsonl, into GRID_DIR/report/.
 
-    results.jsonl (validated, `ivus_tf.report.results`)
+    results.jsonl (validated, `ivus_tf.grid.results`)
       -> table1.md, table1.csv, welch_tests.csv    Table 1 and Welch's t-tests       (`ivus_tf.report.table1`)
       -> empty_frames.md                            Table 1 split by the empty-mask rule (`.empty_frames`)
       -> lambda_sweep.png                           Figure 4, multi-task runs vs lambda (`ivus_tf.report.figures`)
@@ -19,7 +19,7 @@ import datetime
 from pathlib import Path
 from typing import Callable
 
-from ivus_tf.report.results import RESULTS_NAME, read_results
+from ivus_tf.grid.results import RESULTS_NAME, read_results
 from ivus_tf.report.stats import SCHEME_LABELS, model_label
 
 __all__ = ["REPORT_NAME", "make_report"]

@@ -19,14 +19,15 @@ same for the rule, one value per repeat x fold (every run of a fold shares the r
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from ivus_tf.report.results import resolve_run_dir
+from ivus_tf.core.errors import InputError
+from ivus_tf.grid.results import resolve_run_dir
+from ivus_tf.run_folder import RunFolder
 from ivus_tf.report.stats import describe
 
 __all__ = ["COLUMNS", "empty_frame_rows", "rule_frame_row", "run_frame_summary", "write_empty_frames"]
@@ -67,10 +68,9 @@ def empty_frame_rows(table_rows: Sequence[Mapping], records: Sequence[Mapping], 
                 and r["scheme"] == table_row["scheme"] and (r["scheme"] != "multitask" or r["lam"] == table_row["lam"])]
         summaries = []
         for run in runs:
-            path = resolve_run_dir(run, results_path) / "metrics.json"
             try:
-                frames = json.loads(path.read_text(encoding="utf-8"))["calcium"]["frames"]
-            except (OSError, KeyError, ValueError):
+                frames = RunFolder(resolve_run_dir(run, results_path)).read_metrics()["calcium"]["frames"]
+            except (InputError, KeyError, TypeError):
                 missing.append(run["run_id"])
                 continue
             summaries.append(run_frame_summary(frames))
@@ -91,9 +91,9 @@ def rule_frame_row(records: Sequence[Mapping], results_path: str | Path) -> dict
         if fold in summaries:
             continue
         try:
-            metrics = json.loads((resolve_run_dir(run, results_path) / "metrics.json").read_text(encoding="utf-8"))
+            metrics = RunFolder(resolve_run_dir(run, results_path)).read_metrics()
             frames = metrics["calcium"]["rule_baseline"]["frames"]
-        except (OSError, KeyError, TypeError, ValueError):
+        except (InputError, KeyError, TypeError):
             continue
         summaries[fold] = run_frame_summary(frames)
     if not summaries:

@@ -20,13 +20,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ivus_tf.report.results import resolve_run_dir
+from ivus_tf.core.errors import InputError
+from ivus_tf.grid.results import resolve_run_dir
 from ivus_tf.report.stats import describe, metric_values, model_label
+from ivus_tf.run_folder import RunFolder, prediction_path
 
 __all__ = ["SkipFigure", "choose_example_runs", "choose_frames", "plot_examples", "records_of_run",
            "rule_params_of_run"]
 
-PREDICTIONS = "predictions"
 STYLES = {"truth": ("tab:green", "--", "ground truth"), "calcium": ("tab:blue", "-", "calcium only"),
           "multitask": ("tab:red", "-", "multi-task"), "rule": ("tab:orange", ":", "rule baseline")}
 
@@ -35,8 +36,12 @@ class SkipFigure(Exception):
     """A figure cannot be drawn from what the grid holds; the message says why (it goes into index.md)."""
 
 
+def _run_folder(record: Mapping, results_path) -> RunFolder:
+    return RunFolder(resolve_run_dir(record, results_path))
+
+
 def _has_predictions(record: Mapping, results_path) -> bool:
-    return (resolve_run_dir(record, results_path) / PREDICTIONS).is_dir()
+    return _run_folder(record, results_path).predictions_dir.is_dir()
 
 
 def choose_example_runs(records: Sequence[Mapping], results_path, lambdas: Mapping[tuple, Mapping]) -> dict:
@@ -65,38 +70,29 @@ def choose_example_runs(records: Sequence[Mapping], results_path, lambdas: Mappi
 
 
 def records_of_run(record: Mapping, results_path) -> Path:
-    """The records folder of a run: `data` in its config.yaml (relative paths: relative to config.yaml's folder)."""
-    import yaml
-
-    path = resolve_run_dir(record, results_path) / "config.yaml"
+    """The records folder of a run (`RunFolder.records_dir`); `SkipFigure` saying why when there is none."""
+    folder = _run_folder(record, results_path)
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise SkipFigure(f"{path}: cannot read the run's config ({error.__class__.__name__})") from None
-    data = config.get("data") if isinstance(config, Mapping) else None
-    if not data:
-        raise SkipFigure(f"{path}: names no records folder (key data)")
-    records = Path(data).expanduser()
-    records = records if records.is_absolute() else path.parent / records
+        records = folder.records_dir()
+    except InputError as error:
+        raise SkipFigure(str(error)) from None
     if not (records / "index.json").is_file():
-        raise SkipFigure(f"{path}: its records folder {records} has no index.json")
+        raise SkipFigure(f"{folder.config_path}: its records folder {records} has no index.json")
     return records
 
 
 def rule_params_of_run(record: Mapping, results_path):
     """The calcium rule's fitted `RuleParams` from the run's metrics.json (`calcium.rule_baseline.params`), or
     None when the run did not record it (an older run, or `rule_baseline: false`)."""
-    import json
-
     from ivus_tf.baselines import RuleParams
-    from ivus_tf.core.errors import InputError
 
-    path = resolve_run_dir(record, results_path) / "metrics.json"
+    folder = _run_folder(record, results_path)
     try:
-        params = json.loads(path.read_text(encoding="utf-8"))["calcium"]["rule_baseline"]["params"]
-        return RuleParams.from_dict(params, f"{path}: calcium.rule_baseline.params")
-    except (OSError, KeyError, TypeError, ValueError):
+        params = folder.read_metrics()["calcium"]["rule_baseline"]["params"]
+    except (InputError, KeyError, TypeError):
         return None
+    try:
+        return RuleParams.from_dict(params, f"{folder.metrics_path}: calcium.rule_baseline.params")
     except InputError as error:
         raise SkipFigure(str(error)) from None
 
@@ -126,7 +122,7 @@ def choose_frames(pair: Mapping, results_path, count: int = 4) -> list[dict]:
     if records_of_run(pair["calcium"], results_path).resolve() != records_dir.resolve():
         raise SkipFigure(f"runs {pair['calcium']['run_id']} and {pair['multitask']['run_id']} were trained on "
                          "different records folders")
-    folders = {s: resolve_run_dir(pair[s], results_path) / PREDICTIONS for s in ("calcium", "multitask")}
+    folders = {s: _run_folder(pair[s], results_path).predictions_dir for s in ("calcium", "multitask")}
     cases = sorted({p.name for p in folders["multitask"].iterdir() if p.is_dir()}
                    & {p.name for p in folders["calcium"].iterdir() if p.is_dir()})
     from tfrecords_builder.index import read_index
@@ -138,7 +134,7 @@ def choose_frames(pair: Mapping, results_path, count: int = 4) -> list[dict]:
         truth = frame["calcium_mask"]
         if truth is None or not truth.any():
             continue
-        masks = {s: _read_prediction(folders[s] / frame["case_id"] / f"{frame['frame_id']}_calcium.png",
+        masks = {s: _read_prediction(prediction_path(folders[s], frame["case_id"], frame["frame_id"], "calcium"),
                                      truth.shape) for s in folders}
         if any(m is None for m in masks.values()):
             continue

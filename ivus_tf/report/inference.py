@@ -28,37 +28,39 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ivus_tf.report.results import resolve_run_dir
+from ivus_tf.core.errors import InputError
+from ivus_tf.grid.results import resolve_run_dir
 from ivus_tf.report.stats import model_label
+from ivus_tf.run_folder import RunFolder
+from ivus_tf.training.config import TrainConfig
 
 __all__ = ["BATCH_SIZES", "inference_settings", "machine_description", "measure", "measure_inference",
            "write_inference"]
 
 BATCH_SIZES = (1, 12)
-DEFAULTS = {"width": 1.0, "image_size": 256, "head": "linear", "aspp_rates": None}
 
 
 def inference_settings(records: Sequence[Mapping], results_path) -> dict[str, dict]:
-    """{arch: {"width", "image_size", "head", "aspp_rates", "source"}} from the first readable config.yaml of each
-    architecture's runs (backbone "none" first); the package defaults (the paper's size) when none is readable."""
-    import yaml
-
+    """{arch: {"width", "image_size", "head", "aspp_rates", "source"}} from the first readable run config of each
+    architecture's runs (backbone "none" first); `TrainConfig`'s defaults (the paper's size) when none is."""
     settings = {}
     for record in sorted(records, key=lambda r: r["backbone"] != "none"):
         arch = record["arch"]
         if arch in settings and settings[arch]["source"] != "defaults":
             continue
-        path = resolve_run_dir(record, results_path) / "config.yaml"
         try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            config = None
-        if isinstance(config, Mapping):
-            settings[arch] = {key: config.get(key, value) for key, value in DEFAULTS.items()}
-            settings[arch]["source"] = f"config of run {record['run_id']}"
+            config = RunFolder(resolve_run_dir(record, results_path)).load_config()
+        except InputError:
+            settings.setdefault(arch, {**_settings(TrainConfig()), "source": "defaults"})
         else:
-            settings.setdefault(arch, {**DEFAULTS, "source": "defaults"})
+            settings[arch] = {**_settings(config), "source": f"config of run {record['run_id']}"}
     return settings
+
+
+def _settings(config: TrainConfig) -> dict:
+    rates = config.aspp_rates
+    return {"width": config.width, "image_size": config.image_size, "head": config.head,
+            "aspp_rates": None if rates is None else list(rates)}
 
 
 def machine_description() -> dict:

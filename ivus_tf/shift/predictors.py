@@ -23,10 +23,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ivus_tf.core.errors import InputError
+from ivus_tf.export.layout import MASK_OUTPUTS
+from ivus_tf.run_folder import RunFolder
 
 Predictor = Callable[[Sequence[Mapping]], list]
-OUTPUTS = {"calcium": "calcium_mask", "wall_lumen": "wall_lumen_labels"}  # task -> serving output name
-MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.keras", "config.yaml", "metrics.json"
 
 __all__ = ["ModelUnderTest", "Predictor", "load_model_under_test", "predict_nothing", "rule_baseline"]
 
@@ -63,8 +63,8 @@ def _model_predictor(runner, tasks: Sequence[str]) -> Predictor:
     def predict(frames: Sequence[Mapping]) -> list:
         stack = np.stack([frame["image"] for frame in frames])
         outputs = runner.predict(stack, batch_size=len(frames))
-        return [{task: (np.asarray(outputs[OUTPUTS[task]][i]) if task in tasks else None) for task in OUTPUTS}
-                for i in range(len(frames))]
+        return [{task: (np.asarray(outputs[MASK_OUTPUTS[task]][i]) if task in tasks else None)
+                 for task in MASK_OUTPUTS} for i in range(len(frames))]
 
     return predict
 
@@ -75,7 +75,7 @@ def load_model_under_test(path, engine: str = "auto") -> ModelUnderTest:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such run folder, .keras file or export folder")
-    if (path.is_dir() and (path / MODEL_FILE).is_file()) or (path.is_file() and path.suffix == ".keras"):
+    if (path.is_dir() and RunFolder(path).model_path.is_file()) or (path.is_file() and path.suffix == ".keras"):
         from ivus_tf.core.tf_import import import_tensorflow
         from ivus_tf.export.source import load_source
 
@@ -90,7 +90,8 @@ def load_model_under_test(path, engine: str = "auto") -> ModelUnderTest:
     from ivus_tf.export.layout import EXTRA_DIR, INFO_NAME, find_version_dir
 
     if not (find_version_dir(path) / EXTRA_DIR / INFO_NAME).is_file():
-        raise InputError(f"{path}: neither a training run folder (no {MODEL_FILE}) nor an ivus-tf export (no "
+        raise InputError(f"{path}: neither a training run folder (no {RunFolder(path).model_path.name}) nor an "
+                         "ivus-tf export (no "
                          f"{EXTRA_DIR}/{INFO_NAME})")
     from ivus_tf.predict import load_model, model_tasks
 
@@ -108,7 +109,7 @@ def predict_nothing(frames: Sequence[Mapping]) -> list:
 
 def _recorded_rule(model: ModelUnderTest) -> dict | None:
     """The rule a training run fitted on its calcium training cases (metrics.json `calcium.rule_baseline`)."""
-    path = model.run_dir / METRICS_FILE if model.run_dir is not None else None
+    path = RunFolder(model.run_dir).metrics_path if model.run_dir is not None else None
     if path is None or not path.is_file():
         return None
     rule = json.loads(path.read_text(encoding="utf-8")).get("calcium", {}).get("rule_baseline")

@@ -24,6 +24,7 @@ from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
 from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG
 from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_postprocess, postprocess_frame
+from ivus_tf.run_folder import RunFolder
 from ivus_tf.shift.frames import score_frame, summarize_rows, truth_arc_deg
 from ivus_tf.shift.predictors import ModelUnderTest, Predictor, load_model_under_test, predict_nothing, rule_baseline
 from ivus_tf.shift.testset import (DEFAULT_SEED, TRAINING_DEFAULT_PRESET, check_seed, ensure_test_set,
@@ -95,12 +96,11 @@ def _reference(model: ModelUnderTest, reference_preset: str | None):
 
 def _run_test_cases(model: ModelUnderTest) -> dict | None:
     """The run's own test-case means from its metrics.json (another split of its own phantom), when there is one."""
-    if model.run_dir is None or not (model.run_dir / "metrics.json").is_file():
+    if model.run_dir is None or not RunFolder(model.run_dir).metrics_path.is_file():
         return None
-    import json
-
-    metrics = json.loads((model.run_dir / "metrics.json").read_text(encoding="utf-8"))
-    out = {"source": str(model.run_dir / "metrics.json"), "cases": len(metrics.get("case_ids", []))}
+    run = RunFolder(model.run_dir)
+    metrics = run.read_metrics()
+    out = {"source": str(run.metrics_path), "cases": len(metrics.get("case_ids", []))}
     for section in ("calcium", "lumen", "vessel"):
         if section in metrics:
             summary = metrics[section]["summary"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Callable
 
 from ivus_tf.core.tf_import import import_tensorflow
@@ -24,8 +23,8 @@ from ivus_tf.core.tf_import import import_tensorflow
 import_tensorflow()  # quietly, before Keras imports it
 import keras  # noqa: E402
 
-from ivus_tf.training.state import BEST_MODEL, LAST_WEIGHTS, PhaseState, save_model_atomic, save_weights_atomic, \
-    write_state
+from ivus_tf.run_folder import PhaseFolder  # noqa: E402
+from ivus_tf.training.state import PhaseState, save_model_atomic, save_weights_atomic, write_state  # noqa: E402
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
@@ -72,10 +71,10 @@ class TrainingError(RuntimeError):
 class FiniteLossGuard(keras.callbacks.Callback):
     """Raise `TrainingError` when a batch's loss is not finite."""
 
-    def __init__(self, phase: str, epochs: int, steps_per_epoch: int, phase_dir: Path):
+    def __init__(self, phase: str, epochs: int, steps_per_epoch: int, files: PhaseFolder):
         super().__init__()
         self.phase, self.epochs, self.steps = phase, epochs, steps_per_epoch
-        self.phase_dir = Path(phase_dir)
+        self.files = files
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -85,7 +84,7 @@ class FiniteLossGuard(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is None or math.isfinite(float(loss)):
             return
-        last = self.phase_dir / LAST_WEIGHTS
+        last = self.files.last_weights
         kept = (f"the last good checkpoint {last} (after epoch {self.epoch}) is kept and a restart resumes from it"
                 if self.epoch > 0 and last.is_file() else "no epoch had finished, so no checkpoint was written")
         raise TrainingError(
@@ -102,10 +101,10 @@ class PhaseCheckpoint(keras.callbacks.Callback):
     checkpoint's optimizer state belongs to.
     """
 
-    def __init__(self, phase_dir: Path, monitor: str, epochs: int, patience: int, state: PhaseState,
+    def __init__(self, files: PhaseFolder, monitor: str, epochs: int, patience: int, state: PhaseState,
                  snapshot: Callable[[], keras.Model], frozen: bool, log: Callable[[str], None] = print):
         super().__init__()
-        self.phase_dir, self.monitor, self.epochs, self.patience = Path(phase_dir), monitor, epochs, patience
+        self.files, self.monitor, self.epochs, self.patience = files, monitor, epochs, patience
         self.state, self.snapshot, self.frozen, self.log = state, snapshot, frozen, log
 
     def on_epoch_end(self, epoch, logs=None):
@@ -117,7 +116,7 @@ class PhaseCheckpoint(keras.callbacks.Callback):
         improved = math.isfinite(value) and (state.best is None or value > state.best)
         if improved:
             state.best, state.best_epoch, state.wait = value, epoch, 0
-            save_model_atomic(self.snapshot(), self.phase_dir / BEST_MODEL)
+            save_model_atomic(self.snapshot(), self.files.best_model)
         else:
             state.wait += 1
         state.epoch, state.frozen = epoch + 1, self.frozen
@@ -125,8 +124,8 @@ class PhaseCheckpoint(keras.callbacks.Callback):
         stop = self.patience > 0 and state.wait >= self.patience
         state.done = stop or state.epoch >= self.epochs
         state.stopped_early = stop and state.epoch < self.epochs
-        save_weights_atomic(self.model, self.phase_dir / LAST_WEIGHTS)
-        write_state(self.phase_dir, state)
+        save_weights_atomic(self.model, self.files.last_weights)
+        write_state(self.files, state)
         best = f"{state.best:.4f} at epoch {state.best_epoch + 1}" if state.best is not None else "none yet"
         note = " (new best, saved)" if improved else ""
         self.log(f"  {self.monitor} {value:.4f}{note}; best {best}")

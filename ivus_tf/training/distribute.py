@@ -20,21 +20,10 @@ batch up to float rounding: tests/test_distribute.py checks losses, validation D
 single-device run. Each worker builds the same deterministic stream of global batches and keeps its share
 (`AutoShardPolicy.DATA`), so the frames a step sees do not depend on the number of workers either.
 
-Two workarounds make Keras 3 `fit` (3.x with TF 2.21) do this; `prepare_for_fit` applies them to the model
-instance, nothing global:
-  1. Under any strategy, `fit` first builds the model's metrics from a batch it pulls through a new iterator over
-     the training data (`_maybe_symbolic_build`). That is a second iteration of the dataset, so a seeded shuffle
-     reshuffles and training sees other batches than without a strategy (found by the equality test). Under
-     MultiWorkerMirroredStrategy the same code fails outright: it reduces that `PerReplica` batch with
-     `strategy.reduce("MEAN", ...)` ("Attempt to convert a value (PerReplica...) to a Tensor",
-     keras-team/keras#20585). Workaround: build the model symbolically ourselves from zeros shaped like the
-     dataset's element spec (it only needs shapes), and make `_maybe_symbolic_build` a no-op.
-  2. Under MultiWorkerMirroredStrategy each step's logs (scalar metric values) are reduced with
-     `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar (the second half of #20585). Workaround:
-     `train_step` / `test_step` return their logs with shape [1]; the mean over axis 0 and the workers is then the
-     value itself (metric results are already aggregated over the replicas).
-The multi-worker and mirrored tests (tests/test_distribute.py) fail if either breaks; once Keras fixes #20585,
-drop the second and keep the first unless `fit` stops re-iterating the data.
+Two Keras workarounds (keras-team/keras#20585), applied to the model instance by `prepare_for_fit` and kept in
+`ivus_tf.compat` with their reasons: a build from zeros instead of Keras's own pre-`fit` pass over the data (which
+reshuffles a seeded dataset, and fails under MultiWorkerMirroredStrategy), and step logs of shape [1] under
+MultiWorkerMirroredStrategy. tests/test_distribute.py fails if either breaks.
 """
 
 from __future__ import annotations
@@ -43,6 +32,7 @@ import json
 import os
 from typing import Optional
 
+from ivus_tf import compat
 from ivus_tf.core.errors import InputError
 
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -137,7 +127,7 @@ def shard_by_data(dataset):
 
 
 def prepare_for_fit(model, strategy, dataset) -> None:
-    """The workarounds of the module docstring, on `model` only; call after each `compile` and before `fit`, in no
+    """The Keras workarounds (`ivus_tf.compat`), on `model` only; call after each `compile` and before `fit`, in no
     scope (it enters the strategy's itself). `dataset`: the training dataset (only its element spec is used).
     Nothing to do without a strategy."""
     if strategy is None:
@@ -146,19 +136,9 @@ def prepare_for_fit(model, strategy, dataset) -> None:
 
     zeros = tf.nest.map_structure(lambda spec: tf.zeros([d or 1 for d in spec.shape], spec.dtype),
                                   dataset.element_spec)
-    with strategy.scope():
-        model._symbolic_build(data_batch=zeros)
-    model._maybe_symbolic_build = lambda *args, **kwargs: None
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    for name in ("train_step", "test_step"):
-        step = getattr(type(model), name).__get__(model)
-
-        def rank_one_logs(data, step=step):
-            return {key: tf.reshape(value, [1]) for key, value in step(data).items()}
-
-        setattr(model, name, rank_one_logs)
-    model.train_function = model.test_function = None  # rebuilt with the wrapped steps
+    compat.build_before_fit(model, strategy, zeros)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        compat.rank_one_step_logs(model)
 
 
 def check_workers_agree(strategy, progress: list[int], where: str) -> None:
@@ -181,7 +161,7 @@ def check_workers_agree(strategy, progress: list[int], where: str) -> None:
                          "<run>.worker-<i> folder (or delete them all to start over) and start all workers again")
 
 
-def describe(strategy) -> Optional[str]:
+def describe_strategy(strategy) -> Optional[str]:
     """One line for the log: which strategy over how many replicas."""
     if strategy is None:
         return None

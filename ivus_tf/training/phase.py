@@ -31,23 +31,27 @@ from ivus_tf.core.tf_import import import_tensorflow
 import_tensorflow()  # quietly, before Keras imports it
 import keras  # noqa: E402
 
+from ivus_tf.augment_config import augment_fields
 from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset, make_train_dataset, train_streams
 from ivus_tf.keras_metrics import TaskDice, task_dice_metrics
 from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
-from ivus_tf.models.build import ENCODER_NAME, build_model, transfer_encoder_weights
+from ivus_tf.models.build import ENCODER_NAME, build_model, iter_layers, transfer_encoder_weights
+from ivus_tf.run_folder import RunFolder
 from ivus_tf.training.callbacks import EpochLine, FiniteLossGuard, PhaseCheckpoint, TensorBoard
 from ivus_tf.training.config import TrainConfig
 from ivus_tf.training.distribute import make_strategy, prepare_for_fit, replicas, shard_by_data
 from ivus_tf.training.schemes import Phase, PhaseCases
-from ivus_tf.training.state import BEST_MODEL, LAST_WEIGHTS, PhaseState, read_state, save_model_atomic, \
-    write_state
+from ivus_tf.training.state import PhaseState, read_state, save_model_atomic, write_state
 
 
 def pipeline_config(config: TrainConfig, tasks: Sequence[str], train: bool = True) -> PipelineConfig:
     """The tf.data settings of a phase: augmentation and shuffling for training only."""
+    augment = augment_fields(config)
+    augment["appearance_augmentation"] = config.appearance_augmentation and train
     return PipelineConfig(image_size=config.image_size, batch_size=config.batch_size, tasks=tuple(tasks),
                           calcium_fraction=config.calcium_fraction, flip=config.flip and train,
-                          rotate=config.rotate and train, shuffle_buffer=1024 if train else 0, seed=config.seed)
+                          rotate=config.rotate and train, shuffle_buffer=1024 if train else 0, seed=config.seed,
+                          **augment)
 
 
 def build_phase_model(config: TrainConfig, phase: Phase, synchronized: bool = False) -> keras.Model:
@@ -55,7 +59,7 @@ def build_phase_model(config: TrainConfig, phase: Phase, synchronized: bool = Fa
     with `synchronized` (training under a strategy with several replicas), statistics over the global batch."""
     model = build_model(config.arch, phase.tasks, (config.image_size, config.image_size, 1), width=config.width,
                         head=config.head, name=f"{config.arch}_{phase.name}", **config.model_options())
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in iter_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
             layer.synchronized = synchronized
@@ -100,13 +104,13 @@ def _stages(phase: Phase) -> list[tuple[bool, int]]:
     return [(False, phase.epochs)]
 
 
-def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_dir, run_dir: Path,
+def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_dir, run: RunFolder,
                 log: Callable[[str], None] = print, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
                 ) -> PhaseState:
     """Train (or resume, or skip when done) `phase`; return its final state. best.keras holds the selection."""
-    phase_dir = run_dir / "checkpoints" / phase.name
-    phase_dir.mkdir(parents=True, exist_ok=True)
-    state = read_state(phase_dir)
+    files = run.phase(phase.name)
+    files.path.mkdir(parents=True, exist_ok=True)
+    state = read_state(files)
     if state.done:
         log(f"phase {phase.name}: already done (selected epoch {state.best_epoch + 1}, {phase.monitor} "
             f"{state.best if state.best is not None else float('nan'):.4f}); skipping")
@@ -118,12 +122,12 @@ def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_di
         model = build_phase_model(config, phase, synchronized=replicas(strategy) > 1)
     twin = build_phase_model(config, phase)
     if state.epoch > 0:
-        log(f"phase {phase.name}: resuming at epoch {state.epoch + 1}/{phase.epochs} from {phase_dir / LAST_WEIGHTS}")
+        log(f"phase {phase.name}: resuming at epoch {state.epoch + 1}/{phase.epochs} from {files.last_weights}")
     else:
         log(f"phase {phase.name}: {phase.epochs} epochs x {steps} steps of {config.batch_size} frames; "
             f"{len(cases.train)} training cases, {len(cases.val)} validation cases; selects on {phase.monitor}")
         if phase.encoder_from:
-            source_path = run_dir / "checkpoints" / phase.encoder_from / BEST_MODEL
+            source_path = run.phase(phase.encoder_from).best_model
             source = keras.models.load_model(source_path, compile=False)
             count = transfer_encoder_weights(source, model)
             log(f"phase {phase.name}: encoder initialised from {source_path} ({count} weights)")
@@ -137,7 +141,7 @@ def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_di
             target.assign(source)
         return twin
 
-    tb_dir = run_dir / "tb" / phase.name
+    tb_dir = run.tb_phase_dir(phase.name)
     standard = [TensorBoard(str(tb_dir), write_graph=False, profile_batch=0)]
     standard += _image_callbacks(config, phase, records_dir, cases.val, tb_dir)
     verbose = 1 if sys.stdout.isatty() else 0  # progress bar on a terminal, one short line per epoch otherwise
@@ -147,27 +151,27 @@ def train_phase(config: TrainConfig, phase: Phase, cases: PhaseCases, records_di
         if state.done or state.epoch >= end:
             continue
         if state.epoch > 0 and state.frozen != frozen:  # new stage: weights only, a fresh optimizer
-            model.load_weights(str(phase_dir / LAST_WEIGHTS))
+            model.load_weights(str(files.last_weights))
         with scope():
             compile_phase_model(model, config, phase, frozen)
             if state.epoch > 0 and state.frozen == frozen:
                 model.optimizer.build(model.trainable_variables)
         if state.epoch > 0 and state.frozen == frozen:
-            model.load_weights(str(phase_dir / LAST_WEIGHTS))
+            model.load_weights(str(files.last_weights))
         prepare_for_fit(model, strategy, train_data)
         if frozen:
             log(f"phase {phase.name}: encoder frozen for epochs 1-{end}")
-        guard = FiniteLossGuard(phase.name, phase.epochs, steps, phase_dir)
-        checkpoint = PhaseCheckpoint(phase_dir, phase.monitor, phase.epochs, config.patience, state, snapshot,
+        guard = FiniteLossGuard(phase.name, phase.epochs, steps, files)
+        checkpoint = PhaseCheckpoint(files, phase.monitor, phase.epochs, config.patience, state, snapshot,
                                      frozen, log)
         model.fit(train_data.skip(state.epoch * steps), epochs=end, initial_epoch=state.epoch,
                   steps_per_epoch=steps, shuffle=False, validation_data=val_data, verbose=verbose,
                   callbacks=[guard, *standard, *extra_callbacks, checkpoint])
         state = checkpoint.state
-    if not (phase_dir / BEST_MODEL).is_file():  # no finite validation Dice in any epoch: keep the last model
-        save_model_atomic(snapshot(), phase_dir / BEST_MODEL)
+    if not files.best_model.is_file():  # no finite validation Dice in any epoch: keep the last model
+        save_model_atomic(snapshot(), files.best_model)
         state.best_epoch = state.epoch - 1
-        write_state(phase_dir, state)
+        write_state(files, state)
     return state
 
 
@@ -181,7 +185,7 @@ def _image_callbacks(config: TrainConfig, phase: Phase, records_dir, val_cases, 
                           every_n_epochs=config.tb_image_every_epochs, max_frames=config.tb_image_frames)]
 
 
-def load_selected(run_dir: Path, phase: Phase) -> keras.Model:
+def load_selected(run: RunFolder, phase: Phase) -> keras.Model:
     """The selected model of a finished phase (uncompiled)."""
-    return keras.models.load_model(run_dir / "checkpoints" / phase.name / BEST_MODEL, compile=False)
+    return keras.models.load_model(run.phase(phase.name).best_model, compile=False)
 

@@ -10,11 +10,8 @@
               the calcium rule fitted on the training cases (`rule_baseline`, unless switched off)
               -> metrics.json, TensorBoard HParams, done.json
 
-RUN_DIR layout: `config.yaml` (fully resolved, loadable with `--config`; the package version in its header),
-`records.json` (the records folder and `records_fingerprint` of its index: a resume on rebuilt records is refused),
-`tb/<phase>/` TensorBoard logs, `checkpoints/<phase>/` (state.json, last.weights.h5, best.keras), `model.keras`,
-`metrics.json`, `predictions/` (with `save_predictions`), `done.json` (the run finished: starting the same command
-again prints the result instead of retraining).
+The run folder's layout is `ivus_tf.run_folder.RunFolder` (records.json keys it to its records: a resume on
+rebuilt records is refused); a finished one (done.json) is reported, not retrained.
 
 Resume: the first phase not done resumes from its checkpoint (`ivus_tf.training.state`, `phase`): weights with
 batch-norm statistics, Adam's state and step, the epoch, the selection and early-stopping state (best value, its
@@ -36,25 +33,24 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ivus_tf.core.atomic import atomic_file, atomic_write_json, atomic_write_text
-from ivus_tf.core.config import load_yaml, to_mapping
+from ivus_tf.core.config import to_mapping
 from ivus_tf.core.errors import InputError
-from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 from ivus_tf.core.version import __version__
+from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
+from ivus_tf.run_folder import RunFolder
 from ivus_tf.splits import case_tasks_from_index, fold_cases, load_or_create_splits
 from ivus_tf.training.config import TrainConfig, config_differences
-from ivus_tf.training.distribute import check_workers_agree, describe, make_strategy, replicas, worker_run_dir
+from ivus_tf.training.distribute import (check_workers_agree, describe_strategy, make_strategy, replicas,
+                                         worker_run_dir)
 from ivus_tf.training.schemes import Phase, PhaseCases, check_data, phases_of
 from tfrecords_builder.index import records_fingerprint
 
-CONFIG_NAME, METRICS_NAME, DONE_NAME, MODEL_NAME = "config.yaml", "metrics.json", "done.json", "model.keras"
-RECORDS_NAME = "records.json"
 # Training memory per frame at 256x256 and width 1.0, per parameter (weights, gradients, Adam's two moments) and
 # of the process (TensorFlow, the data), from the peak RSS of bench/bench_models.py (BENCHMARKS.md: batch 2 and 12
 # on CPU, 2.4-8.1 GB, matched within 0.1 GB); activations scale with the width and the pixels, parameters with the
@@ -76,6 +72,10 @@ class RunPlan:
     test_cases: list[str]
     test_tasks: tuple[str, ...]
     records_fingerprint: str = ""
+
+    @property
+    def run(self) -> RunFolder:
+        return RunFolder(self.run_dir)
 
 
 def plan_run(config: TrainConfig, log: Callable[[str], None] = print) -> RunPlan:
@@ -164,62 +164,56 @@ def train_bytes(config: TrainConfig) -> float:
             + TRAIN_BASE_BYTES)
 
 
-def check_same_records(run_dir: Path, records_dir: Path, fingerprint: str) -> None:
-    """Refuse to resume the run in `run_dir` on records other than those it started on (records.json)."""
-    path = run_dir / RECORDS_NAME
-    if not path.is_file():
-        return
+def check_same_records(run: RunFolder, records_dir: Path, fingerprint: str) -> None:
+    """Refuse to resume `run` on records other than those it started on (records.json)."""
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: unreadable ({error}); delete the run folder to start over") from error
-    if saved.get("fingerprint") != fingerprint:
-        raise InputError(f"{run_dir}: the run started on other records than {records_dir} holds now (rebuilt or "
-                         f"changed since: its index.json differs from the one in {RECORDS_NAME}); delete the run "
-                         "folder to train on these records, or pass another --out")
+        saved = run.read_records_json()
+    except InputError as error:
+        raise InputError(f"{error}; delete the run folder to start over") from None
+    if saved is not None and saved.get("fingerprint") != fingerprint:
+        raise InputError(f"{run.path}: the run started on other records than {records_dir} holds now (rebuilt or "
+                         f"changed since: its index.json differs from the one in {run.records_json.name}); delete "
+                         "the run folder to train on these records, or pass another --out")
 
 
 def _claim_run_dir(plan: RunPlan) -> bool:
     """Write config.yaml into a new run folder, or check an existing one holds this config and started on these
     records. True if finished."""
-    run_dir, path = plan.run_dir, plan.run_dir / CONFIG_NAME
+    run, run_dir = plan.run, plan.run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"{run_dir}: exists and is not a folder; pass another --out")
-    if path.is_file():
-        saved = load_yaml(TrainConfig, path)
-        diffs = config_differences(saved, plan.config)
+    if run.has_config():
+        diffs = config_differences(run.load_config(), plan.config)
         if diffs:
             raise InputError(f"{run_dir}: holds a run with other settings ({'; '.join(diffs)}); pass another --out "
                              "or delete the folder to start over")
-        check_same_records(run_dir, plan.records_dir, plan.records_fingerprint)
-        if not (run_dir / RECORDS_NAME).is_file():  # a run folder of an older version: key it now
+        check_same_records(run, plan.records_dir, plan.records_fingerprint)
+        if not run.records_json.is_file():  # a run folder of an older version: key it now
             _write_records_json(plan)
-        return (run_dir / DONE_NAME).is_file() and (run_dir / METRICS_NAME).is_file()
+        return run.is_finished()
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"{run_dir}: exists, is not empty and holds no {CONFIG_NAME}; not a run folder")
+        raise InputError(f"{run_dir}: exists, is not empty and holds no {run.config_path.name}; not a run folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_records_json(plan)
     import yaml
 
     header = (f"# ivus-tf training run: fully resolved config, loadable with --config\n"
               f"# package_version: {__version__}\n# written: {datetime.datetime.now().isoformat(timespec='seconds')}\n")
-    atomic_write_text(path, header + yaml.safe_dump(to_mapping(plan.config), sort_keys=False))
+    atomic_write_text(run.config_path, header + yaml.safe_dump(to_mapping(plan.config), sort_keys=False))
     return False
 
 
 def _write_records_json(plan: RunPlan) -> None:
-    atomic_write_json(plan.run_dir / RECORDS_NAME, {"records": str(plan.records_dir),
-                                                    "fingerprint": plan.records_fingerprint})
+    atomic_write_json(plan.run.records_json, {"records": str(plan.records_dir), "fingerprint": plan.records_fingerprint})
 
 
 def _progress(plan: RunPlan) -> list[int]:
     """[finished, then epoch and done of each phase]: how far the run folder got (compared across workers)."""
     from ivus_tf.training.state import read_state
 
-    finished = (plan.run_dir / DONE_NAME).is_file() and (plan.run_dir / METRICS_NAME).is_file()
-    progress = [int(finished)]
+    progress = [int(plan.run.is_finished())]
     for phase in plan.phases:
-        state = read_state(plan.run_dir / "checkpoints" / phase.name)
+        state = read_state(plan.run.phase(phase.name))
         progress += [state.epoch, int(state.done)]
     return progress
 
@@ -227,7 +221,7 @@ def _progress(plan: RunPlan) -> list[int]:
 def _hparams(config: TrainConfig) -> dict:
     keys = ("scheme", "arch", "lam", "width", "head", "image_size", "batch_size", "learning_rate", "epochs",
             "pretrain_epochs", "freeze_encoder_epochs", "patience", "calcium_fraction", "loss_weighting",
-            "repeat", "fold", "seed")
+            "appearance_augmentation", "repeat", "fold", "seed")
     values = to_mapping(config)
     return {key: (values[key] if values[key] is not None else "same as epochs") for key in keys}
 
@@ -260,7 +254,7 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     plan = plan_run(config, log)
     check_workers_agree(strategy, _progress(plan), str(plan.run_dir))  # multi-worker: all resume from one point
     if _claim_run_dir(plan):
-        metrics = json.loads((plan.run_dir / METRICS_NAME).read_text(encoding="utf-8"))
+        metrics = plan.run.read_metrics()
         log(f"run {plan.run_dir} already finished; not retraining (delete the folder to train again)")
         _print_result(plan, metrics, log)
         return {"run_dir": plan.run_dir, "metrics": metrics, "phases": {}, "finished_before": True}
@@ -269,7 +263,7 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
         f"{config.image_size}x{config.image_size}, repeat {config.repeat} fold {config.fold}; splits "
         f"{plan.splits_path}; {len(plan.test_cases)} test cases)")
     if strategy is not None:
-        log(f"distributed: {describe(strategy)}, global batch {config.batch_size}")
+        log(f"distributed: {describe_strategy(strategy)}, global batch {config.batch_size}")
 
     import keras
 
@@ -285,15 +279,15 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     states = {}
     for i, phase in enumerate(plan.phases):
         keras.utils.set_random_seed(config.seed + i)
-        states[phase.name] = train_phase(config, phase, plan.cases[phase.name], plan.records_dir, plan.run_dir,
-                                         log, extra_callbacks)
-    final = plan.phases[-1]
-    model = load_selected(plan.run_dir, final)
-    with atomic_file(plan.run_dir / MODEL_NAME) as tmp:
-        shutil.copyfile(plan.run_dir / "checkpoints" / final.name / "best.keras", tmp)
+        states[phase.name] = train_phase(config, phase, plan.cases[phase.name], plan.records_dir, plan.run, log,
+                                         extra_callbacks)
+    final, run = plan.phases[-1], plan.run
+    model = load_selected(run, final)
+    with atomic_file(run.model_path) as tmp:
+        shutil.copyfile(run.phase(final.name).best_model, tmp)
     log(f"evaluating the selected model (phase {final.name}, epoch {states[final.name].best_epoch + 1}) on "
         f"{len(plan.test_cases)} test cases at original resolution")
-    predictions = plan.run_dir / "predictions" if config.save_predictions else None
+    predictions = run.predictions_dir if config.save_predictions else None
     metrics = evaluate_model(model, plan.records_dir, plan.test_cases, plan.test_tasks, config.image_size,
                              batch_size=config.batch_size, predictions_dir=predictions,
                              postprocess=POSTPROCESS_PRESETS[config.postprocess])
@@ -308,11 +302,11 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
     metrics["run"] = {"scheme": config.scheme, "arch": config.arch, "repeat": config.repeat, "fold": config.fold,
                       "records": str(plan.records_dir), "splits": str(plan.splits_path),
                       "package_version": __version__}
-    write_metrics_json(plan.run_dir / METRICS_NAME, metrics)
-    write_hparams(str(plan.run_dir / "tb"), _hparams(config), _headline(metrics))
+    write_metrics_json(run.metrics_path, metrics)
+    write_hparams(str(run.tb_dir), _hparams(config), _headline(metrics))
     done = {"finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "wall_time_s": round(time.perf_counter() - started, 1), "package_version": __version__}
-    atomic_write_json(plan.run_dir / DONE_NAME, done)
+    atomic_write_json(run.done_path, done)
     _print_result(plan, metrics, log)
     log(f"done in {done['wall_time_s'] / 60:.1f} min")
     return {"run_dir": plan.run_dir, "metrics": metrics, "phases": states, "finished_before": False}
@@ -321,13 +315,13 @@ def run_training(config: TrainConfig, log: Callable[[str], None] | None = None,
 def _print_result(plan: RunPlan, metrics: dict, log: Callable[[str], None]) -> None:
     from ivus_tf.evaluation import format_summary
 
-    log(f"test set ({len(plan.test_cases)} cases, metrics at original resolution; {plan.run_dir / METRICS_NAME}):")
+    log(f"test set ({len(plan.test_cases)} cases, metrics at original resolution; {plan.run.metrics_path}):")
     for line in format_summary(metrics).splitlines():
         log(f"  {line}")
     from ivus_tf.core.commands import python, shown, tool
 
     run_dir, name = shown(plan.run_dir), plan.run_dir.name
-    log(f"TensorBoard: {tool('tensorboard')} --logdir {run_dir}/tb")
+    log(f"TensorBoard: {tool('tensorboard')} --logdir {shown(plan.run.tb_dir)}")
     log(f"export:      {python()} -m ivus_tf.export {run_dir} --out saved_models/{name}")
     log(f"predict:     {python()} -m ivus_tf.predict --model saved_models/{name} --input PULLBACK "
         f"--out predictions/{name}   (PULLBACK: a DICOM, a folder of frames or a manifest)")

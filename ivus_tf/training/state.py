@@ -1,13 +1,10 @@
-"""What a run keeps on disk to resume: per phase, the last epoch's weights and optimizer state plus a small JSON.
+"""What a run keeps on disk to resume a phase (`ivus_tf.run_folder.PhaseFolder`): the last epoch's weights with
+the optimizer state (Keras 3 `save_weights` includes a compiled model's optimizer variables), `PhaseState` as
+state.json, and the selected model so far as best.keras.
 
-    checkpoints/<phase>/last.weights.h5   model weights AND optimizer state (Keras 3 `save_weights` writes the
-                                          compiled model's optimizer variables too: Adam's step count, moments)
-    checkpoints/<phase>/state.json        PhaseState: epochs done, early-stopping state, whether done
-    checkpoints/<phase>/best.keras        the selected model so far (no optimizer), by validation Dice
-
-Every file is written under a temporary name and renamed, and state.json last: a run killed at any moment leaves
-the previous epoch's consistent trio. The phase order of a scheme is fixed, so "which phase" is simply the first
-phase whose state is not done.
+Every file is written under a temporary name and renamed, state.json last: a run killed at any moment leaves the
+previous epoch's consistent trio. The phase order of a scheme is fixed, so the phase to resume is the first one
+whose state is not done.
 """
 
 from __future__ import annotations
@@ -17,10 +14,7 @@ import json
 from pathlib import Path
 
 from ivus_tf.core.atomic import atomic_file, atomic_write_json
-
-STATE_NAME = "state.json"
-LAST_WEIGHTS = "last.weights.h5"
-BEST_MODEL = "best.keras"
+from ivus_tf.run_folder import PhaseFolder
 
 
 @dataclasses.dataclass
@@ -42,9 +36,9 @@ class PhaseState:
     history: list = dataclasses.field(default_factory=list)
 
 
-def read_state(phase_dir: Path) -> PhaseState:
+def read_state(phase: PhaseFolder) -> PhaseState:
     """The saved state of a phase, or a fresh one when the phase never finished an epoch."""
-    path = Path(phase_dir) / STATE_NAME
+    path = phase.state
     if not path.is_file():
         return PhaseState()
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -52,9 +46,9 @@ def read_state(phase_dir: Path) -> PhaseState:
     return PhaseState(**{k: v for k, v in data.items() if k in fields})
 
 
-def write_state(phase_dir: Path, state: PhaseState) -> None:
+def write_state(phase: PhaseFolder, state: PhaseState) -> None:
     """Write state.json atomically; NaN and infinities (a diverged epoch's logs) as null."""
-    atomic_write_json(Path(phase_dir) / STATE_NAME, dataclasses.asdict(state))
+    atomic_write_json(phase.state, dataclasses.asdict(state))
 
 
 def save_weights_atomic(model, path: Path) -> None:

@@ -50,8 +50,8 @@ from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import ARCHS, BACKBONES, SCHEMES
 
 __all__ = ["BACKBONES", "BASELINES", "METRIC_NAMES", "METRIC_SECTIONS", "RESULT_FIELDS", "RESULTS_NAME",
-           "baselines_from_run", "group_runs", "make_result_line", "metrics_from_run", "read_results",
-           "resolve_run_dir", "run_key", "validate_result", "validation_calcium_dice"]
+           "baselines_from_run", "make_result_line", "metrics_from_run", "read_results", "resolve_run_dir", "run_key",
+           "validate_result", "validation_calcium_dice"]
 
 RESULTS_NAME = "results.jsonl"
 METRIC_SECTIONS = ("calcium", "lumen", "vessel_wall", "vessel", "wall_lumen_mean")
@@ -302,10 +302,3 @@ def make_result_line(*, run_id: str, arch: str, backbone: str, scheme: str, lam:
     validate_result(record, f"result of run {run_id!r}")
     return json.dumps(record, allow_nan=False) + "\n"
 
-
-def group_runs(records: Sequence[Mapping], *fields: str) -> dict[tuple, list[dict]]:
-    """{(values of `fields`): [records]} in first-seen order."""
-    groups: dict[tuple, list[dict]] = {}
-    for record in records:
-        groups.setdefault(tuple(record[f] for f in fields), []).append(record)
-    return groups
