@@ -4,9 +4,9 @@ Pure functions over 2-D numpy masks plus the frame's pixel spacing (mm per pixel
 resolution); no TensorFlow. Masks may be bool, integer (nonzero = foreground) or float with values exactly 0 and 1.
 The average Hausdorff distance is the modified Hausdorff distance of Dubuisson & Jain (1994): the maximum of the
 two directed mean distances, computed exactly with distance transforms (`_distances_to_mm`), over every foreground
-pixel (`points="all"`) or the 4-neighbour contours (`"boundary"`). Empty masks follow an explicit rule (both empty: Dice 1, distance 0;
-one empty: Dice 0, distance = the image diagonal, or NaN with `empty="nan"`), reported per frame (`empty_case`)
-and counted by `summarize_frames`. Definitions and reasons: docs/metrics.md.
+pixel (`points="all"`) or the 4-neighbour contours (`"boundary"`). Empty masks follow an explicit rule (both
+empty: Dice 1, distance 0; one empty: Dice 0, distance = the image diagonal, or NaN with `empty="nan"`), reported
+per frame (`empty_case`) and counted by `summarize_frames`. Definitions and reasons: docs/metrics.md.
 """
 
 from __future__ import annotations
