@@ -9,7 +9,7 @@ STAMP := $(VENV)/.ivus-tf-installed
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU ?= torch==2.13.0+cpu torchvision==0.28.0
 
-.PHONY: demo test figures bench clean
+.PHONY: demo test test-fast lint figures bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	$(PY) -m ivus_tf.train --scheme multitask --config configs/quickstart.yaml --out runs/quickstart
 
+# The full suite (CI: .ci/run). test-fast is the edit loop: every module's fast tests, without those marked slow
+# (trained runs, exports in fresh processes, multi-worker clusters; docs/testing.md).
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 figures: $(STAMP)
 	$(PY) tools/render_phantom_figure.py --out docs/phantom_frames.png --shifted-out docs/phantom_shifted.png

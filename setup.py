@@ -35,7 +35,8 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.*"],
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
-        "test": ["pytest>=8"],
+        # ruff pinned to a minor release: its rule sets grow between releases and `make lint` must not break with them
+        "test": ["pytest>=8", "ruff>=0.17,<0.18"],
         # python -m ivus_tf.export --format onnx|tensorrt, and ONNX Runtime for predict. TensorRT itself is not
         # here: it needs a CUDA machine (pip install tensorrt-cu12 there).
         "export": ["tf2onnx>=1.16.1", "onnx>=1.17", "onnxruntime>=1.20", "onnxconverter-common>=1.14"],

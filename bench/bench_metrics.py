@@ -6,6 +6,9 @@ rotated and thickened, blob radii changed), at 0.026 mm per pixel. Timed per fra
 
 * `dice`, `average_hausdorff_mm` with points="all" and points="boundary", `evaluate_frame`, `wall_lumen_metrics`
   (lumen, vessel wall and vessel, each Dice + distance);
+* large masks (a vessel filling the frame, ~170,000 points per mask, bounding box ~ the whole frame), the case
+  that costs most; beside it the previous implementation (two full float64 scipy EDT maps on the crop), timed in
+  the same run so the comparison holds on a shared machine;
 * brute force: scipy.spatial.distance.cdist between the point sets (chunked to bound memory), the definition the
   tests check against. All points of a lumen/vessel mask are ~10^5 per frame (10^10 distances), so that row runs
   on frames downsampled by --brute-force-downsample and says its size.
@@ -20,23 +23,29 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import scipy
+from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivus_tf.metrics import (  # noqa: E402
-    average_hausdorff_mm, boundary, dice, evaluate_frame, wall_lumen_metrics,
-)
-
 import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+from ivus_tf.metrics import (  # noqa: E402
+    average_hausdorff_mm,
+    boundary,
+    dice,
+    evaluate_frame,
+    wall_lumen_metrics,
+)
 
 SIZE = 500
 PIXEL_SPACING_MM = 0.026
@@ -74,6 +83,31 @@ def synthetic_pair(rng: np.random.Generator, size: int = SIZE) -> dict:
     return {"calcium": (pred_calcium, target_calcium), "labels": (pred_labels, target_labels)}
 
 
+def large_pair(rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """A vessel filling the frame (radius 0.44-0.49 of the frame, wavy border) and a perturbed prediction."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+
+    def disc(centre, radius, phase):
+        angle = np.arctan2(yy - centre[0], xx - centre[1])
+        return np.hypot(yy - centre[0], xx - centre[1]) < radius * size * (1 + 0.03 * np.sin(3 * angle + phase))
+
+    centre, radius, phase = size / 2 + rng.uniform(-8, 8, 2), rng.uniform(0.44, 0.47), rng.uniform(0, 2 * np.pi)
+    return (disc(centre + rng.uniform(-6, 6, 2), radius * rng.uniform(0.95, 1.04), phase + rng.uniform(-0.3, 0.3)),
+            disc(centre, radius, phase))
+
+
+def previous_mhd(pred, target, pixel_spacing_mm) -> float:
+    """The implementation before issue 14: two full float64 scipy EDT maps on the masks' bounding box."""
+    union = pred | target
+    rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    pred, target = pred[box], target[box]
+    spacing = np.broadcast_to(pixel_spacing_mm, 2)
+    to_target = ndimage.distance_transform_edt(~target, sampling=spacing)
+    to_pred = ndimage.distance_transform_edt(~pred, sampling=spacing)
+    return max(float(to_target[pred].mean()), float(to_pred[target].mean()))
+
+
 def brute_force_mhd(pred, target, pixel_spacing_mm, points="all", chunk=2048):
     """Modified Hausdorff distance from all pairwise distances (cdist), chunked to bound memory."""
     if points == "boundary":
@@ -105,6 +139,10 @@ def points(pairs, kind) -> int:
     return int(np.mean([np.count_nonzero(select(m)) for pair in pairs for m in pair]))
 
 
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def machine() -> str:
     return benchlib.cpu_model()
 
@@ -116,6 +154,7 @@ def main(argv=None) -> None:
     parser.add_argument("--brute-force-frames", type=int, default=3)
     parser.add_argument("--brute-force-downsample", type=int, default=4)
     args = parser.parse_args(argv)
+    load_at_start = load_average()
 
     rng = np.random.default_rng(0)
     frames = [synthetic_pair(rng) for _ in range(args.frames)]
@@ -135,23 +174,40 @@ def main(argv=None) -> None:
                                  args.repeats)))
         rows.append((name, SIZE, points(pairs, "all"), "evaluate_frame (Dice + distance, all points)",
                      time_ms(lambda p, t: evaluate_frame(p, t, s), pairs, args.repeats)))
+    large = [large_pair(rng) for _ in range(args.frames)]
+    rows.append(("large masks", SIZE, points(large, "all"), "average_hausdorff_mm, points=all",
+                 time_ms(lambda p, t: average_hausdorff_mm(p, t, s), large, args.repeats)))
+    rows.append(("large masks", SIZE, points(large, "all"), "average_hausdorff_mm, anisotropic spacing (scipy)",
+                 time_ms(lambda p, t: average_hausdorff_mm(p, t, (s, 1.01 * s)), large, args.repeats)))
+    rows.append(("large masks", SIZE, points(large, "all"), "previous implementation (two float64 EDT maps)",
+                 time_ms(lambda p, t: previous_mhd(p, t, s), large, args.repeats)))
+    rows.append(("large masks", SIZE, points(large, "all"), "previous implementation, anisotropic spacing",
+                 time_ms(lambda p, t: previous_mhd(p, t, (s, 1.01 * s)), large, args.repeats)))
+    for p, t in large:
+        assert np.isclose(average_hausdorff_mm(p, t, s), previous_mhd(p, t, s), rtol=1e-12, atol=0)
     rows.append(("wall-lumen label maps", SIZE, points(vessel, "all"),
                  "wall_lumen_metrics (lumen, wall, vessel; all points)",
                  time_ms(lambda p, t: wall_lumen_metrics(p, t, s), labels, args.repeats)))
     brute = [("calcium arc", calcium[:n_bf], SIZE, "all", s), ("calcium arc", calcium[:n_bf], SIZE, "boundary", s),
              ("vessel (EEM)", vessel[:n_bf], SIZE, "boundary", s),
-             ("vessel (EEM)", small, SIZE // k, "all", s * k)]
+             ("vessel (EEM)", small, SIZE // k, "all", s * k),
+             ("large masks", [(p[::k, ::k], t[::k, ::k]) for p, t in large[:n_bf]], SIZE // k, "all", s * k)]
     for name, pairs, size, kind, spacing in brute:
-        fast = time_ms(lambda p, t: average_hausdorff_mm(p, t, spacing, points=kind), pairs, args.repeats)
-        slow = time_ms(lambda p, t: brute_force_mhd(p, t, spacing, points=kind), pairs, 1)
+        fast = time_ms(lambda p, t, spacing=spacing, kind=kind: average_hausdorff_mm(p, t, spacing, points=kind),
+                       pairs, args.repeats)
+        slow = time_ms(lambda p, t, spacing=spacing, kind=kind: brute_force_mhd(p, t, spacing, points=kind), pairs, 1)
         for p, t in pairs:
-            assert np.isclose(average_hausdorff_mm(p, t, spacing, points=kind), brute_force_mhd(p, t, spacing, kind))
+            assert np.isclose(average_hausdorff_mm(p, t, spacing, points=kind), brute_force_mhd(p, t, spacing, kind),
+                              rtol=1e-12, atol=0)
         rows.append((name, size, points(pairs, kind), f"brute force (cdist), points={kind}", slow,
                      f"average_hausdorff_mm on the same frames: {fast:.2f} ms (brute force / EDT = {slow / fast:.1f})"))
 
     command = shlex.join([".venv/bin/python", "bench/bench_metrics.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"- machine: {machine()}; Python {platform.python_version()}, numpy {np.__version__}, "
-          f"scipy {scipy.__version__}")
+          f"scipy {scipy.__version__}, OpenCV {cv2.__version__}")
+    print(f"- load average (1, 5, 15 min) at the start: {load_at_start}")
+    print(f"- load average (1, 5, 15 min) at the end: {load_average()} "
+          f"on {benchlib.usable_cores()} usable cores")
     print(f"- date: {datetime.date.today().isoformat()}")
     print(f"- command: `{command}`")
     print(f"- data: {args.frames} synthetic frame pairs at {SIZE}x{SIZE}, {PIXEL_SPACING_MM} mm/pixel; median over "

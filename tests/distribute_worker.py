@@ -4,9 +4,9 @@
     python tests/distribute_worker.py RECORDS OUT step 2
 
 Splits the CPU into LOGICAL_CPUS logical devices (before TensorFlow starts: that is how MirroredStrategy gets two
-replicas on a CPU), then trains `tiny_config` (the same as tests/test_train_run.py's tiny runs, multitask so that
-both losses, their frame weights and the batch composition are exercised) with `run_training`. A multi-worker
-process gets its cluster from TF_CONFIG. Exit status: run_training's (errors print one line).
+replicas on a CPU), then trains `tiny_config` (tests/test_train_run.py's tiny runs at one step per epoch,
+multitask so that both losses, their frame weights and the batch composition are exercised) with `run_training`.
+A multi-worker process gets its cluster from TF_CONFIG. Exit status: run_training's (errors print one line).
 
 `step` compares one plain-SGD step of the multitask model under MirroredStrategy (2 logical CPUs) with the same step
 on one device, from the same initial weights and the same global batch, and writes OUT (JSON): the largest
@@ -29,7 +29,7 @@ def tiny_config(records: str, out: str, strategy: str, unet_stages: str = "wide_
     a batch on ONE device changes it by up to 6 % (1e-4 for the variant, on the batches used here), which a few
     Adam steps turn into loss differences above the comparison's tolerance. `step` uses the default design."""
     return TrainConfig(scheme="multitask", arch="unet_res", width=0.0625, image_size=32, batch_size=4, epochs=2,
-                       steps_per_epoch=2, learning_rate=1e-2, data=records, out=out, repeats=1, folds=2,
+                       steps_per_epoch=1, learning_rate=1e-2, data=records, out=out, repeats=1, folds=2,
                        tb_image_every_epochs=1, tb_image_frames=1, run_eagerly=True, strategy=strategy,
                        unet_stages=unet_stages)
 

@@ -3,8 +3,9 @@ processes give what single-device training gives (ivus_tf/training/distribute.py
 
 Each distributed run is its own process (tests/distribute_worker.py): logical devices must be configured before
 TensorFlow starts, and a multi-worker cluster is one process per worker. The tiny runs are tests/test_train_run.py's
-(U-Net Res width 1/16, multitask, 2 epochs of 2 steps of 4 frames, eager), with the wide_bottom U-Net, whose
-tiny gradient float rounding does not swamp (see `tiny_config`); the one-step gradient check uses the default.
+(U-Net Res width 1/16, multitask, 2 epochs of 1 step of 4 frames, eager: the second epoch starts from a
+distributed update), with the wide_bottom U-Net, whose tiny gradient float rounding does not swamp (see
+`tiny_config`); the one-step gradient check uses the default.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def single_device_run(records, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_single_device(records, tmp_path):
     """One SGD step of the multitask model on one global batch: the update under MirroredStrategy over 2 replicas
     equals the single-device update (without the loss's all-reduce it is off by half the update itself; with
@@ -97,6 +99,7 @@ def test_mirrored_step_equals_single_device(records, tmp_path):
         assert distributed[key] == pytest.approx(single[key], abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_mirrored_training_matches_single_device(records, single_device_run, tmp_path):
     out = tmp_path / "run"
     output = finish(start([records, out, "mirrored", 2]))
@@ -105,6 +108,7 @@ def test_mirrored_training_matches_single_device(records, single_device_run, tmp
     assert (out / "done.json").is_file() and (out / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_multiworker_training_matches_single_device(records, single_device_run, tmp_path):
     """Two worker processes on loopback ports train one run together (the keras#20585 workaround in use): the
     chief writes the run folder, worker 1 its own copy beside it, and both match single-device training. Restarted
@@ -167,6 +171,7 @@ def test_only_the_chief_writes_the_run_folder(monkeypatch):
     assert worker_run_dir("/g/runs/x", "multiworker") == "/g/runs/x" and is_chief()
 
 
+@pytest.mark.slow
 def test_global_batch_must_split_evenly_over_the_replicas(records, tmp_path):
     """An odd global batch over 2 replicas: one line before anything trains, nothing written."""
     script = ("import sys, dataclasses; sys.argv[1:] = []\n"

@@ -7,10 +7,13 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import synthetic_frame
 from ivus_tf.training.config import TrainConfig
 from ivus_tf.training.run import run_training
+
+pytestmark = pytest.mark.slow  # trains, exports and predicts: the whole path, ~15 s
 
 
 def test_train_export_predict(tmp_path):

@@ -186,6 +186,7 @@ def exports(tmp_path_factory):
     return [tiny_export(root / f"tiny-f{fold}", seed=fold) for fold in (0, 1)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_ensemble_of_two_exports_averages_exactly(exports, engine):
     from ivus_tf.export import load_exported
@@ -199,6 +200,7 @@ def test_ensemble_of_two_exports_averages_exactly(exports, engine):
     assert_matches_manual(ensemble.predict(frames), stacks)  # same batches as the manual passes: same rounding
 
 
+@pytest.mark.slow
 def test_tta_on_an_export_equals_manually_flipped_passes(exports):
     from ivus_tf.export import load_exported
 
@@ -207,6 +209,7 @@ def test_tta_on_an_export_equals_manually_flipped_passes(exports):
     assert_matches_manual(Ensemble([model], tta=True).predict(frames), manual([model], frames, FLIPS))
 
 
+@pytest.mark.slow
 def test_predict_two_models_with_tta_end_to_end(exports, tmp_path, capsys):
     from ivus_tf.export import load_exported
 

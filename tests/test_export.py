@@ -129,6 +129,7 @@ FRESH_PROCESS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_savedmodel_in_fresh_process_matches_keras_with_pipeline_processing(exported, run_dir, tmp_path):
     a, b = _frames((2, 80, 96), seed=1), _frames((1, 50, 41), seed=2)
     np.savez(tmp_path / "in.npz", a=a, b=b[..., None])  # [N, H, W] and [N, H, W, 1]
@@ -144,6 +145,7 @@ def test_savedmodel_in_fresh_process_matches_keras_with_pipeline_processing(expo
         assert_outputs_agree(got, reference(model, frames), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_named_signature(exported):
     cli_path = Path(sys.executable).parent / "saved_model_cli"
     result = subprocess.run([str(cli_path), "show", "--dir", str(exported), "--tag_set", "serve",
@@ -156,6 +158,7 @@ def test_saved_model_cli_lists_named_signature(exported):
     assert "output_0" not in text
 
 
+@pytest.mark.slow
 def test_variables_stored_once_and_record_written(exported, run_dir):
     info = read_info(exported)
     stored = tf.train.list_variables(str(exported / "variables" / "variables"))
@@ -173,6 +176,7 @@ def test_variables_stored_once_and_record_written(exported, run_dir):
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+@pytest.mark.slow
 @needs_onnx
 def test_onnxruntime_matches_tensorflow(exported):
     import onnxruntime as ort
@@ -188,6 +192,7 @@ def test_onnxruntime_matches_tensorflow(exported):
         assert_outputs_agree(got, want, atol=1e-4, max_atol=0.05)
 
 
+@pytest.mark.slow
 @needs_onnx
 def test_loader_picks_engine_and_predicts(exported, monkeypatch):
     frames = _frames((5, 70, 90), seed=6)
@@ -216,6 +221,7 @@ def test_loader_picks_engine_and_predicts(exported, monkeypatch):
     assert load_exported(exported).engine == "tensorflow"
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(exported, run_dir, tmp_path, capsys):
     with pytest.raises(InputError, match="not an ivus-tf export"):
         load_exported(tmp_path)
@@ -268,6 +274,7 @@ def test_tensorrt_missing_says_what_and_how(run_dir, tmp_path, capsys, monkeypat
 @needs_onnx
 @pytest.mark.skipif(importlib.util.find_spec("onnxconverter_common") is None,
                     reason="onnxconverter-common missing: pip install -e '.[export]'")
+@pytest.mark.slow
 def test_float16_onnx_for_tensorrt_runs_close_to_float32(exported, tmp_path):
     """The float16 ONNX that TensorRT >= 11 builds fp16 engines from, run here on ONNX Runtime's CPU kernels."""
     import onnxruntime as ort
@@ -282,6 +289,7 @@ def test_float16_onnx_for_tensorrt_runs_close_to_float32(exported, tmp_path):
     assert_outputs_agree(runs[1], runs[0], atol=5e-3, max_atol=0.15)
 
 
+@pytest.mark.slow
 @needs_onnx
 def test_deeplabv3_calcium_only_model_exports_to_onnx(tmp_path):
     """The dilated convolutions (AtrousConv2D's native op) and ASPP pooling convert; only calcium outputs.

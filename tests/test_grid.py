@@ -41,6 +41,10 @@ TINY_TRAIN = """\
     run_eagerly: true
 """
 
+# The tests of worker processes, shards and clusters check who trains and records which run, not training itself:
+# one step of one epoch per run (each process still starts TensorFlow, builds, trains, evaluates and saves).
+ONE_STEP = "train_overrides: {epochs: 1, steps_per_epoch: 1}\n"
+
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
@@ -361,6 +365,7 @@ def killed_grid(records, tmp_path_factory):
     return facts
 
 
+@pytest.mark.slow
 def test_a_killed_grid_restarts_without_losing_or_repeating_runs(killed_grid):
     f = killed_grid
     assert [r["run_id"] for r in f["after_kill"]] == ["unet_res-calcium-r0-f0", "unet_res-multitask-lam1-r0-f0"]
@@ -385,6 +390,7 @@ def test_a_killed_grid_restarts_without_losing_or_repeating_runs(killed_grid):
     assert f["final"][0]["seed"] != f["final"][2]["seed"]
 
 
+@pytest.mark.slow
 def test_a_run_finished_but_not_recorded_is_recorded_once_without_retraining(killed_grid):
     f = killed_grid
     assert len(f["after_second"]) == 3  # killed between run 4's done.json and its line
@@ -407,6 +413,7 @@ def test_a_run_finished_but_not_recorded_is_recorded_once_without_retraining(kil
                             "average_hausdorff_mm": nothing["average_hausdorff_mm"]["mean"]}}
 
 
+@pytest.mark.slow
 def test_changed_grid_settings_are_refused_before_any_run(killed_grid, tmp_path, capsys):
     """An unrecorded run folder with other settings stops the grid (a recorded run too: test_hardening_grid)."""
     f = killed_grid
@@ -421,6 +428,7 @@ def test_changed_grid_settings_are_refused_before_any_run(killed_grid, tmp_path,
     assert "was started with other settings (learning_rate 0.01 -> 0.5)" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_report_runs_on_the_grid_results(killed_grid):
     from ivus_tf.report.assemble import make_report
 
@@ -432,6 +440,7 @@ def test_report_runs_on_the_grid_results(killed_grid):
     assert "| U-Net Res, calcium only | 2 / 2 |" in table  # tested against the rule, one value per fold
 
 
+@pytest.mark.slow
 def test_list_shows_what_is_recorded(killed_grid, capsys):
     f = killed_grid
     assert grid_main(["--config", str(f["path"]), "--out", str(f["grid_dir"]), "--list", "--shard", "1/2"]) == 0
@@ -441,8 +450,9 @@ def test_list_shows_what_is_recorded(killed_grid, capsys):
 
 # --------------------------------------------------------------------------------- devices, shards in parallel
 
+@pytest.mark.slow
 def test_devices_run_one_worker_per_device_and_each_run_once(tmp_path, records):
-    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: 2\nrepeats: 1\n")
+    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: 2\nrepeats: 1\n" + ONE_STEP)
     grid_dir = tmp_path / "G"
     result = subprocess.run([sys.executable, "-m", "ivus_tf.grid", "--config", str(path), "--out", str(grid_dir),
                              "--devices", "cpu,cpu"], capture_output=True, text=True, cwd=ROOT,
@@ -455,8 +465,9 @@ def test_devices_run_one_worker_per_device_and_each_run_once(tmp_path, records):
     assert sorted(r["run_id"] for r in read_ledger(grid_dir)) == ["unet_res-calcium-r0-f0", "unet_res-calcium-r0-f1"]
 
 
+@pytest.mark.slow
 def test_two_shards_at_once_write_disjoint_lines(tmp_path, records):
-    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: 2\nrepeats: 1\n")
+    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: 2\nrepeats: 1\n" + ONE_STEP)
     grid_dir = tmp_path / "G"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     shards = [subprocess.Popen([sys.executable, "-m", "ivus_tf.grid", "--config", str(path), "--out", str(grid_dir),
@@ -469,11 +480,12 @@ def test_two_shards_at_once_write_disjoint_lines(tmp_path, records):
     assert sorted(r["run_id"] for r in read_ledger(grid_dir)) == ["unet_res-calcium-r0-f0", "unet_res-calcium-r0-f1"]
 
 
+@pytest.mark.slow
 def test_a_multiworker_grid_trains_each_run_on_both_workers_and_the_chief_records_it(tmp_path, records):
     """`--strategy multiworker` with two local worker processes (TF_CONFIG, loopback ports): every worker enters
     every run (no claiming), the chief writes the run folder and the one results.jsonl line, worker 1 keeps its copy
     in `<run>.worker-1`. tests/test_distribute.py checks that such training equals single-device training."""
-    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: [0]\nrepeats: 1\n")
+    path = write_grid(tmp_path, records, "archs: [unet_res]\nschemes: [calcium]\nfolds: [0]\nrepeats: 1\n" + ONE_STEP)
     grid_dir = tmp_path / "G"
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     workers = []

@@ -183,17 +183,26 @@ def test_export_out_that_is_a_file_or_unwritable_is_one_line(tmp_path, tiny_kera
         assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("shape", [(), (5,), (4, 4), (1, 4, 4, 3)])
-def test_serving_signature_rank_error_says_so_in_the_exception(tiny_keras, shape):
-    from ivus_tf.core.tf_import import import_tensorflow
-    from ivus_tf.export.serving import FRAMES_SHAPE_ERROR, ServingModule
+@pytest.fixture(scope="module")
+def serving_default(tiny_keras):
+    """The tiny model's serving signature, traced once for the shapes below."""
+    from ivus_tf.export.serving import ServingModule
     from ivus_tf.export.source import load_source
 
-    tf = import_tensorflow()
     src = load_source(tiny_keras)
     module = ServingModule(src.model, src.image_size, src.tasks)
+    yield module.signatures()["serving_default"]
+    del module
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (4, 4), (1, 4, 4, 3)])
+def test_serving_signature_rank_error_says_so_in_the_exception(serving_default, shape):
+    from ivus_tf.core.tf_import import import_tensorflow
+    from ivus_tf.export.serving import FRAMES_SHAPE_ERROR
+
+    tf = import_tensorflow()
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
-        module.signatures()["serving_default"](frames=tf.zeros(shape, tf.uint8))
+        serving_default(frames=tf.zeros(shape, tf.uint8))
     assert FRAMES_SHAPE_ERROR in str(error.value)
 
 

@@ -326,6 +326,7 @@ print("mirrored ok")
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_reports_the_loss_of_the_global_batch():
     """Two CPU replicas, each holding half the batch: the class sums are summed over the replicas, so Keras reports
     (and descends) the GDL of the whole batch, not the mean of per-half GDLs, nor (without the per-replica

@@ -9,9 +9,20 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
+from ivus_tf import metrics as metrics_module
 from ivus_tf.metrics import (
-    EMPTY_CASES, average_hausdorff_mm, boundary, dice, directed_mean_distances_mm, empty_case, evaluate_frame,
-    image_diagonal_mm, summarize_frames, summarize_wall_lumen, validate_pixel_spacing_mm, wall_lumen_metrics,
+    EMPTY_CASES,
+    average_hausdorff_mm,
+    boundary,
+    dice,
+    directed_mean_distances_mm,
+    empty_case,
+    evaluate_frame,
+    image_diagonal_mm,
+    summarize_frames,
+    summarize_wall_lumen,
+    validate_pixel_spacing_mm,
+    wall_lumen_metrics,
 )
 
 SQRT2 = math.sqrt(2.0)
@@ -205,6 +216,42 @@ def test_agrees_with_reference_when_masks_are_small_in_a_large_frame(points):
         pred, target = np.zeros((200, 180), bool), np.zeros((200, 180), bool)
         pred[60:90, 50:70] = random_blob(rng, (30, 20), 0.5)
         target[75:110, 65:80] = random_blob(rng, (35, 15), 0.4)
+        expected = brute_force_mhd(pred, target, 0.026, points)
+        assert average_hausdorff_mm(pred, target, 0.026, points=points) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.fixture(params=["default", "one thread"])
+def opencv_threads(request):
+    """Both of OpenCV's exact distance transforms: its own (threaded) and Intel IPP's (one thread, small images)."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    if request.param == "one thread":
+        cv2.setNumThreads(1)
+    yield
+    cv2.setNumThreads(threads)
+
+
+def test_opencv_distances_are_exact_on_large_frames(opencv_threads):
+    # OpenCV's float32 distances, squared and rounded, are the exact integer squared distances: equal to scipy's
+    # feature transform (which the brute-force tests pin) on full 500x500 frames and the largest crops it takes
+    rng = np.random.default_rng(11)
+    for shape in [(500, 500), (512, 512), (700, 720), (90, 600), (120, 130)]:
+        yy, xx = np.mgrid[:shape[0], :shape[1]]
+        disc = np.hypot(yy - shape[0] * rng.uniform(0.3, 0.7), xx - shape[1] * rng.uniform(0.3, 0.7))
+        for target in (disc < 0.45 * min(shape), random_blob(rng, shape, 0.02), rng.random(shape) < 0.001):
+            target.flat[rng.integers(target.size)] = True
+            at = ~target
+            fast = metrics_module._distances_opencv_mm(target, at, 0.026)
+            exact = metrics_module._distances_scipy_mm(target, at, (0.026, 0.026))
+            np.testing.assert_allclose(fast, exact, rtol=1e-14, atol=0)
+
+
+def test_agrees_with_pairwise_reference_on_frames_opencv_handles(opencv_threads):
+    rng = np.random.default_rng(12)
+    for points in ("all", "boundary"):
+        pred, target = random_blob(rng, (140, 150), 0.1), random_blob(rng, (140, 150), 0.08)
+        pred[0, 0] = target[-1, -1] = True  # the crop is the whole frame
         expected = brute_force_mhd(pred, target, 0.026, points)
         assert average_hausdorff_mm(pred, target, 0.026, points=points) == pytest.approx(expected, rel=1e-12)
 

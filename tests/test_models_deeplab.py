@@ -55,9 +55,14 @@ def perturb_weights(model: keras.Model, seed=0) -> None:
                                rng.uniform(0.5, 2.0, shape)])
 
 
-def test_outputs_are_per_task_softmax_at_input_size():
-    model = small_model()
-    outputs = run(model, frames())
+@pytest.fixture(scope="module")
+def default_model() -> keras.Model:
+    """`small_model()`, built once for the tests that only read it (a DeepLabV3 build costs about a second)."""
+    return small_model()
+
+
+def test_outputs_are_per_task_softmax_at_input_size(default_model):
+    outputs = run(default_model, frames())
     assert outputs["calcium"].shape == (2, SIZE, SIZE, 2)
     assert outputs["wall_lumen"].shape == (2, SIZE, SIZE, 3)
     for probabilities in outputs.values():
@@ -65,8 +70,8 @@ def test_outputs_are_per_task_softmax_at_input_size():
         np.testing.assert_allclose(probabilities.sum(-1), 1, atol=1e-5)
 
 
-def test_encoder_features_and_output_stride_8():
-    encoder = small_model().get_layer("encoder")
+def test_encoder_features_and_output_stride_8(default_model):
+    encoder = default_model.get_layer("encoder")
     shapes = {key: tuple(tensor.shape) for key, tensor in encoder.output.items()}
     assert shapes == {"stride_2": (None, 32, 32, 4), "stride_4": (None, 16, 16, 16),
                       "stride_8": (None, 8, 8, int(2048 * WIDTH))}
@@ -86,8 +91,8 @@ def test_encoder_and_decoder_take_any_frame_size():
         assert run(model, frames(1, size=size)).shape == (1, size // 8, size // 8, 16)
 
 
-def test_layer_names_and_structure_match_keras_resnet50():
-    ours = {layer.name: layer for layer in small_model().get_layer("encoder").layers[1:]}
+def test_layer_names_and_structure_match_keras_resnet50(default_model):
+    ours = {layer.name: layer for layer in default_model.get_layer("encoder").layers[1:]}
     reference = {layer.name: layer for layer in resnet50().layers[1:]}  # [0]: the input layer
     assert set(ours) == set(reference)
     for name, layer in reference.items():
@@ -98,14 +103,13 @@ def test_layer_names_and_structure_match_keras_resnet50():
             assert ours[name].use_bias == layer.use_bias, name
 
 
-def test_aspp_layers_and_rates_option():
+def test_aspp_layers_and_rates_option(default_model):
     model = small_model(tasks=("calcium",), aspp_rates=(2, 3, 5, 7))
     atrous = [model.get_layer(f"decoder_aspp_atrous{i}_conv") for i in range(1, 5)]
     assert [layer.dilation_rate for layer in atrous] == [(2, 2), (3, 3), (5, 5), (7, 7)]
     assert all(isinstance(layer, AtrousConv2D) for layer in atrous)
     assert model.get_layer("decoder_aspp_concat").output.shape[-1] == 6 * 16
-    default = small_model(tasks=("calcium",))
-    assert [default.get_layer(f"decoder_aspp_atrous{i}_conv").dilation_rate[0] for i in (1, 2, 3)] == list(
+    assert [default_model.get_layer(f"decoder_aspp_atrous{i}_conv").dilation_rate[0] for i in (1, 2, 3)] == list(
         deeplabv3.DEFAULT_ASPP_RATES)
     for bad in ((), (6, 0, 18), (6.5,), "abc"):
         with pytest.raises(InputError, match="aspp_rates"):
@@ -171,8 +175,8 @@ def test_adapter_is_keras_caffe_preprocessing():
     np.testing.assert_allclose(NaturalImageAdapter()(x), expected, rtol=1e-6, atol=1e-4)
 
 
-def test_keras_round_trip_in_safe_mode(tmp_path):
-    model = small_model()
+def test_keras_round_trip_in_safe_mode(tmp_path, default_model):
+    model = default_model
     x = frames()
     path = tmp_path / "deeplab.keras"
     model.save(path)
@@ -191,6 +195,7 @@ def save_legacy_h5(model: keras.Model, path) -> None:
 
 @pytest.mark.parametrize("filename", ["resnet50_notop.weights.h5",
                                       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"])
+@pytest.mark.slow
 def test_backbone_weights_load_by_name_and_compute_resnet50_features(tmp_path, filename):
     reference = resnet50()
     perturb_weights(reference)
@@ -256,6 +261,7 @@ def test_transfer_encoder_weights_between_deeplab_models():
     np.testing.assert_array_equal(target.get_layer("decoder_conv3x3_conv").get_weights()[0], decoder_before)
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_reduce_the_loss():
     keras.utils.set_random_seed(0)
     model = small_model(aspp_dropout=0.0)  # no dropout noise in a 3-step loss comparison

@@ -104,6 +104,7 @@ def test_parameter_count_formula_matches_keras(width, stages):
     assert model.count_params() == counts["encoder"] + counts["decoder"] + linear_heads(("calcium",), width, stages)
 
 
+@pytest.mark.slow
 def test_head_options():
     sizes = {(tasks, head): tiny(tasks, head).count_params()
              for tasks in [("calcium",), TWO_TASKS] for head in ("linear", "conv", "decoder")}
@@ -183,6 +184,7 @@ def test_any_size_model_runs_on_multiples_of_8():
     assert predict(model, images(1, (48, 32, 1)))["calcium"].shape == (1, 48, 32, 2)
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_reduce_the_loss():
     """Learn 'calcium is where the image is bright' on random frames: a per-pixel cross-entropy must drop."""
     keras.utils.set_random_seed(0)

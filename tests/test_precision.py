@@ -87,6 +87,7 @@ def test_cpu_flags_decide_bf16(tmp_path):
     assert "cannot read" in P.bf16_missing(tmp_path / "absent")
 
 
+@pytest.mark.slow
 def test_bf16_refused_with_one_line_where_the_cpu_lacks_it(exported, tmp_path, monkeypatch, capsys):
     from ivus_tf.predict import main
 
@@ -101,6 +102,7 @@ def test_bf16_refused_with_one_line_where_the_cpu_lacks_it(exported, tmp_path, m
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(P.bf16_missing() is not None, reason=f"bf16 needs AVX512-BF16/AMX: {P.bf16_missing()}")
 def test_bf16_probabilities_close_to_fp32_and_fp32_restored(exported):
     from ivus_tf.export import load_exported
@@ -123,6 +125,7 @@ def test_bf16_probabilities_close_to_fp32_and_fp32_restored(exported):
 
 # ---------------------------------------------------------------------------------------------------- int8
 
+@pytest.mark.slow
 def test_int8_export_loads_in_onnxruntime_and_agrees_with_fp32(exported):
     import onnx
 
@@ -155,6 +158,7 @@ def test_int8_export_loads_in_onnxruntime_and_agrees_with_fp32(exported):
     assert len(per_frame["int8"]["calcium"]) == 3 and {"dice_fp32", "dice_int8"} <= set(per_frame["int8"]["calcium"][0])
 
 
+@pytest.mark.slow
 def test_calibration_reads_only_training_cases(exported, run):
     from ivus_tf.export import read_info
     from ivus_tf.export.quantize import TrainingFrames
@@ -197,6 +201,7 @@ def with_record(exported_dir: Path, tmp_path: Path, precision: str, record: dict
     return copy
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_precision_over_the_dice_limit(exported, tmp_path, capsys):
     from ivus_tf.predict import main
 
@@ -212,6 +217,7 @@ def test_predict_refuses_a_precision_over_the_dice_limit(exported, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_predict_warns_once_for_an_unmeasured_precision_and_runs_it(exported, tmp_path, capsys):
     from ivus_tf.predict import main
 
@@ -227,6 +233,7 @@ def test_predict_warns_once_for_an_unmeasured_precision_and_runs_it(exported, tm
     assert "engine: onnxruntime (int8)" in captured.out
 
 
+@pytest.mark.slow
 def test_precision_engine_clash_is_one_line(exported):
     from ivus_tf.export import load_exported
 

@@ -254,6 +254,7 @@ def test_batches_cut_at_size_changes():
 
 # ------------------------------------------------------------------------------------------------- real export
 
+@pytest.mark.slow
 def test_real_export_in_a_fresh_process(tmp_path):
     """A tiny U-Net exported with ivus_tf.export, run by `python -m ivus_tf.predict --no-postprocess`: the files
     hold what `load_exported(...).predict` gives for the same frames, frames of a size unlike the model's

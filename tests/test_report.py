@@ -382,6 +382,7 @@ def test_examples_skipped_without_predictions(report):
 
 # -------------------------------------------------------------------------------------------- inference
 
+@pytest.mark.slow
 def test_tiny_inference_measurement(tmp_path):
     from ivus_tf.report.inference import inference_settings, machine_description, measure_inference, write_inference
 

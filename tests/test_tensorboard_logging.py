@@ -89,6 +89,7 @@ def test_select_frames_prefers_calcium_and_spreads_over_cases(records):
     assert [one["ids"][r][0] for r in one["frames"]["calcium"]] == ["c"]
 
 
+@pytest.mark.slow
 def test_fit_writes_contour_images_and_learning_rate(records, tmp_path):
     keras.utils.set_random_seed(0)
     model = build_model("unet_res", BOTH, input_shape=(SIZE, SIZE, 1), width=0.0625)

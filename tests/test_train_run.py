@@ -101,6 +101,7 @@ def calcium_run(records, tmp_path_factory):
     return run_training(tiny(records, out), log=lambda text: None)
 
 
+@pytest.mark.slow
 def test_calcium_scheme_writes_the_run_folder(calcium_run, records):
     run_dir = calcium_run["run_dir"]
     for name in ("config.yaml", "model.keras", "metrics.json", "done.json", "checkpoints/calcium/best.keras",
@@ -126,6 +127,7 @@ def test_calcium_scheme_writes_the_run_folder(calcium_run, records):
     assert "test/calcium_dice" in tags(run_dir / "tb")
 
 
+@pytest.mark.slow
 def test_metrics_json_holds_the_rule_baseline_fitted_on_the_training_cases(calcium_run, records):
     from ivus_tf import metrics as M
     from ivus_tf.baselines import RuleParams, predict_calcium
@@ -155,6 +157,7 @@ def test_metrics_json_holds_the_rule_baseline_fitted_on_the_training_cases(calci
     assert line in format_summary(metrics)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_retrained_and_a_changed_config_is_refused(calcium_run, records):
     from ivus_tf.core.errors import InputError
 
@@ -169,6 +172,7 @@ def test_a_finished_run_is_not_retrained_and_a_changed_config_is_refused(calcium
         run_training(tiny(records, run_dir, learning_rate=1e-3), log=lambda text: None)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_continues_where_it_stopped(calcium_run, records, tmp_path):
     """Killed after epoch 1, the same run started again resumes at epoch 2 with Adam's state and the same batches:
     it ends with the very weights of the uninterrupted run (eager CPU ops are deterministic here)."""
@@ -191,6 +195,7 @@ def test_resume_after_interruption_continues_where_it_stopped(calcium_run, recor
         np.testing.assert_allclose(resumed, uninterrupted, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_pretrain_transfers_all_but_the_classifier_and_resumes_in_its_second_phase(records, tmp_path):
     out = tmp_path / "run"
     config = tiny(records, out, scheme="pretrain", pretrain_epochs=1)
@@ -243,6 +248,7 @@ def test_frozen_encoder_stays_fixed_while_the_rest_trains(records):
     assert any(c for c, e in zip(changed, in_encoder) if not e)
 
 
+@pytest.mark.slow
 def test_multitask_lambda_weights_the_per_task_losses(records):
     """lambda -> 0: the calcium loss has no say (its head does not move), the wall-lumen loss falls fastest;
     lambda large: the shared network serves calcium, whose loss then falls further than with lambda 0."""
@@ -269,6 +275,7 @@ def test_multitask_lambda_weights_the_per_task_losses(records):
     assert results[0.0][1] < results[1000.0][1]  # wall-lumen learns with lambda small
 
 
+@pytest.mark.slow
 def test_multitask_evaluation_matches_metrics_by_hand_on_saved_predictions(records, tmp_path):
     import cv2
 
@@ -301,6 +308,7 @@ def test_multitask_evaluation_matches_metrics_by_hand_on_saved_predictions(recor
         assert entry["average_hausdorff_mm"] == pytest.approx(by_hand["average_hausdorff_mm"], nan_ok=True)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(records, tmp_path, capsys, monkeypatch):
     import ivus_tf.training.phase as phase_module
     from ivus_tf.train import main
