@@ -42,9 +42,8 @@ tf = import_tensorflow()
 
 import keras  # noqa: E402
 
-from ivus_tf.models import build_model, layers  # noqa: E402
-
 import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+from ivus_tf.models import build_model, layers  # noqa: E402
 
 VARIANTS = {"atrous": "Keras, AtrousConv2D", "conv2d": "Keras, keras Conv2D"}
 

@@ -39,9 +39,8 @@ tf = import_tensorflow()
 
 import keras  # noqa: E402
 
-from ivus_tf.models.layers import AtrousConv2D, native_dilated_conv_available  # noqa: E402
-
 import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+from ivus_tf.models.layers import AtrousConv2D, native_dilated_conv_available  # noqa: E402
 
 
 def machine() -> str:

@@ -32,9 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivus_tf.core.tf_import import import_tensorflow  # noqa: E402
-
 import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
+from ivus_tf.core.tf_import import import_tensorflow  # noqa: E402
 
 tf = import_tensorflow()
 

@@ -36,11 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
 from ivus_tf.core.tf_import import import_tensorflow  # noqa: E402
 from ivus_tf.data.pipeline import PipelineConfig, make_train_dataset  # noqa: E402
 from tfrecords_builder.writer import write_records  # noqa: E402
-
-import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
 
 tf = import_tensorflow()
 AUGMENTATIONS = {"flips_rotations": "flips + rotation",

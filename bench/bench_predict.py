@@ -63,6 +63,7 @@ def write_dicom(path: Path, frames, spacing_mm: float) -> None:
 def make_data(work: Path, frames: int, oracle_frames: int) -> None:
     import cv2
     import numpy as np
+
     from tfrecords_builder.phantom import PRESETS, render_case_frames
 
     config = PRESETS["default"]

@@ -27,8 +27,8 @@ Cost: K forward passes per frame, K times the time of one model; memory: the acc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

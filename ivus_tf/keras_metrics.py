@@ -13,7 +13,7 @@ docs/metrics.md, docs/protocol.md.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops

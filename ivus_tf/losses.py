@@ -12,7 +12,7 @@ Everything uses `keras.ops` (TensorFlow and JAX backends).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 from keras import ops

@@ -8,7 +8,7 @@ figures and legend use the same table (`COLOURS_HEX`).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import cv2
 import numpy as np

@@ -47,15 +47,23 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 from ivus_tf.core.atomic import atomic_output_dir, check_output_dir, json_ready, json_text
-from ivus_tf.core.errors import (ArgumentParser, InputError, non_negative_int_arg, pixel_spacing_arg,
-                                 positive_float_arg, positive_int_arg, positive_number, run_cli)
+from ivus_tf.core.errors import (
+    ArgumentParser,
+    InputError,
+    non_negative_int_arg,
+    pixel_spacing_arg,
+    positive_float_arg,
+    positive_int_arg,
+    positive_number,
+    run_cli,
+)
 from ivus_tf.core.progress import progress
 from ivus_tf.core.version import __version__
 from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN

@@ -20,8 +20,8 @@ from __future__ import annotations
 import collections
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -135,7 +135,7 @@ class FrameStream:
         self.max_pending = max_pending or max(2 * self.batch_size, 2 * self.threads)
         self._reader = self._pool = None
 
-    def __enter__(self) -> "FrameStream":
+    def __enter__(self) -> FrameStream:
         if self.threads > 0:
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="predict-writer")
         return self

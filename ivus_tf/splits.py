@@ -40,8 +40,9 @@ import math
 import os
 import random
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ivus_tf.core.atomic import atomic_write_text
 from ivus_tf.core.errors import ArgumentParser, InputError, run_cli

@@ -16,8 +16,8 @@ Everything here runs with the TensorFlow backend (`tf.summary`).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import keras
 import numpy as np

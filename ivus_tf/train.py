@@ -20,7 +20,7 @@ interrupted run again resumes it; a finished run is reported, not retrained. Exi
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ivus_tf.core.errors import ArgumentParser, InputError, run_cli
 from ivus_tf.core.vocab import ARCHS, SCHEMES

@@ -10,10 +10,10 @@ from scipy import ndimage
 
 from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig
 from ivus_tf.core.config import from_mapping
+from ivus_tf.core.errors import InputError
 from ivus_tf.data import appearance as A
 from ivus_tf.data.augment import augment_batch, random_parameters, transform_batch
 from ivus_tf.data.pipeline import PipelineConfig, make_train_dataset
-from ivus_tf.core.errors import InputError
 
 PROBABILITIES = [name for name in AUGMENT_FIELDS if name.endswith("_probability")]
 ALWAYS = AugmentConfig(appearance_augmentation=True, **{name: 1.0 for name in PROBABILITIES})

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import synthetic_frame
 
+from conftest import synthetic_frame
 from ivus_tf.core.errors import InputError
 from tfrecords_builder import cli
 from tfrecords_builder.build import build_records

@@ -34,6 +34,7 @@ def test_shipped_config_validates(path):
 
 def test_small_cpu_phantom_renders(tmp_path):
     import numpy as np
+
     from tfrecords_builder.phantom import render_case_frames
 
     config = load_yaml(PhantomConfig, Path(__file__).parents[1] / "configs" / "phantom_small_cpu.yaml")

@@ -13,7 +13,6 @@ import pytest
 from ivus_tf.core import atomic, vocab
 from ivus_tf.core.errors import InputError
 
-
 # ------------------------------------------------------------------------------------------------- vocabulary
 
 def test_label_values_are_the_class_indices():

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from ivus_tf import predict as predict_module
-from ivus_tf.ensemble import FLIPS, Ensemble, uncertainty_png
 from ivus_tf.core.errors import InputError, run_cli
+from ivus_tf.ensemble import FLIPS, Ensemble, uncertainty_png
 from ivus_tf.postprocess import PRESETS, postprocess_frame
 from ivus_tf.predict import main, run_predict
 from predict_helpers import FakeModel, geometry_frame, tiny_export, write_image_folder

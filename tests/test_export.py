@@ -16,9 +16,8 @@ import pytest
 
 from ivus_tf.core.errors import InputError, run_cli
 from ivus_tf.core.tf_import import import_tensorflow
-from ivus_tf.export import export_onnx, export_savedmodel, load_exported, read_info
 from ivus_tf.export import __main__ as cli
-from ivus_tf.export import tensorrt_engine
+from ivus_tf.export import export_onnx, export_savedmodel, load_exported, read_info, tensorrt_engine
 from ivus_tf.export.savedmodel import check_version
 from ivus_tf.export.source import load_source
 from ivus_tf.models import build_model

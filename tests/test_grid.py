@@ -142,8 +142,8 @@ def test_repeats_and_folds_train_with_their_own_seeds(tmp_path, records):
 
 @pytest.mark.parametrize("transfer", [None, "encoder"])
 def test_results_line_says_what_pretraining_transferred(tmp_path, records, transfer):
-    from ivus_tf.grid.runner import _result_line
     from ivus_tf.grid.results import validate_result
+    from ivus_tf.grid.runner import _result_line
 
     overrides = f"train_overrides: {{pretrain_transfer: {transfer}}}\n" if transfer else ""
     path = write_grid(tmp_path, records, "schemes: [calcium, pretrain]\nrepeats: 1\nfolds: 1\n" + overrides)

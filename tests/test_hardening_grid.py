@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_grid import records, result_line, write_grid  # noqa: F401 - the module's records fixture
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.grid.__main__ import main as grid_main
-from test_grid import records, result_line, write_grid  # noqa: F401 - the module's records fixture
 
 ONE_RUN = "archs: [unet_res]\nschemes: [calcium]\nrepeats: [0]\nfolds: [0]\n"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_hardening_data import unwritable_parent
 
 from ivus_tf.core.errors import InputError, run_cli
 from ivus_tf.pullback_io import Frame, Warnings, open_pullback
 from predict_helpers import FakeModel, geometry_frame, write_dicom, write_image_folder
-from test_hardening_data import unwritable_parent
 
 FRAMES = np.random.default_rng(0).integers(0, 256, (2, 8, 8), dtype=np.uint8)
 
@@ -98,8 +98,8 @@ def frames_of(size, count):
 
 
 def test_predict_batch_shrinks_for_large_frames_with_one_warning():
-    from ivus_tf.pullback.batching import frame_bytes
     from ivus_tf.predict import predict_frames
+    from ivus_tf.pullback.batching import frame_bytes
 
     model = FakeModel()
     model.info = {"model_input_size": [64, 64], "parameters": 100_000}  # a tiny export

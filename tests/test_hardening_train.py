@@ -11,11 +11,11 @@ import os
 
 import numpy as np
 import pytest
+from test_hardening_data import unwritable_parent
 
 from conftest import synthetic_frame
 from ivus_tf.core.errors import InputError
 from ivus_tf.training.config import TrainConfig
-from test_hardening_data import unwritable_parent
 
 
 def write(root, name="records", seed=0, cases=6, frames=4):

@@ -226,8 +226,8 @@ def test_selection_picks_what_the_test_prefers(tmp_path):
     the pooled monitor keeps epoch 1."""
     from ivus_tf.run_folder import PhaseFolder
     from ivus_tf.training.callbacks import PhaseCheckpoint
-    from ivus_tf.training.schemes import phases_of
     from ivus_tf.training.config import TrainConfig
+    from ivus_tf.training.schemes import phases_of
     from ivus_tf.training.state import PhaseState
 
     target, a, b = pooled_and_per_frame_disagree()

@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 
 from ivus_tf.core.tf_import import import_tensorflow
-from ivus_tf.losses import (GeneralizedDiceLoss, class_weights, generalized_dice_loss, multitask_loss,
-                            multitask_loss_weights)
+from ivus_tf.losses import (
+    GeneralizedDiceLoss,
+    class_weights,
+    generalized_dice_loss,
+    multitask_loss,
+    multitask_loss_weights,
+)
 
 tf = import_tensorflow()
 ROOT = Path(__file__).resolve().parents[1]

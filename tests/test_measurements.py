@@ -9,8 +9,15 @@ import pytest
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.measurements import (
-    angular_extent_deg, arc_center, calcium_arc_deg, calcium_area_mm2, frame_measurements, lumen_area_mm2,
-    plaque_burden_percent, pullback_summary, vessel_area_mm2,
+    angular_extent_deg,
+    arc_center,
+    calcium_arc_deg,
+    calcium_area_mm2,
+    frame_measurements,
+    lumen_area_mm2,
+    plaque_burden_percent,
+    pullback_summary,
+    vessel_area_mm2,
 )
 
 SHAPE = (200, 200)

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.models import build_model, transfer_encoder_weights
-from ivus_tf.models import deeplabv3
+from ivus_tf.models import build_model, deeplabv3, transfer_encoder_weights
 from ivus_tf.models.layers import AtrousConv2D, NaturalImageAdapter, SpatialBroadcast, native_dilated_conv_available
 
 WIDTH = 0.0625

@@ -14,8 +14,14 @@ import numpy as np
 import pytest
 
 from ivus_tf.core.errors import InputError
-from tfrecords_builder.phantom import PRESETS, PhantomConfig, generate_dataset, render_case_frames
-from tfrecords_builder.phantom import render_frame, sample_phantom_case
+from tfrecords_builder.phantom import (
+    PRESETS,
+    PhantomConfig,
+    generate_dataset,
+    render_case_frames,
+    render_frame,
+    sample_phantom_case,
+)
 from tfrecords_builder.phantom.scanner import pixel_grid_mm
 
 SMALL = dataclasses.replace(PRESETS["default"], image_size=200, pixel_spacing_mm=0.05, a_lines=512)

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from ivus_tf.core.errors import InputError
-from ivus_tf.postprocess import (PRESETS, PostprocessConfig, clean_calcium, clean_wall_lumen, describe_postprocess,
-                                 load_postprocess, postprocess_frame, remove_islands)
+from ivus_tf.postprocess import (
+    PRESETS,
+    PostprocessConfig,
+    clean_calcium,
+    clean_wall_lumen,
+    describe_postprocess,
+    load_postprocess,
+    postprocess_frame,
+    remove_islands,
+)
 
 SHAPE = (101, 101)  # centre pixel (50, 50): the catheter
 DEFAULT = PRESETS["default"]

@@ -8,8 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from ivus_tf.pullback.calcium_score import (ITEMS, equivalent_diameter_mm, lesion_calcium_score,
-                                            superficial_calcium_arc_deg, superficial_calcium_mask)
+from ivus_tf.pullback.calcium_score import (
+    ITEMS,
+    equivalent_diameter_mm,
+    lesion_calcium_score,
+    superficial_calcium_arc_deg,
+    superficial_calcium_mask,
+)
 from ivus_tf.pullback.lesions import calcified_segments, find_lesions
 from predict_helpers import geometry_frame
 

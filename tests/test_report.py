@@ -13,10 +13,16 @@ import pytest
 from scipy import stats as scipy_stats
 
 from ivus_tf.core.errors import InputError, run_cli
+from ivus_tf.grid.results import (
+    RESULT_FIELDS,
+    make_result_line,
+    metrics_from_run,
+    read_results,
+    validate_result,
+    validation_calcium_dice,
+)
 from ivus_tf.report import make_report
 from ivus_tf.report.__main__ import main
-from ivus_tf.grid.results import (RESULT_FIELDS, make_result_line, metrics_from_run, read_results, validate_result,
-                                    validation_calcium_dice)
 
 ARCH_LIST = ("unet_res", "deeplabv3")
 LAMS = (0.5, 2.0)

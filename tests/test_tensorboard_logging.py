@@ -9,6 +9,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
+from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.data import PipelineConfig, make_eval_dataset, make_train_dataset
@@ -17,7 +18,6 @@ from ivus_tf.metrics import boundary
 from ivus_tf.models import build_model
 from ivus_tf.overlay import COLOURS
 from ivus_tf.tensorboard_logging import ContourImages, contour_overlay, select_frames, write_hparams
-from tensorboard.plugins.hparams import metadata as hp_metadata
 
 tf = import_tensorflow()
 BOTH = ("calcium", "wall_lumen")

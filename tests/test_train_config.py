@@ -74,13 +74,11 @@ def test_train_config_holds_every_augmentation_field_with_its_default_and_type()
 
 
 def test_run_hash_and_resume_check_follow_augmentation_only_while_it_is_on():
-    from ivus_tf.training.config import config_differences
-
     import hashlib
 
     from ivus_tf.augment_config import AUGMENT_FIELDS
     from ivus_tf.core.config import to_mapping
-    from ivus_tf.training.config import _NOT_HASHED
+    from ivus_tf.training.config import _NOT_HASHED, config_differences
 
     def hash_without_augmentation(config):  # the hash as it was before the augmentation fields existed
         values = {k: v for k, v in to_mapping(config).items()

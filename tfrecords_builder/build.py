@@ -24,7 +24,6 @@ from ivus_tf.core.atomic import atomic_output_dir, check_output_dir
 from ivus_tf.core.errors import InputError, positive_int_arg
 from ivus_tf.core.progress import progress
 from ivus_tf.core.vocab import TASKS
-
 from tfrecords_builder.images import load_image, load_mask
 from tfrecords_builder.index import INDEX_NAME, sha256_file
 from tfrecords_builder.manifest import ManifestRow, read_manifest

@@ -10,7 +10,7 @@ Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`.
 from __future__ import annotations
 
 import importlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from ivus_tf.core.errors import ArgumentParser, run_cli
 

@@ -10,7 +10,8 @@ Masks in records are normalised to the label values of `ivus_tf.core.vocab`: cal
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import numpy as np

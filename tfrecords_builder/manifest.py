@@ -20,9 +20,9 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from ivus_tf.core.atomic import atomic_file
 from ivus_tf.core.errors import InputError, check_pixel_spacing_mm

@@ -47,8 +47,8 @@ import argparse
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -57,7 +57,6 @@ from ivus_tf.core.atomic import atomic_output_dir
 from ivus_tf.core.commands import python
 from ivus_tf.core.errors import InputError, check_pixel_spacing_mm
 from ivus_tf.core.progress import progress
-
 from tfrecords_builder.features import encode_png
 from tfrecords_builder.manifest import write_manifest
 

@@ -9,15 +9,14 @@ folder that looks complete.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from ivus_tf.core.atomic import atomic_output_dir
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.core.version import __version__
 from ivus_tf.core.vocab import TASKS
-
 from tfrecords_builder.features import encode_frame
 from tfrecords_builder.index import BUILDER_VERSION, CASES_DIR, INDEX_NAME, sha256_file
 

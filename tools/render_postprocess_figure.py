@@ -17,8 +17,8 @@ import numpy as np
 from scipy import ndimage
 
 from ivus_tf.measurements import frame_measurements
-from ivus_tf.postprocess import PRESETS, postprocess_frame
 from ivus_tf.overlay import render_overlay
+from ivus_tf.postprocess import PRESETS, postprocess_frame
 from tfrecords_builder.phantom import PRESETS as PHANTOM_PRESETS
 from tfrecords_builder.phantom import render_case_frames
 

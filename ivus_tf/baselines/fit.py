@@ -22,12 +22,20 @@ run; frames of one size and spacing are stacked and scored at once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ivus_tf.baselines.rule import (INTENSITIES, RuleParams, drop_pieces, leading_runs, polar_grid, prepare_frame,
-                                    run_pixels, shadow_means)
+from ivus_tf.baselines.rule import (
+    INTENSITIES,
+    RuleParams,
+    drop_pieces,
+    leading_runs,
+    polar_grid,
+    prepare_frame,
+    run_pixels,
+    shadow_means,
+)
 from ivus_tf.core.errors import InputError
 from ivus_tf.metrics import as_mask, validate_pixel_spacing_mm
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
@@ -84,7 +84,7 @@ class RuleParams:
         return to_mapping(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping, source: str = "rule parameters") -> "RuleParams":
+    def from_dict(cls, data: Mapping, source: str = "rule parameters") -> RuleParams:
         return from_mapping(cls, data, source)
 
 

@@ -17,7 +17,7 @@ import math
 import signal
 import sys
 import threading
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 # The physical range of pixel_spacing_mm: 1 um (OCT is ~5 um) to 1 mm (a 10 mm IVUS field at 10 pixels).
 PIXEL_SPACING_RANGE_MM = (0.001, 1.0)

@@ -38,13 +38,13 @@ _ZOOM, _SPECKLE, _NOISE, _BLUR, _BRIGHTNESS, _OFFSET, _CONTRAST, _LOW_RESOLUTION
 _ANGULAR_CELLS = 128
 
 
-def stream_seeds(seed: "tf.Tensor", stream: int) -> "tf.Tensor":
+def stream_seeds(seed: tf.Tensor, stream: int) -> tf.Tensor:
     """[3, 2] seeds (selection, parameters, pixels) of one transform, from the batch's int [2] seed."""
     base = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), _STREAM + stream)
     return tf.random.experimental.stateless_split(base, num=3)
 
 
-def sample_range(seed: "tf.Tensor", count: "tf.Tensor", value_range: tuple[float, float]) -> "tf.Tensor":
+def sample_range(seed: tf.Tensor, count: tf.Tensor, value_range: tuple[float, float]) -> tf.Tensor:
     """[count] float32 draws from [low, high]; when low < 1 < high, half of them from [low, 1] and half from
     [1, high] (nnU-Net's `BGContrast`), so a multiplier is as likely to shrink as to grow."""
     low, high = (float(v) for v in value_range)
@@ -54,13 +54,13 @@ def sample_range(seed: "tf.Tensor", count: "tf.Tensor", value_range: tuple[float
     return low + draws[1] * (high - low)
 
 
-def random_choice(seeds: "tf.Tensor", count: "tf.Tensor", probability: float, value_range, identity: float):
+def random_choice(seeds: tf.Tensor, count: tf.Tensor, probability: float, value_range, identity: float):
     """(chosen [count] bool, value [count] float32): the drawn value where chosen, `identity` elsewhere."""
     chosen = tf.random.stateless_uniform(tf.reshape(count, [1]), seeds[0]) < probability
     return chosen, tf.where(chosen, sample_range(seeds[1], count, value_range), identity)
 
 
-def random_zooms(seed: "tf.Tensor", count: "tf.Tensor", config: AugmentConfig) -> "tf.Tensor":
+def random_zooms(seed: tf.Tensor, count: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
     """[count] content magnifications (1 where the frame is not zoomed), for `augment.transform_batch`."""
     return random_choice(stream_seeds(seed, _ZOOM), count, config.aug_zoom_probability, config.aug_zoom_range, 1.0)[1]
 
@@ -68,7 +68,7 @@ def random_zooms(seed: "tf.Tensor", count: "tf.Tensor", config: AugmentConfig) -
 # ------------------------------------------------------------------------------------------------ transforms
 
 
-def _per_frame(values: "tf.Tensor") -> "tf.Tensor":
+def _per_frame(values: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.cast(values, tf.float32), [-1, 1, 1, 1])
 
 
@@ -89,7 +89,7 @@ def _polar_lookup(size: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, n
             ((1 - weight) / norm).reshape(-1).astype(np.float32), (weight / norm).reshape(-1).astype(np.float32))
 
 
-def multiply_speckle(images: "tf.Tensor", strengths: "tf.Tensor", seed: "tf.Tensor") -> "tf.Tensor":
+def multiply_speckle(images: tf.Tensor, strengths: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """x * max(0, 1 + strength * n): n is Rayleigh speckle (mean 0, std 0.52) on a polar grid about the centre."""
     size = int(images.shape[1])
     cells, first, second, weight_first, weight_second = _polar_lookup(size)
@@ -101,12 +101,12 @@ def multiply_speckle(images: "tf.Tensor", strengths: "tf.Tensor", seed: "tf.Tens
     return images * tf.maximum(0.0, 1.0 + _per_frame(strengths) * noise)
 
 
-def add_gaussian_noise(images: "tf.Tensor", stds: "tf.Tensor", seed: "tf.Tensor") -> "tf.Tensor":
+def add_gaussian_noise(images: tf.Tensor, stds: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """x + std * N(0, 1), independent per pixel."""
     return images + _per_frame(stds) * tf.random.stateless_normal(tf.shape(images), seed)
 
 
-def gaussian_blur(images: "tf.Tensor", sigmas_px: "tf.Tensor", radius_px: int) -> "tf.Tensor":
+def gaussian_blur(images: tf.Tensor, sigmas_px: tf.Tensor, radius_px: int) -> tf.Tensor:
     """Separable Gaussian blur of each frame with its own sigma (px), taps -radius..radius, reflect padding.
 
     The frames become the channels of one image, so one depthwise convolution per axis blurs them all."""
@@ -123,12 +123,12 @@ def gaussian_blur(images: "tf.Tensor", sigmas_px: "tf.Tensor", radius_px: int) -
     return tf.transpose(blurred, [3, 1, 2, 0])
 
 
-def adjust_brightness(images: "tf.Tensor", factors: "tf.Tensor", offsets: "tf.Tensor") -> "tf.Tensor":
+def adjust_brightness(images: tf.Tensor, factors: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
     """x * factor + offset (factor 1, offset 0: unchanged bit for bit)."""
     return images * _per_frame(factors) + _per_frame(offsets)
 
 
-def adjust_contrast(images: "tf.Tensor", factors: "tf.Tensor") -> "tf.Tensor":
+def adjust_contrast(images: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
     """(x - mean) * factor + mean, clipped to the frame's [min, max] (nnU-Net's ContrastTransform, preserve_range)."""
     mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
     low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
@@ -136,14 +136,14 @@ def adjust_contrast(images: "tf.Tensor", factors: "tf.Tensor") -> "tf.Tensor":
     return tf.clip_by_value((images - mean) * _per_frame(factors) + mean, low, high)
 
 
-def _scale_transforms(scales: "tf.Tensor") -> "tf.Tensor":
+def _scale_transforms(scales: tf.Tensor) -> tf.Tensor:
     """[k, 8] output->input maps x_in = (x_out + 0.5) * scale - 0.5 (pixel centres at integers), same for y."""
     scales = tf.cast(scales, tf.float32)
     shift, zeros = 0.5 * scales - 0.5, tf.zeros_like(scales)
     return tf.stack([scales, zeros, shift, zeros, scales, shift, zeros, zeros], axis=1)
 
 
-def simulate_low_resolution(images: "tf.Tensor", scales: "tf.Tensor") -> "tf.Tensor":
+def simulate_low_resolution(images: tf.Tensor, scales: tf.Tensor) -> tf.Tensor:
     """Nearest downsampling to scale * S pixels (into the top-left corner), bilinear upsampling back to S."""
 
     def warp(tensor, transforms, interpolation):
@@ -155,7 +155,7 @@ def simulate_low_resolution(images: "tf.Tensor", scales: "tf.Tensor") -> "tf.Ten
     return warp(small, _scale_transforms(scales), "BILINEAR")
 
 
-def adjust_gamma(images: "tf.Tensor", gammas: "tf.Tensor", invert: bool = False) -> "tf.Tensor":
+def adjust_gamma(images: tf.Tensor, gammas: tf.Tensor, invert: bool = False) -> tf.Tensor:
     """Gamma on each frame's min-max rescaled intensities r: r ** gamma, or 1 - (1 - r) ** gamma with `invert`;
     rescaled back to the frame's [min, max]. gamma > 1 darkens mid-tones (inverted: brightens them)."""
     low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
@@ -169,7 +169,7 @@ def adjust_gamma(images: "tf.Tensor", gammas: "tf.Tensor", invert: bool = False)
 # ------------------------------------------------------------------------------------------------ random driver
 
 
-def _on_chosen(images: "tf.Tensor", chosen: "tf.Tensor", transform, *values: "tf.Tensor") -> "tf.Tensor":
+def _on_chosen(images: tf.Tensor, chosen: tf.Tensor, transform, *values: tf.Tensor) -> tf.Tensor:
     """`transform(sub_batch, *per_frame_values)` on the chosen frames only; the others pass through untouched."""
     index = tf.where(chosen)
 
@@ -180,7 +180,7 @@ def _on_chosen(images: "tf.Tensor", chosen: "tf.Tensor", transform, *values: "tf
     return tf.cond(tf.size(index) > 0, apply, lambda: images)
 
 
-def random_appearance(images: "tf.Tensor", seed: "tf.Tensor", config: AugmentConfig) -> "tf.Tensor":
+def random_appearance(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
     """The appearance transforms of `config` on a batch [B, S, S, 1] in [0, 1], seeded by an int [2] `seed`;
     clipped to [0, 1]. Zoom is geometric and applied by `ivus_tf.data.augment.augment_batch` instead."""
     count = tf.shape(images)[0]

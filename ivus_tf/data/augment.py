@@ -32,7 +32,7 @@ tf = import_tensorflow()
 _SNAP = 1e-6
 
 
-def _snap(value: "tf.Tensor") -> "tf.Tensor":
+def _snap(value: tf.Tensor) -> tf.Tensor:
     """Round cos/sin values within 1e-6 of -1, 0 or 1 to it, so quarter turns are exact pixel permutations.
 
     In float32, cos(pi/2) is -4.4e-8, not 0: enough to make bilinear sampling mix in a neighbour by 1e-6.
@@ -43,11 +43,11 @@ def _snap(value: "tf.Tensor") -> "tf.Tensor":
 
 def affine_transforms(
     image_size: int,
-    angles: "tf.Tensor",
-    flip_horizontal: "tf.Tensor",
-    flip_vertical: "tf.Tensor",
-    zooms: "tf.Tensor | None" = None,
-) -> "tf.Tensor":
+    angles: tf.Tensor,
+    flip_horizontal: tf.Tensor,
+    flip_vertical: tf.Tensor,
+    zooms: tf.Tensor | None = None,
+) -> tf.Tensor:
     """[B, 8] float32 projective transforms (output pixel -> input pixel) for `ImageProjectiveTransformV3`.
 
     `angles` are [B] radians, the flips [B] booleans, `zooms` [B] magnifications (None: 1); see the module docstring
@@ -76,13 +76,13 @@ def affine_transforms(
 
 
 def transform_batch(
-    images: "tf.Tensor",
-    masks: "tf.Tensor",
-    angles: "tf.Tensor",
-    flip_horizontal: "tf.Tensor",
-    flip_vertical: "tf.Tensor",
-    zooms: "tf.Tensor | None" = None,
-) -> tuple["tf.Tensor", "tf.Tensor"]:
+    images: tf.Tensor,
+    masks: tf.Tensor,
+    angles: tf.Tensor,
+    flip_horizontal: tf.Tensor,
+    flip_vertical: tf.Tensor,
+    zooms: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Apply given flips, rotations and zooms to a batch: images [B,S,S,C] float (bilinear), masks [B,S,S,M]
     (nearest).
 
@@ -93,7 +93,7 @@ def transform_batch(
     transforms = affine_transforms(size, angles, flip_horizontal, flip_vertical, zooms)
     output_shape = tf.shape(images)[1:3]
 
-    def warp(tensor: "tf.Tensor", interpolation: str) -> "tf.Tensor":
+    def warp(tensor: tf.Tensor, interpolation: str) -> tf.Tensor:
         return tf.raw_ops.ImageProjectiveTransformV3(
             images=tensor,
             transforms=transforms,
@@ -107,8 +107,8 @@ def transform_batch(
 
 
 def random_parameters(
-    seed: "tf.Tensor", batch_size: "tf.Tensor", flip: bool = True, rotate: bool = True
-) -> tuple["tf.Tensor", "tf.Tensor", "tf.Tensor"]:
+    seed: tf.Tensor, batch_size: tf.Tensor, flip: bool = True, rotate: bool = True
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Stateless random (angles, flip_horizontal, flip_vertical) for a batch, from an int [2] `seed`.
 
     Angles are uniform in [0, 2 pi) (any orientation of the catheter axis), each flip has probability 1/2.
@@ -129,13 +129,13 @@ def random_parameters(
 
 
 def augment_batch(
-    images: "tf.Tensor",
-    masks: "tf.Tensor",
-    seed: "tf.Tensor",
+    images: tf.Tensor,
+    masks: tf.Tensor,
+    seed: tf.Tensor,
     flip: bool = True,
     rotate: bool = True,
     augment: AugmentConfig | None = None,
-) -> tuple["tf.Tensor", "tf.Tensor"]:
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Random flips, rotations and (with `augment.appearance_augmentation`) zooms of a batch in one warp (images
     bilinear, masks nearest), then the appearance transforms on the images; seeded statelessly by `seed`.
 

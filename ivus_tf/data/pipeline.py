@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -113,7 +113,7 @@ class Stream:
     frames: int
     per_batch: int
 
-    def selects(self, present: dict) -> "np.ndarray | tf.Tensor":
+    def selects(self, present: dict) -> np.ndarray | tf.Tensor:
         """Boolean selection from {task: flag}, for numpy arrays or tensors alike."""
         chosen = present[self.any_of[0]] > 0
         for task in self.any_of[1:]:
@@ -123,7 +123,7 @@ class Stream:
         return chosen
 
 
-def _present_flags(serialized: "tf.Tensor") -> dict:
+def _present_flags(serialized: tf.Tensor) -> dict:
     """{task: int64 flag} of serialized record(s): parses only the two flags, not the PNGs."""
     spec = {key: tf.io.FixedLenFeature([], tf.int64) for key in _PRESENT_KEYS.values()}
     parse = tf.io.parse_single_example if serialized.shape.rank == 0 else tf.io.parse_example
@@ -192,7 +192,7 @@ def _bit_fields(tasks: Sequence[str]) -> list[tuple[int, int]]:
     return fields
 
 
-def pack_masks(masks: dict, tasks: Sequence[str]) -> "tf.Tensor":
+def pack_masks(masks: dict, tasks: Sequence[str]) -> tf.Tensor:
     """One uint8 label code from {task: uint8 mask}: calcium | wall_lumen << 1 when both tasks are configured.
 
     Why: the masks then travel through resize, cache and warp as ONE channel, which halves the nearest-neighbour
@@ -207,7 +207,7 @@ def pack_masks(masks: dict, tasks: Sequence[str]) -> "tf.Tensor":
     return code
 
 
-def unpack_masks(code: "tf.Tensor", tasks: Sequence[str]) -> dict:
+def unpack_masks(code: tf.Tensor, tasks: Sequence[str]) -> dict:
     """{task: int32 labels} from a uint8 label code made by `pack_masks`."""
     labels = {}
     for task, (shift, mask) in zip(tasks, _bit_fields(tasks)):
@@ -216,7 +216,7 @@ def unpack_masks(code: "tf.Tensor", tasks: Sequence[str]) -> dict:
     return labels
 
 
-def _frames(files: list[str], stream: Stream, config: PipelineConfig, with_metadata: bool) -> "tf.data.Dataset":
+def _frames(files: list[str], stream: Stream, config: PipelineConfig, with_metadata: bool) -> tf.data.Dataset:
     """Selected frames, decoded and resized to S x S, in stored order; cached when `config.cache`.
 
     Element: {"image": uint8 [S,S,1], "labels": uint8 [S,S,1] (`pack_masks` bit fields), "labelled": float32 [T]}
@@ -244,7 +244,7 @@ def _frames(files: list[str], stream: Stream, config: PipelineConfig, with_metad
     return dataset.cache() if config.cache else dataset
 
 
-def _model_batch(batch: dict, config: PipelineConfig, seed: "tf.Tensor | None" = None) -> tuple:
+def _model_batch(batch: dict, config: PipelineConfig, seed: tf.Tensor | None = None) -> tuple:
     """(image, targets, sample_weights[, metadata]) of a batch of `_frames` elements; augmented when `seed`."""
     images = tf.cast(batch["image"], tf.float32) / 255.0
     labels = batch["labels"]
@@ -259,7 +259,7 @@ def _model_batch(batch: dict, config: PipelineConfig, seed: "tf.Tensor | None" =
 
 def make_train_dataset(
     records_dir: str | Path, case_ids: Iterable[str], config: PipelineConfig | None = None
-) -> "tf.data.Dataset":
+) -> tf.data.Dataset:
     """Infinite, shuffled, augmented batches (static batch size) of `(image, targets, sample_weights)`."""
     config = PipelineConfig() if config is None else config
     config.validate()
@@ -293,7 +293,7 @@ def make_eval_dataset(
     case_ids: Iterable[str],
     config: PipelineConfig | None = None,
     with_metadata: bool = False,
-) -> "tf.data.Dataset":
+) -> tf.data.Dataset:
     """Finite batches in stored order, no augmentation, last partial batch kept; every frame carrying a label of a
     configured task appears exactly once. With `with_metadata`, a 4th element holds per-frame metadata."""
     config = PipelineConfig() if config is None else config

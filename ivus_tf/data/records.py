@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def record_files(records_dir: str | Path, case_ids: Iterable[str] | None = None,
     return [str(records_dir / entry["name"]) for c in case_ids for entry in cases[c]["files"]]
 
 
-def _decode_mask(png: "tf.Tensor", present: "tf.Tensor", height: "tf.Tensor", width: "tf.Tensor") -> "tf.Tensor":
+def _decode_mask(png: tf.Tensor, present: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     return tf.cond(
         present > 0,
         lambda: tf.io.decode_png(png, channels=1),
@@ -35,7 +35,7 @@ def _decode_mask(png: "tf.Tensor", present: "tf.Tensor", height: "tf.Tensor", wi
     )
 
 
-def parse_frame(serialized: "tf.Tensor") -> dict:
+def parse_frame(serialized: tf.Tensor) -> dict:
     """Parse one serialized frame into tensors (graph-safe, for `tf.data.Dataset.map`).
 
     Returns `image`, `calcium_mask`, `wall_lumen_mask` as (H, W, 1) uint8 (an absent mask is zeros),

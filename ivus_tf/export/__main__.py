@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from ivus_tf.core.errors import ArgumentParser, positive_int_arg, run_cli
 

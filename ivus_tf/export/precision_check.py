@@ -21,8 +21,8 @@ within 0.5 points (for a model without a calcium head: every lumen and vessel Di
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -16,9 +16,9 @@ and splits, int8 cannot be calibrated (refused) and bf16 is recorded as not meas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ivus_tf.core.atomic import json_text
 from ivus_tf.core.errors import InputError

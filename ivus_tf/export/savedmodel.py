@@ -18,9 +18,9 @@ import datetime
 import json
 import math
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -28,8 +28,7 @@ from ivus_tf.core.atomic import atomic_output_dir
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.core.version import __version__
-from ivus_tf.export.layout import (CONFIG_COPY, EXTRA_DIR, INFO_FORMAT, INFO_NAME, INPUT_NAME, OUTPUT_SPECS,
-                                   output_names)
+from ivus_tf.export.layout import CONFIG_COPY, EXTRA_DIR, INFO_FORMAT, INFO_NAME, INPUT_NAME, OUTPUT_SPECS, output_names
 from ivus_tf.export.serving import ServingModule
 from ivus_tf.export.source import ExportSource, load_source
 

@@ -46,11 +46,11 @@ def _read_config(folder: RunFolder) -> tuple[dict, str]:
 
 
 def _load_keras(path: Path):
+    import zipfile
+
     import keras
 
     import ivus_tf.models  # noqa: F401 - registers the custom layers for safe-mode loading
-
-    import zipfile
 
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
         raise InputError(f"{path}: cannot load the Keras model: not a valid .keras file (a .keras file is a zip "

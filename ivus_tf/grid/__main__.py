@@ -17,7 +17,7 @@ how far the grid got; the same command resumes it.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ivus_tf.core.errors import ArgumentParser, InputError, run_cli
 from ivus_tf.grid.config import STRATEGIES, parse_shard

@@ -44,8 +44,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 from ivus_tf.core.config import from_mapping, load_yaml
 from ivus_tf.core.errors import InputError
@@ -68,14 +69,14 @@ class GridConfig:
     """A cross-validation grid (module docstring)."""
 
     train_config: str = ""
-    train_overrides: Optional[dict] = None
+    train_overrides: dict | None = None
     archs: tuple[str, ...] = ("unet_res", "deeplabv3")
     schemes: tuple[str, ...] = SCHEMES
     lams: tuple[float, ...] = (1.0,)
-    repeats: Optional[Union[int, tuple[int, ...]]] = None
-    folds: Optional[Union[int, tuple[int, ...]]] = None
-    imagenet_backbone_weights: Optional[str] = None
-    coco_backbone_weights: Optional[str] = None
+    repeats: int | tuple[int, ...] | None = None
+    folds: int | tuple[int, ...] | None = None
+    imagenet_backbone_weights: str | None = None
+    coco_backbone_weights: str | None = None
     strategy: str = "none"
 
     def validate(self, source: str = "grid config") -> None:
@@ -123,7 +124,7 @@ class GridRun:
     arch: str
     backbone: str  # "none", "imagenet" or "coco" (results.jsonl)
     scheme: str
-    lam: Optional[float]  # None unless multitask
+    lam: float | None  # None unless multitask
     repeat: int
     fold: int
     config: TrainConfig

@@ -18,8 +18,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.grid.runner import PARALLEL_ENV

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ivus_tf.core.atomic import atomic_write_bytes, file_lock
 from ivus_tf.grid.results import RESULTS_NAME, read_results, run_key, validate_result

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ivus_tf.core.tf_import import import_tensorflow
 

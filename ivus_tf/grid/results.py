@@ -45,8 +45,9 @@ from __future__ import annotations
 import datetime
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import ARCHS, BACKBONES, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS

@@ -32,14 +32,19 @@ import datetime
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.grid.config import RUNS_DIR, GridRun, check_backbone_files, expand_grid, load_grid_config, shard_runs
 from ivus_tf.grid.ledger import append_result, claim_run, read_ledger, results_path
-from ivus_tf.grid.results import (baselines_from_run, make_result_line, metrics_from_run, resolve_run_dir,
-                                 validation_calcium_dice)
+from ivus_tf.grid.results import (
+    baselines_from_run,
+    make_result_line,
+    metrics_from_run,
+    resolve_run_dir,
+    validation_calcium_dice,
+)
 from ivus_tf.run_folder import RunFolder
 from ivus_tf.training.distribute import is_chief, worker_run_dir
 

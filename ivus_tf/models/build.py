@@ -10,7 +10,7 @@ module provides `encoder`, `decoder`, `DECODER_STRIDE` and `OPTIONS`. Details: d
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 

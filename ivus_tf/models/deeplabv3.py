@@ -16,8 +16,13 @@ import keras
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.models import pretrained
-from ivus_tf.models.layers import (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, AtrousConv2D, NaturalImageAdapter,
-                                   SpatialBroadcast)
+from ivus_tf.models.layers import (
+    IMAGENET_MEAN_RGB,
+    IMAGENET_STD_RGB,
+    AtrousConv2D,
+    NaturalImageAdapter,
+    SpatialBroadcast,
+)
 
 DECODER_STRIDE = 8
 OPTIONS = ("aspp_rates", "aspp_dropout", "backbone_weights", "variant")

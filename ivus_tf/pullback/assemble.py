@@ -12,9 +12,9 @@ The per-frame table is predict's measurements.csv (with the `collect.FRAME_COLUM
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class ReportSettings:
     lmode_angle_deg: float = 0.0
 
     @classmethod
-    def from_args(cls, args) -> "ReportSettings":
+    def from_args(cls, args) -> ReportSettings:
         return cls(**{name: getattr(args, name) for name in cls.__dataclass_fields__})
 
     def lesion_settings(self) -> LesionSettings:

@@ -13,7 +13,7 @@ refuses a frame that alone needs more than the whole memory.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.memory import gigabytes, memory_bytes

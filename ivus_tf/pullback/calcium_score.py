@@ -27,8 +27,8 @@ The score is reported as "k of n assessable items" with n the items that could b
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np

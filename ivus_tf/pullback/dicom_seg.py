@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import copy
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

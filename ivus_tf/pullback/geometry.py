@@ -31,8 +31,8 @@ Without a pullback speed and a frame rate (or a gated rate) there are no lengths
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

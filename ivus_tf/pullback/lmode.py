@@ -15,7 +15,7 @@ without lengths) and the lesions marked above.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

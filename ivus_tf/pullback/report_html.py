@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Mapping
+from collections.abc import Mapping
 
 from ivus_tf.core.vocab import TASKS
 from ivus_tf.overlay import COLOURS_HEX

@@ -6,7 +6,7 @@ A thin CLI over `ivus_tf.report.make_report`; see `ivus_tf.report.assemble` for 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ivus_tf.core.errors import ArgumentParser, run_cli
 

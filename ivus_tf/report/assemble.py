@@ -16,8 +16,8 @@ and renamed at the end, replacing an earlier report.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ivus_tf.grid.results import RESULTS_NAME, read_results
 from ivus_tf.report.stats import SCHEME_LABELS, model_label
@@ -77,8 +77,7 @@ def _examples(records, results_path, lambdas, count: int, folder: Path, made: di
 
 
 def _inference(records, results_path, calls: int, folder: Path, made: dict, log) -> None:
-    from ivus_tf.report.inference import (inference_settings, machine_description, measure_inference,
-                                          write_inference)
+    from ivus_tf.report.inference import inference_settings, machine_description, measure_inference, write_inference
 
     settings = inference_settings(records, results_path)
     machine = machine_description()
@@ -118,7 +117,6 @@ def make_report(grid_dir: str | Path, results: str | Path | None = None, out: st
     Returns {"out": Path, "made": {file: description}, "skipped": {file: reason}, "table1": write_table1's dict}.
     """
     from ivus_tf.core.atomic import atomic_output_dir
-
     from ivus_tf.report.table1 import write_table1
 
     grid_dir = Path(grid_dir)

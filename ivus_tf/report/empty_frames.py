@@ -20,15 +20,15 @@ same for the rule, one value per repeat x fold (every run of a fold shares the r
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.grid.results import resolve_run_dir
-from ivus_tf.run_folder import RunFolder
 from ivus_tf.report.stats import describe
+from ivus_tf.run_folder import RunFolder
 
 __all__ = ["COLUMNS", "empty_frame_rows", "rule_frame_row", "run_frame_summary", "write_empty_frames"]
 

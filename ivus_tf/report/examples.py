@@ -15,8 +15,8 @@ is cropped around the calcium and carries a 1 mm scale bar. When nothing can be 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 

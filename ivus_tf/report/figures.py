@@ -11,8 +11,8 @@ and is left out (the report says so).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ivus_tf.report.stats import describe, metric_values, model_label
 

@@ -25,8 +25,8 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.grid.results import resolve_run_dir

@@ -21,11 +21,21 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-from ivus_tf.report.stats import (BASELINE_LABELS, MODELS, RULE_MARGIN, SCHEME_LABELS, baseline_values, describe,
-                                  metric_values, model_label, select_lambdas, welch_p)
+from ivus_tf.report.stats import (
+    BASELINE_LABELS,
+    MODELS,
+    RULE_MARGIN,
+    SCHEME_LABELS,
+    baseline_values,
+    describe,
+    metric_values,
+    model_label,
+    select_lambdas,
+    welch_p,
+)
 
 __all__ = ["baseline_rows", "rule_tests", "table1_rows", "welch_tests", "write_table1"]
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ivus_tf.core.errors import ArgumentParser, non_negative_float_arg, positive_int_arg, run_cli
 from ivus_tf.measurements import DEFAULT_ARC_GAP_DEG
@@ -13,9 +13,8 @@ ENGINES = ("auto", "onnxruntime", "tensorflow")
 
 
 def parse_args(argv: Sequence[str] | None = None):
-    from tfrecords_builder.phantom import PRESETS
-
     from ivus_tf.shift.testset import DEFAULT_SEED
+    from tfrecords_builder.phantom import PRESETS
 
     parser = ArgumentParser(
         prog="python -m ivus_tf.shift",

@@ -6,8 +6,8 @@ arcs under-measured: points below the diagonal; calcium invented: points on the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ivus_tf.core.atomic import atomic_file
 

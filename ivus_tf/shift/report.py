@@ -26,8 +26,8 @@ shift_arcs.png: predicted against annotated arc per frame (`ivus_tf.shift.figure
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ivus_tf.core.atomic import atomic_write_json, atomic_write_text
 

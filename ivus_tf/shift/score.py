@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import datetime
 import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.progress import progress
@@ -27,8 +27,7 @@ from ivus_tf.postprocess import PostprocessConfig, describe_postprocess, load_po
 from ivus_tf.run_folder import RunFolder
 from ivus_tf.shift.frames import score_frame, summarize_rows, truth_arc_deg
 from ivus_tf.shift.predictors import ModelUnderTest, Predictor, load_model_under_test, predict_nothing, rule_baseline
-from ivus_tf.shift.testset import (DEFAULT_SEED, TRAINING_DEFAULT_PRESET, check_seed, ensure_test_set,
-                                   training_phantom)
+from ivus_tf.shift.testset import DEFAULT_SEED, TRAINING_DEFAULT_PRESET, check_seed, ensure_test_set, training_phantom
 from tfrecords_builder.phantom import HELD_OUT_PRESETS, PRESETS
 
 FORMAT = "ivus-tf shift test 1"

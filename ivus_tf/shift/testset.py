@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ivus_tf.core.config import from_mapping, load_yaml
 from ivus_tf.core.errors import InputError

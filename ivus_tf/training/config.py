@@ -77,13 +77,11 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional
 
 from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig, augment_fields
 from ivus_tf.core.config import load_yaml, to_mapping
 from ivus_tf.core.errors import InputError
-from ivus_tf.core.vocab import (ARCHS, HEADS, LR_SCHEDULES, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS,
-                                UNET_STAGES)
+from ivus_tf.core.vocab import ARCHS, HEADS, LR_SCHEDULES, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS, UNET_STAGES
 from ivus_tf.postprocess import PRESETS as _POSTPROCESS
 from ivus_tf.training.distribute import STRATEGIES
 
@@ -116,13 +114,13 @@ class TrainConfig:
     # model
     width: float = 1.0
     head: str = "linear"
-    aspp_rates: Optional[tuple[int, ...]] = None
-    backbone_weights: Optional[str] = None
+    aspp_rates: tuple[int, ...] | None = None
+    backbone_weights: str | None = None
     unet_stages: str = "doubling"
     bn_momentum: float = 0.9
     # optimisation
     epochs: int = 100
-    pretrain_epochs: Optional[int] = None
+    pretrain_epochs: int | None = None
     freeze_encoder_epochs: int = 0
     pretrain_transfer: str = "all_but_classifier"
     steps_per_epoch: int = 0
@@ -161,7 +159,7 @@ class TrainConfig:
     splits: str = ""
     split_seed: int = 0
     test_fraction: float = 0.2
-    n_test_cases: Optional[int] = None
+    n_test_cases: int | None = None
     test_both_labels: bool = False
     repeats: int = 10
     folds: int = 3

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 from ivus_tf import compat
 from ivus_tf.core.errors import InputError
@@ -166,7 +165,7 @@ def check_workers_agree(strategy, progress: list[int], where: str) -> None:
                          "<run>.worker-<i> folder (or delete them all to start over) and start all workers again")
 
 
-def describe_strategy(strategy) -> Optional[str]:
+def describe_strategy(strategy) -> str | None:
     """One line for the log: which strategy over how many replicas."""
     if strategy is None:
         return None

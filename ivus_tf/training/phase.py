@@ -25,8 +25,8 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ivus_tf.core.tf_import import import_tensorflow
 
@@ -40,8 +40,7 @@ from ivus_tf.keras_metrics import task_dice_metrics
 from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
 from ivus_tf.models.build import ENCODER_NAME, build_model, iter_layers, transfer_weights
 from ivus_tf.run_folder import RunFolder
-from ivus_tf.training.callbacks import (EpochLine, FiniteLossGuard, PhaseCheckpoint, TensorBoard,
-                                       learning_rate_callbacks)
+from ivus_tf.training.callbacks import EpochLine, FiniteLossGuard, PhaseCheckpoint, TensorBoard, learning_rate_callbacks
 from ivus_tf.training.config import TrainConfig
 from ivus_tf.training.distribute import make_strategy, prepare_for_fit, replicas, shard_by_data
 from ivus_tf.training.schemes import Phase, PhaseCases

@@ -35,8 +35,8 @@ import dataclasses
 import datetime
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ivus_tf.core.atomic import atomic_file, atomic_write_json, atomic_write_text
 from ivus_tf.core.config import to_mapping
@@ -46,8 +46,7 @@ from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN
 from ivus_tf.run_folder import RunFolder
 from ivus_tf.splits import case_tasks_from_index, fold_cases, load_or_create_splits
 from ivus_tf.training.config import TrainConfig, config_differences
-from ivus_tf.training.distribute import (check_workers_agree, describe_strategy, make_strategy, replicas,
-                                         worker_run_dir)
+from ivus_tf.training.distribute import check_workers_agree, describe_strategy, make_strategy, replicas, worker_run_dir
 from ivus_tf.training.schemes import Phase, PhaseCases, check_data, phases_of
 from tfrecords_builder.index import records_fingerprint
 

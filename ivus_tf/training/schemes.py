@@ -21,7 +21,7 @@ This module does not import TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import CALCIUM, WALL_LUMEN

@@ -99,7 +99,7 @@ def tgc_db(scanner: Scanner, acoustics: dict, depth: np.ndarray) -> np.ndarray:
     return 2 * scanner.tgc_compensation * tissue * beyond + amplitude * np.sin(2 * np.pi * beyond / wavelength + phase)
 
 
-def render_polar(anat: "A.FrameAnatomy", acoustics: dict, scanner: Scanner, grid, rng: np.random.Generator):
+def render_polar(anat: A.FrameAnatomy, acoustics: dict, scanner: Scanner, grid, rng: np.random.Generator):
     """Echo (dB, after depth gain) on the A-line grid (a_lines x depth), and where calcium lies hidden in the shadow
     of other calcium nearer the catheter (invisible, so nobody outlines it)."""
     x, y, step, depth = grid

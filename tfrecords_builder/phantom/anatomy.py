@@ -26,8 +26,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tfrecords_builder.phantom.config import PhantomConfig, bounds
-from tfrecords_builder.phantom.contours import (N_PHI, PHI, TWO_PI, AngleSampler, Smooth, _harmonics, _shape,
-                                                 _smooth_periodic, lookup, wrap_angle)
+from tfrecords_builder.phantom.contours import (
+    N_PHI,
+    PHI,
+    TWO_PI,
+    AngleSampler,
+    Smooth,
+    _harmonics,
+    _shape,
+    _smooth_periodic,
+    lookup,
+    wrap_angle,
+)
 from tfrecords_builder.phantom.scanner import uniform as _uniform
 
 # Tissue classes (index into the acoustic property table of `acoustics.py`).

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Union
 
 from ivus_tf.core.errors import InputError
 
-Range = Tuple[float, float]
+Range = tuple[float, float]
 Knob = Union[float, Range]  # a fixed value, or a (low, high) range sampled per case
-IntKnob = Union[int, Tuple[int, int]]
+IntKnob = Union[int, tuple[int, int]]
 
 
 def bounds(knob) -> tuple:
