@@ -3,7 +3,8 @@
 Writes a records folder of N synthetic 500 x 500 frames whose PNGs cost about what real IVUS frames cost to
 decode (speckle texture inside a circular field of view, so the PNG is nearly incompressible there; masks are
 flat shapes), half carrying both labels and half only wall-lumen labels, then for each tf.data private thread
-pool size measures the training dataset (multi-task mixing, flips + rotation, batch 12 by default):
+pool size measures the training dataset (multi-task mixing, flips + rotation, batch 12 by default; with
+`--augmentation appearance` also zoom and the appearance transforms of `ivus_tf.data.appearance` at their defaults):
 
 * first pass: from iterator creation until N/B batches (one epoch of both streams: parse, PNG decode, resize,
   cache fill, shuffle, augmentation); the record files are in the OS page cache, so this is decode cost, not disk;
@@ -13,6 +14,7 @@ Prints a markdown table with machine, date and command. Usage:
 
     .venv/bin/python bench/bench_pipeline.py [--frames 480] [--image-size 256] [--batch-size 12] [--threads 1 2]
                                             [--steady-batches 300] [--repeats 3]
+                                            [--augmentation flips_rotations|appearance]
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from tfrecords_builder.writer import write_records  # noqa: E402
 import benchlib  # noqa: E402  (bench/benchlib.py, beside this script)
 
 tf = import_tensorflow()
+AUGMENTATIONS = {"flips_rotations": "flips + rotation",
+                 "appearance": "flips + rotation + appearance augmentation (defaults of ivus_tf.augment_config)"}
 
 
 def speckle_frame(rng: np.random.Generator, index: int, size: int = 500, wall_lumen_only: bool = False) -> dict:
@@ -74,8 +78,9 @@ def build_records(out_dir: Path, frames: int, frames_per_case: int = 24) -> int:
 
 
 def measure(records: Path, case_ids: list[str], config: PipelineConfig, threads: int, frames: int,
-            steady_batches: int) -> tuple[float, float, float]:
-    """(dataset construction s, first-pass frames/s, steady-state frames/s) for a fresh training dataset."""
+            steady_batches: int) -> tuple[float, float, float, float]:
+    """(dataset construction s, first-pass frames/s, steady-state frames/s, steady-state CPU ms per frame) for a
+    fresh training dataset. CPU time (all threads of this process) is what a busy shared machine distorts least."""
     start = time.perf_counter()
     dataset = make_train_dataset(records, case_ids, config)
     options = tf.data.Options()
@@ -88,11 +93,12 @@ def measure(records: Path, case_ids: list[str], config: PipelineConfig, threads:
     for _ in range(first_batches):
         next(iterator)
     first = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steady_batches):
         next(iterator)
-    steady = time.perf_counter() - start
-    return build, first_batches * config.batch_size / first, steady_batches * config.batch_size / steady
+    steady, cpu = time.perf_counter() - start, time.process_time() - cpu
+    frames_timed = steady_batches * config.batch_size
+    return build, first_batches * config.batch_size / first, frames_timed / steady, 1000 * cpu / frames_timed
 
 
 def _spread(values: list[float]) -> str:
@@ -113,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady-batches", type=int, default=300, help="batches timed after the first pass")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="private_threadpool_size values")
     parser.add_argument("--repeats", type=int, default=3, help="runs per thread count (median and range shown)")
+    parser.add_argument("--augmentation", choices=sorted(AUGMENTATIONS), default="flips_rotations",
+                        help="flips_rotations (the paper's) or appearance (nnU-Net-style, at its default settings)")
     args = parser.parse_args(argv)
 
-    config = PipelineConfig(image_size=args.image_size, batch_size=args.batch_size)
+    config = PipelineConfig(image_size=args.image_size, batch_size=args.batch_size,
+                            appearance_augmentation=args.augmentation == "appearance")
+    load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
         records = Path(tmp) / "records"
         start = time.perf_counter()
@@ -129,12 +139,15 @@ def main(argv: list[str] | None = None) -> int:
             runs = [measure(records, case_ids, config, threads, args.frames, args.steady_batches)
                     for _ in range(args.repeats)]
             builds += [run[0] for run in runs]
-            rows.append(f"| {threads} | {_spread([r[1] for r in runs])} | {_spread([r[2] for r in runs])} |")
+            cpu_ms = [r[3] for r in runs]
+            rows.append(f"| {threads} | {_spread([r[1] for r in runs])} | {_spread([r[2] for r in runs])} | "
+                        f"{np.median(cpu_ms):.2f} ({min(cpu_ms):.2f}-{max(cpu_ms):.2f}) |")
             print(rows[-1], file=sys.stderr)
 
-    print(f"## Input pipeline: training batches at {args.image_size}x{args.image_size}, flips + rotation, "
-          f"batch {args.batch_size}, calcium/wall-lumen mixing\n")
+    print(f"## Input pipeline: training batches at {args.image_size}x{args.image_size}, "
+          f"{AUGMENTATIONS[args.augmentation]}, batch {args.batch_size}, calcium/wall-lumen mixing\n")
     print(f"- machine: {machine()}")
+    print(f"- load average before / after: {load_before} / {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     python = os.path.relpath(sys.executable)
     python = sys.executable if python.startswith("..") else python
@@ -143,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
           f"dataset construction (label scan + graph) {np.median(builds):.2f} s")
     print(f"- first pass = parse + PNG decode + resize + cache fill + augmentation over {args.frames} frames; "
           f"steady state = {args.steady_batches} batches from the cache; median (range) of {args.repeats} runs\n")
-    print("| tf.data threads | first pass (frames/s) | steady state (frames/s) |")
-    print("|---:|---:|---:|")
+    print("| tf.data threads | first pass (frames/s) | steady state (frames/s) | steady state CPU ms/frame |")
+    print("|---:|---:|---:|---:|")
     print("\n".join(rows))
     return 0
 

@@ -35,6 +35,66 @@ def test_paper_config_holds_the_papers_settings():
     assert config.loss_weighting == "inverse_square" and config.width == 1.0
 
 
+def test_appearance_augmentation_off_for_the_paper_on_for_the_phantom_recipes():
+    from ivus_tf.grid.config import expand_grid, load_grid_config
+
+    assert TrainConfig().appearance_augmentation is False  # the defaults are the paper's
+    assert load_config(CONFIGS / "paper.yaml").appearance_augmentation is False
+    assert load_config(CONFIGS / "quickstart.yaml").appearance_augmentation is True
+    for name in ("phantom_table1_small.yaml", "phantom_lambda_sweep_small.yaml"):
+        grid, base = load_grid_config(CONFIGS / name)
+        assert all(run.config.appearance_augmentation for run in expand_grid(grid, base, "grid", name))
+
+
+def test_train_config_holds_every_augmentation_field_with_its_default_and_type():
+    import typing
+
+    from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig
+
+    train, augment = typing.get_type_hints(TrainConfig), typing.get_type_hints(AugmentConfig)
+    for name in AUGMENT_FIELDS:
+        assert train[name] == augment[name] and getattr(TrainConfig(), name) == getattr(AugmentConfig(), name), name
+    with pytest.raises(InputError, match=r"unknown key 'aug_blur_probabilty' \(did you mean 'aug_blur_probability'"):
+        load_config(None, {"aug_blur_probabilty": 0.5})
+    with pytest.raises(InputError, match=r"aug_gamma_range must be \[low, high\] with 0 < low"):
+        load_config(None, {"aug_gamma_range": [0.0, 1.5]})
+
+
+def test_run_hash_and_resume_check_follow_augmentation_only_while_it_is_on():
+    from ivus_tf.training.config import config_differences
+
+    import hashlib
+
+    from ivus_tf.augment_config import AUGMENT_FIELDS
+    from ivus_tf.core.config import to_mapping
+    from ivus_tf.training.config import _NOT_HASHED
+
+    def hash_without_augmentation(config):  # the hash as it was before the augmentation fields existed
+        values = {k: v for k, v in to_mapping(config).items() if k not in (*_NOT_HASHED, *AUGMENT_FIELDS)}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:6]
+
+    paper = load_config(CONFIGS / "paper.yaml")
+    for config in (TrainConfig(), paper):  # run folders of configs without the augmentation keep their names
+        assert config.fingerprint() == hash_without_augmentation(config)
+    off = TrainConfig(aug_gamma_probability=0.9)
+    assert off.fingerprint() == TrainConfig().fingerprint() and config_differences(TrainConfig(), off) == []
+    on = TrainConfig(appearance_augmentation=True)
+    assert on.fingerprint() != TrainConfig().fingerprint()
+    assert dataclasses.replace(on, aug_gamma_probability=0.9).fingerprint() != on.fingerprint()
+    assert config_differences(on, dataclasses.replace(on, aug_gamma_probability=0.9)) == [
+        "aug_gamma_probability 0.3 -> 0.9"]
+    assert config_differences(TrainConfig(), on) == ["appearance_augmentation False -> True"]
+
+
+def test_phase_pipeline_augments_training_batches_only():
+    from ivus_tf.training.phase import pipeline_config
+
+    config = TrainConfig(appearance_augmentation=True, aug_zoom_range=(0.8, 1.2), aug_blur_probability=0.5)
+    train, evaluation = pipeline_config(config, ("calcium",)), pipeline_config(config, ("calcium",), train=False)
+    assert train.appearance_augmentation and (train.aug_zoom_range, train.aug_blur_probability) == ((0.8, 1.2), 0.5)
+    assert not (evaluation.appearance_augmentation or evaluation.flip or evaluation.rotate)
+
+
 def test_choices_match_the_registries():
     from ivus_tf.models.build import ARCHITECTURES
     from tfrecords_builder.phantom import HELD_OUT_PRESETS, PRESETS, TRAINING_PRESETS

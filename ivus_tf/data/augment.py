@@ -1,11 +1,13 @@
-"""Geometric augmentation of whole batches: flips and rotations by any angle about the image centre.
+"""Augmentation of whole batches: flips, rotations by any angle and zoom about the image centre, then appearance.
 
 An IVUS frame is a cross-section around the catheter, which sits at the image centre, so a rotation by any angle
 about the centre and a mirror image are both frames the scanner could have produced (Bargsten et al. 2021 train
 with random flips and rotations). Each image's flips and rotation are composed into ONE affine matrix and applied
 with `tf.raw_ops.ImageProjectiveTransformV3` to the whole batch at once: bilinear for the image, nearest for the
 label masks, same matrix, fill 0. One resampling per batch keeps the pipeline fast and keeps image and masks
-aligned exactly, and nearest sampling keeps masks inside their label set.
+aligned exactly, and nearest sampling keeps masks inside their label set. With `appearance_augmentation`
+(`ivus_tf.augment_config`), a random zoom about the centre (the catheter) joins the same matrix, and the
+appearance transforms of `ivus_tf.data.appearance` then change the image only.
 
 Conventions (tested against numpy):
 
@@ -14,13 +16,16 @@ Conventions (tested against numpy):
   (`np.flip(axis=0)`) come first, then the rotation.
 * A positive angle turns the picture counter-clockwise as displayed (row 0 at the top), so an angle of
   k * pi/2 reproduces `np.rot90(x, k)` exactly, for the image as well as the masks.
+* A zoom z magnifies the content about the centre (z > 1 zooms in); it applies after the rotation.
 """
 
 from __future__ import annotations
 
 import math
 
+from ivus_tf.augment_config import AugmentConfig
 from ivus_tf.core.tf_import import import_tensorflow
+from ivus_tf.data.appearance import random_appearance, random_zooms
 
 tf = import_tensorflow()
 
@@ -37,15 +42,23 @@ def _snap(value: "tf.Tensor") -> "tf.Tensor":
 
 
 def affine_transforms(
-    image_size: int, angles: "tf.Tensor", flip_horizontal: "tf.Tensor", flip_vertical: "tf.Tensor"
+    image_size: int,
+    angles: "tf.Tensor",
+    flip_horizontal: "tf.Tensor",
+    flip_vertical: "tf.Tensor",
+    zooms: "tf.Tensor | None" = None,
 ) -> "tf.Tensor":
     """[B, 8] float32 projective transforms (output pixel -> input pixel) for `ImageProjectiveTransformV3`.
 
-    `angles` are [B] radians, the flips [B] booleans; see the module docstring for the conventions. With
-    u = x - c, v = y - c the output->input map is F @ R(angle), R = [[cos, -sin], [sin, cos]], F = diag(+-1, +-1).
+    `angles` are [B] radians, the flips [B] booleans, `zooms` [B] magnifications (None: 1); see the module docstring
+    for the conventions. With u = x - c, v = y - c the output->input map is F @ R(angle) / zoom,
+    R = [[cos, -sin], [sin, cos]], F = diag(+-1, +-1).
     """
     angles = tf.cast(angles, tf.float32)
     cos, sin = _snap(tf.cos(angles)), _snap(tf.sin(angles))
+    if zooms is not None:  # x / 1.0 is x bit for bit: unzoomed frames keep today's exact matrix
+        zooms = tf.cast(zooms, tf.float32)
+        cos, sin = cos / zooms, sin / zooms
     sign_x = tf.where(tf.cast(flip_horizontal, tf.bool), -1.0, 1.0)
     sign_y = tf.where(tf.cast(flip_vertical, tf.bool), -1.0, 1.0)
     a00, a01 = sign_x * cos, -sign_x * sin
@@ -68,14 +81,16 @@ def transform_batch(
     angles: "tf.Tensor",
     flip_horizontal: "tf.Tensor",
     flip_vertical: "tf.Tensor",
+    zooms: "tf.Tensor | None" = None,
 ) -> tuple["tf.Tensor", "tf.Tensor"]:
-    """Apply given flips and rotations to a batch: images [B,S,S,C] float (bilinear), masks [B,S,S,M] (nearest).
+    """Apply given flips, rotations and zooms to a batch: images [B,S,S,C] float (bilinear), masks [B,S,S,M]
+    (nearest).
 
     Both get the same matrix per batch item; pixels that come from outside the frame are 0 (background).
     The parameters are explicit so tests can force quarter turns and flips and compare with numpy.
     """
     size = images.shape[1] if images.shape[1] is not None else tf.shape(images)[1]
-    transforms = affine_transforms(size, angles, flip_horizontal, flip_vertical)
+    transforms = affine_transforms(size, angles, flip_horizontal, flip_vertical, zooms)
     output_shape = tf.shape(images)[1:3]
 
     def warp(tensor: "tf.Tensor", interpolation: str) -> "tf.Tensor":
@@ -114,10 +129,24 @@ def random_parameters(
 
 
 def augment_batch(
-    images: "tf.Tensor", masks: "tf.Tensor", seed: "tf.Tensor", flip: bool = True, rotate: bool = True
+    images: "tf.Tensor",
+    masks: "tf.Tensor",
+    seed: "tf.Tensor",
+    flip: bool = True,
+    rotate: bool = True,
+    augment: AugmentConfig | None = None,
 ) -> tuple["tf.Tensor", "tf.Tensor"]:
-    """Random flips and rotations of a batch (images bilinear, masks nearest), seeded statelessly by `seed`."""
-    if not (flip or rotate):
-        return images, masks
-    angles, flip_horizontal, flip_vertical = random_parameters(seed, tf.shape(images)[0], flip, rotate)
-    return transform_batch(images, masks, angles, flip_horizontal, flip_vertical)
+    """Random flips, rotations and (with `augment.appearance_augmentation`) zooms of a batch in one warp (images
+    bilinear, masks nearest), then the appearance transforms on the images; seeded statelessly by `seed`.
+
+    Without appearance augmentation the result is exactly that of flips and rotations alone, and so are the masks
+    with it when no frame is zoomed: the appearance draws use their own seeds (`appearance.stream_seeds`)."""
+    appearance = augment is not None and augment.appearance_augmentation
+    batch = tf.shape(images)[0]
+    zooms = random_zooms(seed, batch, augment) if appearance and augment.aug_zoom_probability > 0 else None
+    if flip or rotate or zooms is not None:
+        angles, flip_horizontal, flip_vertical = random_parameters(seed, batch, flip, rotate)
+        images, masks = transform_batch(images, masks, angles, flip_horizontal, flip_vertical, zooms)
+    if appearance:
+        images = random_appearance(images, seed, augment)
+    return images, masks

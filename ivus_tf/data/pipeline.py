@@ -5,10 +5,11 @@ label of a configured task, parse and decode them with `parse_frame`, resize to 
 nearest) and cache the resized frames in memory, so later epochs skip PNG decoding. Then:
 
 * `make_train_dataset`: infinite. Shuffle and repeat each label stream, batch, augment the WHOLE batch with one
-  affine resampling (`ivus_tf.data.augment`), prefetch. For multi-task training (Bargsten et al. 2021 mix calcium
-  and wall-lumen frames) every batch holds exactly `PipelineConfig.calcium_frames_per_batch()` frames from the
-  calcium stream (frames carrying a calcium label) and the rest from the wall-lumen stream (frames carrying a
-  wall-lumen label but no calcium label). If one stream is empty, or rounding leaves it no place in the batch
+  affine resampling (`ivus_tf.data.augment`; with `appearance_augmentation`, a zoom joins that resampling and the
+  transforms of `ivus_tf.data.appearance` change the image), prefetch. For multi-task training (Bargsten et al.
+  2021 mix calcium and wall-lumen frames) every batch holds exactly `PipelineConfig.calcium_frames_per_batch()`
+  frames from the calcium stream (frames carrying a calcium label) and the rest from the wall-lumen stream (frames
+  carrying a wall-lumen label but no calcium label). If one stream is empty, or rounding leaves it no place in the batch
   (calcium_fraction 0 or 1, tiny batches), the other is used alone. A configured task without a single labelled
   frame among the cases is an `InputError` (its head would never learn).
 * `make_eval_dataset`: finite, stored order (cases in the given order, frames as stored), no augmentation, the
@@ -48,6 +49,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ivus_tf.augment_config import AugmentConfig
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.core.vocab import NUM_CLASSES, TASKS, check_tasks
@@ -61,12 +63,14 @@ _PRESENT_KEYS = {task: F.MASK_KEYS[task][1] for task in TASKS}
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-    """Input pipeline settings (flat; load with `ivus_tf.core.config.from_mapping`/`load_yaml`, which call `validate`).
+class PipelineConfig(AugmentConfig):
+    """Input pipeline settings (flat; load with `ivus_tf.core.config.from_mapping`/`load_yaml`, which call
+    `validate`).
 
     `calcium_fraction` is the share of each multi-task training batch drawn from calcium-labelled frames,
     rounded half up to whole frames. `shuffle_buffer` is per stream and capped at the stream's frame count
-    (0 or 1: no shuffling). `cache` keeps the decoded, resized frames in memory.
+    (0 or 1: no shuffling). `cache` keeps the decoded, resized frames in memory. The augmentation fields
+    (`appearance_augmentation`, `aug_*`, off by default) come from `AugmentConfig`; training batches only.
     """
 
     image_size: int = 256
@@ -92,6 +96,7 @@ class PipelineConfig:
             raise InputError(f"{source}: shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if not 0 <= self.seed < 2**63:
             raise InputError(f"{source}: seed must be a non-negative 64-bit integer, got {self.seed}")
+        AugmentConfig.validate(self, source)
 
     def calcium_frames_per_batch(self) -> int:
         """round(calcium_fraction * batch_size), halves rounded up."""
@@ -244,7 +249,7 @@ def _model_batch(batch: dict, config: PipelineConfig, seed: "tf.Tensor | None" =
     images = tf.cast(batch["image"], tf.float32) / 255.0
     labels = batch["labels"]
     if seed is not None:
-        images, labels = augment_batch(images, labels, seed, flip=config.flip, rotate=config.rotate)
+        images, labels = augment_batch(images, labels, seed, flip=config.flip, rotate=config.rotate, augment=config)
     targets = unpack_masks(labels[..., 0], config.tasks)
     weights = {task: batch["labelled"][:, i] for i, task in enumerate(config.tasks)}
     if "metadata" in batch:

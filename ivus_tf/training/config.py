@@ -29,6 +29,10 @@ Notes on a few fields:
 * `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs more than a tiny model's
   whole run). `jit_compile` (XLA) is off: it made training much slower on CPU (DEVELOPERS.md, "The machine").
 * `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
+* `appearance_augmentation` (off: the paper's flips and rotations only) switches on nnU-Net-style augmentation of
+  the training frames: zoom about the catheter, speckle, noise, blur, brightness, contrast, lower resolution and
+  gamma, each with its `aug_*_probability` and `aug_*_range` (`ivus_tf.augment_config`, docs/augmentation.md). The
+  `aug_*` fields are part of the run's hash only while it is on (when off they change nothing).
 * `postprocess`: how the test predictions are cleaned before they are scored (`ivus_tf.postprocess` presets:
   `default`, nnU-Net-style connected-component cleaning, or `none`). metrics.json keeps both scores and says
   which is the headline (the post-processed one unless `none`). It only changes the evaluation, so it is not
@@ -50,6 +54,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig, augment_fields
 from ivus_tf.core.config import load_yaml, to_mapping
 from ivus_tf.core.errors import InputError
 from ivus_tf.core.vocab import ARCHS, HEADS, SCHEMES
@@ -66,6 +71,7 @@ _NOT_HASHED = ("out", "strategy", "postprocess", "rule_baseline")
 # Fields a run folder may be resumed with a different value of: how the run executes or what is reported besides
 # the model, not what it trains.
 _EXECUTION_ONLY = ("strategy", "postprocess", "rule_baseline")
+_AUGMENT = AugmentConfig()  # the aug_* defaults (one home: ivus_tf.augment_config; a test keeps the copies equal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +105,26 @@ class TrainConfig:
     calcium_fraction: float = 0.5
     flip: bool = True
     rotate: bool = True
+    appearance_augmentation: bool = False
+    aug_zoom_probability: float = _AUGMENT.aug_zoom_probability
+    aug_zoom_range: tuple[float, float] = _AUGMENT.aug_zoom_range
+    aug_speckle_probability: float = _AUGMENT.aug_speckle_probability
+    aug_speckle_strength_range: tuple[float, float] = _AUGMENT.aug_speckle_strength_range
+    aug_noise_probability: float = _AUGMENT.aug_noise_probability
+    aug_noise_std_range: tuple[float, float] = _AUGMENT.aug_noise_std_range
+    aug_blur_probability: float = _AUGMENT.aug_blur_probability
+    aug_blur_sigma_px_range: tuple[float, float] = _AUGMENT.aug_blur_sigma_px_range
+    aug_brightness_probability: float = _AUGMENT.aug_brightness_probability
+    aug_brightness_range: tuple[float, float] = _AUGMENT.aug_brightness_range
+    aug_brightness_offset_probability: float = _AUGMENT.aug_brightness_offset_probability
+    aug_brightness_offset_range: tuple[float, float] = _AUGMENT.aug_brightness_offset_range
+    aug_contrast_probability: float = _AUGMENT.aug_contrast_probability
+    aug_contrast_range: tuple[float, float] = _AUGMENT.aug_contrast_range
+    aug_low_resolution_probability: float = _AUGMENT.aug_low_resolution_probability
+    aug_low_resolution_scale_range: tuple[float, float] = _AUGMENT.aug_low_resolution_scale_range
+    aug_gamma_probability: float = _AUGMENT.aug_gamma_probability
+    aug_inverted_gamma_probability: float = _AUGMENT.aug_inverted_gamma_probability
+    aug_gamma_range: tuple[float, float] = _AUGMENT.aug_gamma_range
     # splits
     splits: str = ""
     split_seed: int = 0
@@ -165,6 +191,7 @@ class TrainConfig:
             fail("image_size", f"{self.image_size} must be a multiple of 8 for unet_res (three downsamplings)")
         if self.arch != "deeplabv3" and (self.aspp_rates is not None or self.backbone_weights is not None):
             fail("aspp_rates/backbone_weights", f"only apply to arch deeplabv3, not {self.arch}")
+        AugmentConfig(**augment_fields(self)).validate(source)
 
     # ------------------------------------------------------------------------------------------- derived
 
@@ -182,10 +209,15 @@ class TrainConfig:
             options["backbone_weights"] = self.backbone_weights
         return options
 
+    def shaping_fields(self) -> dict:
+        """{field: value} of what shapes the run: all but `_NOT_HASHED`, and the augmentation fields only while
+        `appearance_augmentation` is on (so configs without it keep the hash they had before it existed)."""
+        skip = _NOT_HASHED + (() if self.appearance_augmentation else AUGMENT_FIELDS)
+        return {k: v for k, v in to_mapping(self).items() if k not in skip}
+
     def fingerprint(self) -> str:
-        """A short hash of every field that shapes the run (all but `out`)."""
-        values = {k: v for k, v in to_mapping(self).items() if k not in _NOT_HASHED}
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:6]
+        """A short hash of `shaping_fields`."""
+        return hashlib.sha256(json.dumps(self.shaping_fields(), sort_keys=True).encode()).hexdigest()[:6]
 
     def default_run_name(self) -> str:
         """`<scheme>-<arch>[-lam<lambda>]-r<repeat>f<fold>-<fingerprint>`: readable and stable for one config."""
@@ -212,7 +244,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 
 def config_differences(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
-    """`field: saved -> wanted` for every field that differs."""
+    """`field: saved -> wanted` for every field that differs (the `aug_*` fields only when either run uses them)."""
+    ignored = _EXECUTION_ONLY + (() if saved.appearance_augmentation or wanted.appearance_augmentation
+                                 else AUGMENT_FIELDS)
     return [f"{f.name} {getattr(saved, f.name)!r} -> {getattr(wanted, f.name)!r}"
             for f in dataclasses.fields(TrainConfig)
-            if f.name not in _EXECUTION_ONLY and getattr(saved, f.name) != getattr(wanted, f.name)]
+            if f.name not in ignored and getattr(saved, f.name) != getattr(wanted, f.name)]

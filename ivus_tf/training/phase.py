@@ -31,6 +31,7 @@ from ivus_tf.core.tf_import import import_tensorflow
 import_tensorflow()  # quietly, before Keras imports it
 import keras  # noqa: E402
 
+from ivus_tf.augment_config import augment_fields
 from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset, make_train_dataset, train_streams
 from ivus_tf.keras_metrics import TaskDice, task_dice_metrics
 from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
@@ -45,9 +46,12 @@ from ivus_tf.training.state import PhaseState, read_state, save_model_atomic, wr
 
 def pipeline_config(config: TrainConfig, tasks: Sequence[str], train: bool = True) -> PipelineConfig:
     """The tf.data settings of a phase: augmentation and shuffling for training only."""
+    augment = augment_fields(config)
+    augment["appearance_augmentation"] = config.appearance_augmentation and train
     return PipelineConfig(image_size=config.image_size, batch_size=config.batch_size, tasks=tuple(tasks),
                           calcium_fraction=config.calcium_fraction, flip=config.flip and train,
-                          rotate=config.rotate and train, shuffle_buffer=1024 if train else 0, seed=config.seed)
+                          rotate=config.rotate and train, shuffle_buffer=1024 if train else 0, seed=config.seed,
+                          **augment)
 
 
 def build_phase_model(config: TrainConfig, phase: Phase, synchronized: bool = False) -> keras.Model:
