@@ -68,7 +68,7 @@ def manual(members, frames, flips=("none",)):
         for flip in flips:
             axes = {"none": (), "horizontal": (2,), "vertical": (1,), "both": (1, 2)}[flip]
             outputs = member.predict(np.ascontiguousarray(np.flip(frames, axes) if axes else frames))
-            un = (lambda a: np.flip(a, axes)) if axes else (lambda a: a)
+            un = (lambda a, axes=axes: np.flip(a, axes)) if axes else (lambda a: a)
             stacks["calcium"].append(un(outputs["calcium_probability"]))
             stacks["wall_lumen"].append(un(outputs["wall_lumen_probability"]))
     return {task: np.stack(s).astype(np.float64) for task, s in stacks.items()}

@@ -144,7 +144,7 @@ def make_report(grid_dir: str | Path, results: str | Path | None = None, out: st
         else:
             _inference(records, results_path, inference_calls, folder, made, log)
         _index(records, results_path, made, skipped, folder)
-    for name, text in made.items():
+    for name in made:
         log(f"  made {out / name}")
     for name, reason in skipped.items():
         log(f"  skipped {name}: {reason}")
