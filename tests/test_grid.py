@@ -284,7 +284,8 @@ for i in range(40):
 
 def test_two_processes_appending_at_once_never_interleave_or_duplicate(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writers = [subprocess.Popen([sys.executable, "-c", APPENDER, str(tmp_path), name], env=env) for name in ("p0", "p1")]
+    writers = [subprocess.Popen([sys.executable, "-c", APPENDER, str(tmp_path), name], env=env)
+               for name in ("p0", "p1")]
     while not all((tmp_path / f"ready-{name}").exists() for name in ("p0", "p1")):
         assert all(w.poll() is None for w in writers), "a writer died"
         time.sleep(0.01)
