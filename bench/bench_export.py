@@ -59,6 +59,12 @@ def _folder_mb(path: Path) -> float:
 def bench_arch(arch: str, args, work: Path) -> tuple[dict, list[dict]]:
     import keras
 
+    sizes, rows = _measure(arch, args, work)
+    keras.backend.clear_session()  # after _measure returned: its model, traced function and engines are freed
+    return sizes, rows
+
+
+def _measure(arch: str, args, work: Path) -> tuple[dict, list[dict]]:
     from ivus_tf.export import export_onnx, load_exported, read_info
     from ivus_tf.models import build_model
     from ivus_tf.models.flops import count_flops
@@ -90,9 +96,9 @@ def bench_arch(arch: str, args, work: Path) -> tuple[dict, list[dict]]:
         repeats = args.repeats if batch == 1 else max(2, args.repeats // 2)
         images = tf.constant(rng.random((batch, size, size, 1), dtype=np.float32))
         frames = rng.integers(0, 256, (batch, frame, frame), dtype=np.uint8)
-        runs = {"Keras (model only)": (lambda: forward(images)["calcium"].numpy(), f"float32 {size}x{size}")}
+        runs = {"Keras (model only)": ((lambda x=images: forward(x)["calcium"].numpy()), f"float32 {size}x{size}")}
         for name, exported in engines.items():
-            runs[name] = ((lambda e=exported: e.predict(frames, batch_size=batch)), f"uint8 {frame}x{frame}")
+            runs[name] = ((lambda e=exported, x=frames, b=batch: e.predict(x, batch_size=b)), f"uint8 {frame}x{frame}")
         for name, (fn, input_text) in runs.items():
             times = _timed(fn, repeats)
             median = statistics.median(times)
@@ -100,8 +106,6 @@ def bench_arch(arch: str, args, work: Path) -> tuple[dict, list[dict]]:
                          "ms": 1e3 * median, "min_ms": 1e3 * min(times), "max_ms": 1e3 * max(times),
                          "fps": batch / median, "gflops": gflop * batch / median})
             print(f"  {arch} {name} batch {batch}: {1e3 * median:.0f} ms", file=sys.stderr, flush=True)
-    del engines, forward, model
-    keras.backend.clear_session()
     return sizes, rows
 
 

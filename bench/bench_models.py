@@ -118,7 +118,8 @@ def main() -> None:
         for batch in args.batch_sizes:
             for xla in ([False, True] if args.xla else [False]):
                 r = _run(arch, "train", batch, args, xla)
-                print(f"| {arch} | {r['params'] / 1e6:.1f} | {r['forward_gflops']:.1f} | {batch} | {'on' if xla else 'off'} "
+                print(f"| {arch} | {r['params'] / 1e6:.1f} | {r['forward_gflops']:.1f} | {batch} | "
+                      f"{'on' if xla else 'off'} "
                       f"| {r['step_s']:.2f} | {r['images_per_s']:.2f} | {r['achieved_gflops']:.0f} | "
                       f"{100 * r['achieved_gflops'] / peak:.0f}% | {r['peak_rss_gb']:.1f} |", flush=True)
     print("\n| arch | batch | inference latency (ms) | ms per image | peak RSS (GB) |")

@@ -107,7 +107,8 @@ def _spread(values: list[float]) -> str:
 
 
 def machine() -> str:
-    return f"{benchlib.cpu_model()}, {benchlib.usable_cores()} cores usable, TensorFlow {tf.__version__}, Python {platform.python_version()}"
+    return (f"{benchlib.cpu_model()}, {benchlib.usable_cores()} cores usable, TensorFlow {tf.__version__}, "
+            f"Python {platform.python_version()}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -207,7 +207,8 @@ def dice_table(run_dir: Path, work: Path) -> list[str]:
         raw = dice["calcium_dice_raw"]
         regions = " / ".join(f"{dice[k]['change_points']:+.2f}" for k in ("lumen_dice_cleaned", "vessel_dice_cleaned")
                              if k in dice)
-        lines.append(f"| {precision} | {check['engine']} | {100 * cleaned['fp32']:.2f} -> {100 * cleaned[precision]:.2f}"
+        lines.append(f"| {precision} | {check['engine']} | "
+                     f"{100 * cleaned['fp32']:.2f} -> {100 * cleaned[precision]:.2f}"
                      f" | {cleaned['change_points']:+.2f} | {raw['change_points']:+.2f} | "
                      f"{cleaned['detection_flips']} of {cleaned['frames']} | "
                      f"{cleaned['change_points_other_frames']:+.2f} | {regions} | "
@@ -268,7 +269,8 @@ def main() -> int:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nMachine at the start: {before}\nMachine at the end:   {cpu_line()}\ndate {datetime.date.today()}; command: "
+    print(f"\nMachine at the start: {before}\nMachine at the end:   {cpu_line()}\n"
+          f"date {datetime.date.today()}; command: "
           f"python bench/bench_pullback.py {' '.join(sys.argv[1:])}\n")
     print(f"{args.frames}-frame pullback, 500x500 phantom frames, full-size models (width {args.width:g}, 256 px), "
           f"batch {args.batch_size}, predict --report (masks, overlays, measurements.csv, report.html):\n")
@@ -290,7 +292,8 @@ def main() -> int:
               f"{r['cpu_s'] / args.frames:.3f} | {r['rss_gb']:.2f} | {speedup}{estimate} |")
     print("\nNumerics of the full-size models (random weights, decisive heads) on 8 pullback frames vs fp32 on the "
           "same engine:\n")
-    print("| model | precision | max abs probability difference | calcium mask agreement | wall/lumen label agreement |")
+    print("| model | precision | max abs probability difference | calcium mask agreement "
+          "| wall/lumen label agreement |")
     print("| --- | --- | ---: | ---: | ---: |")
     for arch, result in numerics.items():
         for precision, n in result.items():

@@ -267,7 +267,8 @@ def run_predict(model_path, input_path: str | os.PathLike, out_dir: str | os.Pat
         frames = sum(len(rows) for rows in per_case.values())
         meta = {"input": os.path.abspath(pullback.path), "input_name": pullback.path.name,
                 "input_kind": pullback.kind, "model": _abspaths(getattr(model, "path", model_path)),
-                "engine": model.engine, "precision": precision, "tasks": list(tasks), "pixel_spacing_source": pullback.spacing_source}
+                "engine": model.engine, "precision": precision, "tasks": list(tasks),
+                "pixel_spacing_source": pullback.spacing_source}
         summary = json_ready({
             "package_version": __version__, **{k: v for k, v in meta.items() if k != "input_name"},
             "engine_providers": list(getattr(model, "providers", ()) or ()),
@@ -340,7 +341,8 @@ def print_summary(summary: dict, out_dir: Path, stream=None) -> None:
     stream = stream or sys.stdout
     for case_id, s in summary["pullbacks"].items():
         print(f"{case_id}: {s['frames']} frames, {s['frames_with_calcium']} with calcium "
-              f"({s['calcium_segments']} segment{'' if s['calcium_segments'] == 1 else 's'}), max arc {_format(s['max_calcium_arc_deg'], ' deg')}, "
+              f"({s['calcium_segments']} segment{'' if s['calcium_segments'] == 1 else 's'}), "
+              f"max arc {_format(s['max_calcium_arc_deg'], ' deg')}, "
               f"arc > 180 deg in {s['frames_with_arc_over_180']}, > 270 deg in {s['frames_with_arc_over_270']}",
               file=stream)
         if s["frame_interval_mm"] is not None:

@@ -9,8 +9,9 @@ With `threads=0` everything runs in the calling thread, one step after the other
 paths call the same functions in the same order per frame, so their outputs are byte-identical. Memory stays
 constant: at most `prefetch` batches wait for the model and `max_pending` frames for their writers, whatever the
 pullback's length (the raw frames waiting are small next to the activations of the batch in the model, which the
-memory guard `ivus_tf.pullback.batching.BatchLimit` sizes). An error anywhere (a frame that cannot be decoded, a PNG that cannot be written) stops the
-reader and the writers, waits for the running ones to finish, and is raised in the calling thread as the one
+memory guard `ivus_tf.pullback.batching.BatchLimit` sizes). An error anywhere (a frame that cannot be decoded, a
+PNG that cannot be written) stops the reader and the writers, waits for the running ones to finish, and is raised
+in the calling thread as the one
 exception it was (non-`InputError`s of `work` become an `InputError` naming the frame), so the caller's
 temporary output folder can be removed with nothing still writing into it.
 """

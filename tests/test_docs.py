@@ -85,7 +85,7 @@ def python_commands(snippet: str) -> list[tuple[str, list[str]]]:
     return commands
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cli_help(module: str, subcommand: str | None = None) -> tuple[int, str]:
     """(exit status, output) of `python -m module [subcommand] --help`, run in this process."""
     argv = [module, *([subcommand] if subcommand else []), "--help"]
@@ -149,7 +149,7 @@ def test_named_files_exist(page):
     assert not missing, f"{page.name} names files that do not exist: {', '.join(missing)}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def top_level_names(path: str) -> frozenset:
     """Names a module's source defines or imports at top level, plus its `__all__` (lazy attributes)."""
     names = set()

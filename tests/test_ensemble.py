@@ -68,7 +68,7 @@ def manual(members, frames, flips=("none",)):
         for flip in flips:
             axes = {"none": (), "horizontal": (2,), "vertical": (1,), "both": (1, 2)}[flip]
             outputs = member.predict(np.ascontiguousarray(np.flip(frames, axes) if axes else frames))
-            un = (lambda a: np.flip(a, axes)) if axes else (lambda a: a)
+            un = (lambda a, axes=axes: np.flip(a, axes)) if axes else (lambda a: a)
             stacks["calcium"].append(un(outputs["calcium_probability"]))
             stacks["wall_lumen"].append(un(outputs["wall_lumen_probability"]))
     return {task: np.stack(s).astype(np.float64) for task, s in stacks.items()}
@@ -136,7 +136,8 @@ def test_one_model_without_tta_is_the_model_itself():
 def test_members_must_match():
     with pytest.raises(InputError, match=r"^exports/b: tasks \['calcium'\] differ from exports/a's"):
         Ensemble([RampModel(1), RampModel(2, tasks=("calcium",))], paths=["exports/a", "exports/b"])
-    with pytest.raises(InputError, match=r"^exports/b: model input size \[64, 64\] differs from exports/a's \[32, 32\]"):
+    with pytest.raises(InputError,
+                       match=r"^exports/b: model input size \[64, 64\] differs from exports/a's \[32, 32\]"):
         Ensemble([RampModel(1), RampModel(2, size=(64, 64))], paths=["exports/a", "exports/b"])
     with pytest.raises(InputError, match="exports/b: the model gave no 'wall_lumen_probability' output"):
         masks_only = RampModel(2)

@@ -200,7 +200,10 @@ def test_postprocessed_scores_are_the_headline_and_raw_scores_are_kept(records):
 
 def test_frames_without_a_tasks_label_are_excluded(oracle_metrics):
     metrics, _ = oracle_metrics
-    ids = lambda section: [(f["case_id"], f["frame_id"]) for f in metrics[section]["frames"]]
+
+    def ids(section):
+        return [(f["case_id"], f["frame_id"]) for f in metrics[section]["frames"]]
+
     assert ids("calcium") == [("a", "0"), ("a", "1"), ("b", "0"), ("b", "1")]
     for section in ("lumen", "vessel_wall", "vessel", "wall_lumen_mean"):
         assert ids(section) == [("a", "0"), ("a", "2"), ("b", "1"), ("b", "2")]

@@ -46,17 +46,22 @@ TINY_TRAIN = """\
 ONE_STEP = "train_overrides: {epochs: 1, steps_per_epoch: 1}\n"
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
+def write_grid_records(folder: Path) -> Path:
     """8 pullbacks of 4 48x48 frames, calcium and wall-lumen labels on alternate frames: 2 test cases, 2 folds."""
     from tfrecords_builder.writer import write_records
 
     frames = {f"case{i}": [synthetic_frame(f"case{i}", f"{j:02d}", (48, 48),
                                            ("calcium",) if j % 2 == 0 else ("wall_lumen",), seed=10 * i + j)
                            for j in range(4)] for i in range(8)}
-    out = tmp_path_factory.mktemp("grid_records") / "records"
+    out = folder / "records"
     write_records(frames, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """The grid's records folder (`write_grid_records`), written once per module."""
+    return write_grid_records(tmp_path_factory.mktemp("grid_records"))
 
 
 def write_grid(folder: Path, records: Path, grid: str, name: str = "grid.yaml") -> Path:
@@ -279,7 +284,8 @@ for i in range(40):
 
 def test_two_processes_appending_at_once_never_interleave_or_duplicate(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writers = [subprocess.Popen([sys.executable, "-c", APPENDER, str(tmp_path), name], env=env) for name in ("p0", "p1")]
+    writers = [subprocess.Popen([sys.executable, "-c", APPENDER, str(tmp_path), name], env=env)
+               for name in ("p0", "p1")]
     while not all((tmp_path / f"ready-{name}").exists() for name in ("p0", "p1")):
         assert all(w.poll() is None for w in writers), "a writer died"
         time.sleep(0.01)

@@ -6,12 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_grid import records, result_line, write_grid  # noqa: F401 - the module's records fixture
+from test_grid import result_line, write_grid, write_grid_records
 
 from ivus_tf.core.errors import InputError
 from ivus_tf.grid.__main__ import main as grid_main
 
 ONE_RUN = "archs: [unet_res]\nschemes: [calcium]\nrepeats: [0]\nfolds: [0]\n"
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """test_grid's records folder (`write_grid_records`), written once per module."""
+    return write_grid_records(tmp_path_factory.mktemp("grid_records"))
 
 
 def recorded_with(grid_dir, settings: dict) -> None:

@@ -165,7 +165,10 @@ class Nothing:
 
     def predict_on_batch(self, images):
         n, s = images.shape[0], images.shape[1]
-        one_hot = lambda classes: np.concatenate([np.ones((n, s, s, 1)), np.zeros((n, s, s, classes - 1))], -1)
+
+        def one_hot(classes):
+            return np.concatenate([np.ones((n, s, s, 1)), np.zeros((n, s, s, classes - 1))], -1)
+
         return {"calcium": one_hot(2), "wall_lumen": one_hot(3)}
 
 

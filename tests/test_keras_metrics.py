@@ -244,7 +244,7 @@ def test_selection_picks_what_the_test_prefers(tmp_path):
         folder = tmp_path / selection
         folder.mkdir()
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-        checkpoint = PhaseCheckpoint(PhaseFolder(folder), phase.monitor, 2, 0, PhaseState(), lambda: model, False,
+        checkpoint = PhaseCheckpoint(PhaseFolder(folder), phase.monitor, 2, 0, PhaseState(), lambda m=model: m, False,
                                      lambda text: None)
         checkpoint.set_model(model)
         for epoch, values in enumerate(logs):

@@ -26,7 +26,8 @@ CENTER = (100.3, 99.6)  # off the pixel grid, so no symmetry hides an error
 
 def radius_angle(center=CENTER, shape=SHAPE):
     rows, cols = np.mgrid[:shape[0], :shape[1]]
-    return np.hypot(rows - center[0], cols - center[1]), np.degrees(np.arctan2(rows - center[0], cols - center[1])) % 360
+    angle_deg = np.degrees(np.arctan2(rows - center[0], cols - center[1])) % 360
+    return np.hypot(rows - center[0], cols - center[1]), angle_deg
 
 
 def sector(r_inner, r_outer, start_deg, stop_deg, center=CENTER, shape=SHAPE):

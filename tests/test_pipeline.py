@@ -152,7 +152,7 @@ def test_quarter_turns_and_flips_match_numpy_exactly():
         np.array([v for _, _, v in combos]),
     )
     for i, (k, horizontal, vertical) in enumerate(combos):
-        def expected(array):
+        def expected(array, k=k, horizontal=horizontal, vertical=vertical):
             array = np.flip(array, 1) if horizontal else array
             return np.rot90(np.flip(array, 0) if vertical else array, k)
 

@@ -52,7 +52,7 @@ def test_folder_end_to_end_known_geometry(tmp_path, capsys):
     out = tmp_path / "out"
     rows = read_csv(out / "measurements.csv")
     assert tuple(rows[0]) == CSV_COLUMNS and [r["frame_id"] for r in rows] == [f"frame{i}" for i in range(5)]
-    for row, (image, calcium, labels), arc in zip(rows, frames, (0, 90, 170, 300, 300)):
+    for row, (_, calcium, labels), arc in zip(rows, frames, (0, 90, 170, 300, 300)):
         expected = frame_measurements(calcium, labels, 0.02)
         assert float(row["calcium_arc_deg"]) == pytest.approx(arc, abs=2 * math.degrees(math.atan(0.71 / 18)))
         assert float(row["calcium_area_mm2"]) == pytest.approx(expected["calcium_area_mm2"], abs=1e-4)

@@ -300,7 +300,8 @@ def test_result_line_round_trip_and_helpers():
     assert metrics == {"calcium": {"dice": 0.61, "average_hausdorff_mm": None},
                        "wall_lumen_mean": {"dice": 0.9, "average_hausdorff_mm": 0.1}}
     assert validation_calcium_dice(metrics_json) == 0.66
-    assert validation_calcium_dice({"selection": {"wall_lumen": {"monitor": "val_wall_lumen_dice", "value": 1}}}) is None
+    wall_only = {"selection": {"wall_lumen": {"monitor": "val_wall_lumen_dice", "value": 1}}}
+    assert validation_calcium_dice(wall_only) is None
     line = make_result_line(run_id="r", arch="deeplabv3", backbone="imagenet", scheme="multitask", lam=1, repeat=0,
                             fold=2, seed=7, metrics=metrics, run_dir="runs/r", wall_time_s=12.5,
                             val_calcium_dice=0.66)

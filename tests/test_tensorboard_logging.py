@@ -108,7 +108,7 @@ def test_fit_writes_contour_images_and_learning_rate(records, tmp_path):
     # every 2nd epoch (step 1) and the last epoch (step 2), one tag per task
     assert sorted((step, tag) for step, tag, _ in images) == [(step, f"validation/{task}") for step in (1, 2)
                                                               for task in BOTH]
-    for _, tag, value in images:
+    for _, _, value in images:
         decoded = decode_images(value)
         assert len(decoded) == 2 and all(image.shape == (SIZE, SIZE, 3) for image in decoded)
         assert all(has_color(image, COLOURS["truth"]) for image in decoded)

@@ -15,7 +15,8 @@ from tfrecords_builder.index import read_index
 tf = import_tensorflow()
 
 
-def record_files(records_dir: str | Path, case_ids: Iterable[str] | None = None, index: dict | None = None) -> list[str]:
+def record_files(records_dir: str | Path, case_ids: Iterable[str] | None = None,
+                 index: dict | None = None) -> list[str]:
     """Record file paths of `case_ids` (all cases when None), in the given case order."""
     records_dir = Path(records_dir)
     index = read_index(records_dir) if index is None else index

@@ -106,7 +106,8 @@ def draw_lmode(ax, acc: LModeAccumulator, angle_deg: float, pixel_spacing_mm: fl
     for lesion in lesions:
         start, end = ((lesion["start_mm"], lesion["end_mm"]) if slabs_mm is not None
                       else (lesion["first_frame"], lesion["last_frame"] + 1))
-        ax.plot([start, end], [radius_mm * 0.97] * 2, color=COLOURS_HEX["superficial"], linewidth=4, solid_capstyle="butt")
+        ax.plot([start, end], [radius_mm * 0.97] * 2, color=COLOURS_HEX["superficial"], linewidth=4,
+                solid_capstyle="butt")
         ax.text((start + end) / 2, 1.0, f"L{lesion['lesion']}", color="#e65100", ha="center", va="bottom",
                 fontsize=8, fontweight="bold", transform=ax.get_xaxis_transform())
     ax.set_xlim(0, length)

@@ -121,7 +121,7 @@ def _lesion_table(lesions, tasks) -> str:
     for lesion in lesions:
         score = lesion["calcium_score"]
 
-        def at(name):
+        def at(name, lesion=lesion):
             return _at({key: lesion[f"{name}_{key}"] for key in ("frame", "frame_id", "position_mm")})
 
         body.append(

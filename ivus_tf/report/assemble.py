@@ -37,7 +37,8 @@ def _empty_frames(rows, records, results_path, folder: Path, made: dict, skipped
         return
     left_out = f"; {len(result['missing'])} run(s) without metrics.json left out" if result["missing"] else ""
     made["empty_frames.md"] = ("Table 1's calcium scores split by the empty-mask rule: share of frames with one "
-                               f"empty mask, Dice and distance where both masks have calcium, median distance{left_out}")
+                               "empty mask, Dice and distance where both masks have calcium, "
+                               f"median distance{left_out}")
 
 
 def _lambda_sweep(records, folder: Path, made: dict, skipped: dict) -> None:
@@ -144,7 +145,7 @@ def make_report(grid_dir: str | Path, results: str | Path | None = None, out: st
         else:
             _inference(records, results_path, inference_calls, folder, made, log)
         _index(records, results_path, made, skipped, folder)
-    for name, text in made.items():
+    for name in made:
         log(f"  made {out / name}")
     for name, reason in skipped.items():
         log(f"  skipped {name}: {reason}")

@@ -45,7 +45,8 @@ DEFINITIONS = {
     "lumen, vessel": "Dice per frame of label 1 (lumen) and of labels 1|2 (inside the EEM)",
     "calcium_arc": "per frame, ivus_tf.measurements.frame_measurements' calcium_arc_deg of prediction and of truth "
                    "(gaps below arc_gap_deg bridged in both; each seen from its own lumen centroid; the image "
-                   "centre for a predictor without a lumen, e.g. the rule); over frames: Pearson r, mean absolute error and bias in degrees, over all "
+                   "centre for a predictor without a lumen, e.g. the rule); over frames: Pearson r, mean absolute "
+                   "error and bias in degrees, over all "
                    "frames and over the frames with calcium in the truth",
     "predict_nothing": "all background: calcium Dice = share of calcium-free frames, arc 0 on every frame",
     "rule": "the calcium rule baseline (bright leading edge + acoustic shadow) fitted on the model's training "

@@ -30,21 +30,21 @@ from pathlib import Path
 
 from ivus_tf.core.tf_import import import_tensorflow
 
-import_tensorflow()  # quietly, before Keras imports it
+import_tensorflow()  # quietly, before Keras imports it: the imports below must follow (hence noqa: E402)
 import keras  # noqa: E402
 
 from ivus_tf import compat  # noqa: E402
-from ivus_tf.augment_config import augment_fields
-from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset, make_train_dataset, train_streams
-from ivus_tf.keras_metrics import task_dice_metrics
-from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights
-from ivus_tf.models.build import ENCODER_NAME, build_model, iter_layers, transfer_weights
-from ivus_tf.run_folder import RunFolder
-from ivus_tf.training.callbacks import EpochLine, FiniteLossGuard, PhaseCheckpoint, TensorBoard, learning_rate_callbacks
-from ivus_tf.training.config import TrainConfig
-from ivus_tf.training.distribute import make_strategy, prepare_for_fit, replicas, shard_by_data
-from ivus_tf.training.schemes import Phase, PhaseCases
-from ivus_tf.training.state import PhaseState, read_state, save_model_atomic, write_state
+from ivus_tf.augment_config import augment_fields  # noqa: E402
+from ivus_tf.data.pipeline import PipelineConfig, make_eval_dataset, make_train_dataset, train_streams  # noqa: E402
+from ivus_tf.keras_metrics import task_dice_metrics  # noqa: E402
+from ivus_tf.losses import GeneralizedDiceLoss, multitask_loss_weights  # noqa: E402
+from ivus_tf.models.build import ENCODER_NAME, build_model, iter_layers, transfer_weights  # noqa: E402
+from ivus_tf.run_folder import RunFolder  # noqa: E402
+from ivus_tf.training.callbacks import EpochLine, FiniteLossGuard, PhaseCheckpoint, TensorBoard, learning_rate_callbacks  # noqa: E402
+from ivus_tf.training.config import TrainConfig  # noqa: E402
+from ivus_tf.training.distribute import make_strategy, prepare_for_fit, replicas, shard_by_data  # noqa: E402
+from ivus_tf.training.schemes import Phase, PhaseCases  # noqa: E402
+from ivus_tf.training.state import PhaseState, read_state, save_model_atomic, write_state  # noqa: E402
 
 
 def pipeline_config(config: TrainConfig, tasks: Sequence[str], train: bool = True) -> PipelineConfig:

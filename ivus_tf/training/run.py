@@ -205,7 +205,8 @@ def _claim_run_dir(plan: RunPlan) -> bool:
 
 
 def _write_records_json(plan: RunPlan) -> None:
-    atomic_write_json(plan.run.records_json, {"records": str(plan.records_dir), "fingerprint": plan.records_fingerprint})
+    atomic_write_json(plan.run.records_json,
+                      {"records": str(plan.records_dir), "fingerprint": plan.records_fingerprint})
 
 
 def _progress(plan: RunPlan) -> list[int]:

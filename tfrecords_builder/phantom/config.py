@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Union
 
 from ivus_tf.core.errors import InputError
 
 Range = tuple[float, float]
-Knob = Union[float, Range]  # a fixed value, or a (low, high) range sampled per case
-IntKnob = Union[int, tuple[int, int]]
+Knob = float | Range  # a fixed value, or a (low, high) range sampled per case
+IntKnob = int | tuple[int, int]
 
 
 def bounds(knob) -> tuple:
