@@ -1,35 +1,10 @@
 """Evaluating a trained model on whole cases: per-frame Dice and average Hausdorff distance at ORIGINAL resolution.
 
-The model sees frames resized to S x S, but a distance in mm only means something on the frame's own pixel grid:
-each task's softmax probabilities are resized back to the frame's H x W with the pipeline's operator
-(`tf.image.resize`, bilinear, half-pixel centres, no antialiasing; resizing probabilities, not labels, keeps the
-contours smooth), argmax gives the label map, and `ivus_tf.metrics` scores it against the original-resolution
-ground truth. Only frames carrying a task's label count for that task. Definitions: docs/metrics.md.
-
-4. with `postprocess` (a `PostprocessConfig`; training runs pass their `postprocess` preset, "default" unless
-   the config says "none"), the label maps of all tasks of a frame are also cleaned (`ivus_tf.postprocess`:
-   one lumen around the catheter, one vessel enclosing it, calcium outside the lumen and near the vessel, small
-   islands removed) and scored again. The post-processed scores are then the HEADLINE (the top-level sections,
-   which reports and the grid read) and the raw argmax scores are kept under "raw", so the effect of the
-   cleaning is measured on every run; "postprocess" records the steps and says which is the headline.
-
-`evaluate_model` returns the content of metrics.json (`write_metrics_json` writes it atomically, NaN as null):
-
-    {"tasks": [...], "case_ids": [...], "image_size": S, "points": "all", "empty": "diagonal",
-     "num_frames": N, "frames_per_task": {task: n}, "metric_definitions": {name: text},
-     "calcium": SECTION,                     # calcium in tasks; from `rule_baseline` (training runs) also
-                                             # "rule_baseline": RULE
-     "lumen": SECTION, "vessel_wall": SECTION, "vessel": SECTION, "wall_lumen_mean": SECTION,  # wall_lumen
-     "postprocess": {"headline": "postprocessed" | "raw", "preset", "enabled", <PostprocessConfig fields>},
-     "raw": {"calcium": SECTION, ...}}       # with post-processing only: the same sections without it
-
-    SECTION = {"frames": [{"case_id", "frame_id", "dice", "average_hausdorff_mm", "empty_case"}, ...],
-               "summary": ivus_tf.metrics.summarize_frames(frames),
-               "per_case": {case_id: summarize_frames(that case's frames)},
-               "predict_nothing_baseline": summarize_frames of a model predicting background on the same frames}
-
-    RULE = {"params": RuleParams dict, "fitted_on": {"case_ids", "frames", "mean_dice"}, "seconds": fit time,
-            "frames": [...], "summary": ..., "per_case": ...}   # the calcium rule, scored like SECTION
+A distance in mm only means something on the frame's own pixel grid, so each task's softmax probabilities are
+resized back to the frame's H x W with the pipeline's operator (bilinear, half-pixel centres, no antialiasing;
+resizing probabilities, not labels, keeps contours smooth) before argmax and `ivus_tf.metrics`. Only frames carrying
+a task's label count for that task. With `postprocess`, the cleaned maps are scored too and become the headline
+(raw scores under "raw"). Definitions: docs/metrics.md; the metrics.json layout: docs/metrics.md#metricsjson.
 """
 
 from __future__ import annotations
@@ -169,17 +144,12 @@ def _definitions(points: str, empty: str, image_size: int) -> dict:
 
 def evaluate_model(model, records_dir, case_ids, tasks, image_size, batch_size=12, predictions_dir=None,
                    points="all", empty="diagonal", postprocess: PostprocessConfig | None = None) -> dict:
-    """Run `model` on the frames of `case_ids` and return the metrics.json content (layout: module docstring).
+    """Run `model` on the frames of `case_ids` and return the metrics.json content (docs/metrics.md#metricsjson).
 
     `model` is a Keras model (or any object with `predict_on_batch` or `__call__`) whose outputs are
-    {task: softmax [B, S, S, C]}, S = `image_size`. Frames carrying no label of `tasks` are skipped; the others are
-    predicted in batches of `batch_size` and scored at their original resolution.
-
-    With `predictions_dir`, the argmax maps of every evaluated frame and task are written at original resolution as
-    `<predictions_dir>/<case_id>/<frame_id>_calcium.png` (0/255) and `_wall_lumen.png` (0/1/2), the manifest's mask
-    formats; the folder is built under a temporary name and renamed at the end, replacing an existing one.
-    With `postprocess` (and any of its steps on), the maps are also cleaned: the cleaned scores are the headline,
-    the raw ones go under "raw", and `predictions_dir` holds the cleaned maps.
+    {task: softmax [B, S, S, C]}, S = `image_size`. Frames carrying no label of `tasks` are skipped. With
+    `predictions_dir`, the (cleaned, with `postprocess`) argmax maps are written at original resolution as
+    `<case_id>/<frame_id>_calcium.png` (0/255) and `_wall_lumen.png` (0/1/2), replacing the folder atomically.
     """
     tasks = _check_options(tasks, points, empty)
     case_ids = _check_cases(case_ids)
@@ -264,12 +234,11 @@ def _calcium_frames(records_dir, case_ids: Sequence[str]) -> list[dict]:
 
 
 def rule_baseline(records_dir, train_cases, test_cases, *, points="all", empty="diagonal", log=None) -> dict:
-    """Fit the calcium rule (`ivus_tf.baselines`: bright leading edge + shadow behind) on the calcium frames of
-    `train_cases` and score it on those of `test_cases` exactly as `evaluate_model` scores a model (original
-    resolution, the same metrics and empty-mask rules); returns the RULE layout of the module docstring.
+    """Fit the calcium rule (`ivus_tf.baselines`) on the calcium frames of `train_cases` and score it on those of
+    `test_cases` exactly as `evaluate_model` scores a model; returns the "rule_baseline" section of metrics.json.
 
-    Only training cases may be passed as `train_cases`: the fit must not see the test set. Without a calcium
-    training frame the rule cannot be fitted and `InputError` says so.
+    Only training cases may be passed as `train_cases`: the fit must not see the test set. Without a calcium training
+    frame the rule cannot be fitted (`InputError`).
     """
     import time
 

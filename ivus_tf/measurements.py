@@ -1,13 +1,10 @@
 """Clinical IVUS measurements of one frame and of a pullback, from predicted (or annotated) masks.
 
 Pure numpy functions over 2-D masks plus the pixel spacing (a number or a (row, column) pair), like
-`ivus_tf.metrics`. Per frame: calcium, lumen and vessel (EEM) areas, plaque burden, and the calcium arc, the exact
-angular extent of the calcium pixels' footprints seen from the lumen centroid (falling back to the vessel centroid,
-then the image centre, as `arc_center` reports), with thin angular gaps between pieces at a similar depth bridged
-(`gap_deg`; `frame_measurements` also reports the exact union). Per pullback (`pullback_summary`): calcium length
-and the longest runs, including the calcium score's "> 270 degrees for >= 5 mm" (Zhang et al., Circ Cardiovasc
-Interv 2021). Calcium depth is assessed by `ivus_tf.pullback.calcium_score` from the same viewpoint. Definitions:
-docs/metrics.md.
+`ivus_tf.metrics`: per frame the calcium, lumen and vessel (EEM) areas, plaque burden and the calcium arc seen from
+the lumen centroid (`arc_center` gives the fallbacks); per pullback the calcium length and longest runs, including
+the calcium score's "> 270 degrees for >= 5 mm" (Zhang et al., Circ Cardiovasc Interv 2021). Definitions:
+docs/metrics.md#clinical-measurements-ivus_tfmeasurements-used-by-python--m-ivus_tfpredict.
 """
 
 from __future__ import annotations
@@ -261,12 +258,10 @@ def pullback_summary(rows: Iterable[Mapping], pullback_speed_mm_s: float | None 
                      frame_rate_hz: float | None = None) -> dict:
     """Summary of per-frame measurements (dicts with "calcium_area_mm2" and "calcium_arc_deg") in pullback order.
 
-    Keys: frames, frames_with_calcium, calcium_segments (runs of consecutive calcium frames), max_calcium_arc_deg
-    (0 without calcium, NaN without frames), frames_with_arc_over_180, frames_with_arc_over_270 (strictly more than),
-    longest_calcium_run_frames, longest_arc_over_270_run_frames; and, in mm, None unless both the pullback speed and
-    the frame rate are given: frame_interval_mm (= speed / rate), calcium_length_mm (all runs: frames with calcium *
-    interval), longest_calcium_segment_mm, longest_arc_over_270_mm, and arc_over_270_for_5mm (the calcium-score
-    criterion, longest run of > 270 degrees >= 5 mm). A frame has calcium when its calcium area is > 0.
+    A frame has calcium when its calcium area is > 0; a calcium segment is a run of consecutive calcium frames; "over
+    270" means strictly more. max_calcium_arc_deg is 0 without calcium, NaN without frames. The lengths in mm
+    (frame_interval_mm = speed / rate, calcium_length_mm = frames with calcium x interval, the longest runs, and
+    arc_over_270_for_5mm, the calcium-score criterion) are None unless both the speed and the frame rate are given.
     """
     speed = None if pullback_speed_mm_s is None else positive_number(pullback_speed_mm_s, "pullback_speed_mm_s")
     rate = None if frame_rate_hz is None else positive_number(frame_rate_hz, "frame_rate_hz")

@@ -1,42 +1,11 @@
 """`predict`: turn a pullback into masks, overlays and calcium measurements with an exported model.
 
-    python -m ivus_tf.predict --model saved_models/NAME/V [--model ...] --input PATH --out DIR [--tta]
-        [--pixel-spacing-mm S] [--batch-size 12] [--pullback-speed-mm-s V --frame-rate-hz F]
-        [--engine auto|onnxruntime|tensorflow] [--postprocess default|none|FILE.yaml | --no-postprocess]
-        [--arc-gap-deg 20] [--no-overlays] [--overwrite] [--report [--lmode-angle-deg A] [--lesion-gap-mm G] ...]
-        [--dicom-seg] [--precision fp32|bf16|int8] [--io-threads 2]
-
-PATH is a folder of frames, a multi-frame DICOM file or a manifest CSV (`ivus_tf.pullback_io`). The model is an
-export of `ivus_tf.export` (SavedModel, optionally `model.onnx` beside it), loaded with `load_exported`; it takes
-uint8 frames of any size and answers at that size, in fp32 or a reduced precision the export offers
-(`--precision`, docs/precision.md). Frames stream through (`ivus_tf.predict_stream`): a reader thread decodes the
-next batches of consecutive frames of equal size while the model runs on one, and `--io-threads` writer threads
-clean, measure and write the frames it finished; nothing waits on I/O and memory does not grow with the pullback.
-`--model` given several times averages the models' probabilities, `--tta` adds mirrored passes
-(`ivus_tf.ensemble`: members x 4 forward passes per frame); the masks are then cleaned (`ivus_tf.postprocess`,
-default on) before they are measured, written and drawn.
-
-DIR holds, per frame (`<name>` = frame_id, or `<case_id>_<frame_id>` for a manifest):
-    masks/<name>_calcium.png      calcium mask, 0 / 255
-    masks/<name>_wall_lumen.png   labels 0 background, 1 lumen, 2 vessel wall
-    masks/<name>_calcium_uncertainty.png, _wall_lumen_uncertainty.png
-                                  with several models or --tta: the per-pixel spread across the passes, 16-bit,
-                                  std of the probability = value / 131070 (65535 = 0.5, the largest possible)
-    overlays/<name>.png           the frame with contours: calcium red, lumen yellow, vessel (EEM) cyan, the arc's
-                                  viewpoint as a small white cross, and the frame's numbers (unless --no-overlays)
-and once:
-    measurements.csv              one row per frame (`CSV_COLUMNS`; see `ivus_tf.measurements` and, for the
-                                  position, superficial arc and diameters, `ivus_tf.pullback.collect`); empty = NaN
-    summary.json                  per-pullback summary (`pullback_summary`), engine, model, input, options, counts,
-                                  the pullback geometry and where it came from
-    report.html, report.json,     with --report: lesions, IVUS calcium score, L-mode, profiles and worst frames
-    report_figures/               (`ivus_tf.pullback.assemble`); needs the pullback geometry (speed and frame rate
-                                  from the DICOM or the flags) and refuses to start without it
-    segmentation.dcm              with --dicom-seg (DICOM input): the masks as a DICOM Segmentation object
-                                  referencing the source frames (`ivus_tf.pullback.dicom_seg`)
-DIR is built in a temporary folder beside it and renamed at the end (`atomic_output_dir`): a failed or interrupted
-run leaves nothing that looks complete. An existing DIR is replaced only with --overwrite, and only if it is an
-earlier predict output (it holds summary.json) or empty.
+The input is a folder of frames, a multi-frame DICOM or a manifest CSV (`ivus_tf.pullback_io`); the model one or
+more exports (`ivus_tf.export`), averaged, plus mirrored passes with --tta (`ivus_tf.ensemble`). Frames stream
+through (`ivus_tf.predict_stream`), so memory does not grow with the pullback; masks are cleaned
+(`ivus_tf.postprocess`, default on) before they are measured, written and drawn. The output folder is built under a
+temporary name and renamed at the end; an existing one is replaced only with --overwrite, and only if it is an
+earlier predict output (it holds summary.json) or empty. Flags and outputs: docs/predict.md.
 """
 
 from __future__ import annotations
@@ -162,17 +131,13 @@ def run_predict(model_path, input_path: str | os.PathLike, out_dir: str | os.Pat
                 postprocess: PostprocessConfig | str | None = "default",
                 arc_gap_deg: float = DEFAULT_ARC_GAP_DEG, precision: str = "fp32",
                 io_threads: int = DEFAULT_IO_THREADS) -> dict:
-    """Predict every frame of `input_path` into `out_dir` (module docstring); return the summary.json dict.
+    """Predict every frame of `input_path` into `out_dir` (docs/predict.md#what-it-writes); return summary.json's dict.
 
-    `model_path` is one export folder or a list of them (an ensemble); `model` is an already loaded
-    ExportedModel-like object (`.engine`, `.tasks`, `.info`, `.predict(frames)`) or a list of them; by default
-    they are loaded from `model_path` with `load_model`. `report` writes the pullback report (`ivus_tf.pullback`),
-    `dicom_seg` the DICOM Segmentation of a DICOM input. `tta` adds mirrored passes (`ivus_tf.ensemble`).
-    `postprocess`: a `PostprocessConfig`, a preset name or YAML file (`ivus_tf.postprocess.load_postprocess`), or
-    None (off); the cleaned masks are what is written, measured and reported. `arc_gap_deg`: calcium arc gap
-    bridging (`ivus_tf.measurements`; 0 = off). `precision`: "fp32", "bf16" or "int8" (`ivus_tf.export.precision`;
-    refused when the export measured it beyond the Dice limit). `io_threads`: writer threads overlapping the
-    model (`ivus_tf.predict_stream`; 0 = read, infer and write one after the other, the same outputs).
+    `model_path` is one export folder or a list of them (an ensemble); `model` an already loaded ExportedModel-like
+    object (`.engine`, `.tasks`, `.info`, `.predict(frames)`) or a list of them. `postprocess`: a `PostprocessConfig`,
+    a preset name or YAML file (`ivus_tf.postprocess.load_postprocess`), or None (off); the cleaned masks are what is
+    written, measured and reported. `arc_gap_deg` 0 turns gap bridging off. `io_threads` 0 reads, infers and writes
+    one after the other (the same outputs).
     """
     start = time.perf_counter()
     if int(batch_size) < 1:

@@ -1,38 +1,12 @@
 """Input readers of the predict command: a pullback as a stream of uint8 gray frames with their pixel spacing.
 
-`open_pullback(path, pixel_spacing_mm=None)` checks everything cheap up front (listing, headers, pixel spacing,
-frame sizes) and returns a `Pullback` whose iteration decodes one frame at a time, so a pullback of thousands of
-frames is never held in memory. Three inputs:
-
-- a folder of frames: PNG, TIFF, BMP or JPEG files directly in the folder (not in subfolders; hidden files and
-  other files are ignored), in natural order (`frame2` before `frame10`), decoded by
-  `tfrecords_builder.images` (8- or 16-bit, colour converted to gray with BT.601 weights, truncated files
-  refused). A folder is one pullback: all frames must have one size (checked from the file headers before any
-  frame is decoded; the error names the first file that differs); `case_id` is the folder name, `frame_id` the
-  file name without its extension. The folder carries no pixel spacing: `--pixel-spacing-mm` must supply it.
-- a DICOM file (multi-frame, e.g. Ultrasound Multi-frame Image; a single frame works too), read with pydicom.
-  Frames are decoded one at a time with `pydicom.pixels.iter_pixels`: native (uncompressed) pixel data is read
-  frame by frame from the file; encapsulated (compressed) data is decoded frame by frame as well, each frame's
-  compressed bytes read when it is reached (JPEG baseline through Pillow; JPEG-LS, JPEG 2000 and others need a
-  pydicom decoder plugin such as pylibjpeg or gdcm, and a file without one is refused before prediction starts).
-  Photometric interpretations MONOCHROME2, MONOCHROME1 (inverted), RGB, YBR_FULL, YBR_FULL_422 (to RGB by pydicom)
-  and PALETTE COLOR (through its lookup table); colour becomes gray with BT.601 weights. More than 8 bits stored
-  are scaled linearly to 8 bits by `255 / (2**BitsStored - 1)`; signed pixel data is refused. Pixel spacing comes
-  from PixelSpacing (mm, row then column), else from the first SequenceOfUltrasoundRegions item measured in cm
-  (PhysicalUnitsX/YDirection = 3; PhysicalDeltaX/Y in cm, times 10). Row and column spacing must agree within 1%
-  (a scan-converted IVUS frame has square pixels; anything else is refused rather than measured wrongly) and lie
-  in the physical range (`ivus_tf.core.errors.PIXEL_SPACING_RANGE_MM`); `--pixel-spacing-mm` overrides the file,
-  whatever is wrong with its spacing (unreadable, one value, text, zero, not square), with one warning. Frame
-  timing and the IVUS pullback tags (FrameTimeVector, FrameTime, CineRate, IVUSPullbackRate, ...) are read by
-  `ivus_tf.pullback.geometry.dicom_timing`; the header is kept (`dicom_header`, pixel data left on disk) for
-  outputs that reference the source, such as a DICOM Segmentation. A colour interpretation with one sample per
-  pixel (or the reverse) is refused: the header contradicts itself.
-  `case_id` is the file name without its extension, `frame_id` the 0-based frame number, zero-padded.
-- a manifest CSV (`tfrecords_builder.manifest`, masks optional): frames in file order, spacing per row (overridden
-  by `--pixel-spacing-mm`). Several cases (pullbacks) may share a manifest, each with its own frame size; within a
-  case, frames must have one size. The output name of a frame is `<case_id>_<frame_id>`.
-
-Warnings (a colour frame converted, a spacing overridden) are printed once per run on stderr, as one line each.
+`open_pullback` checks everything cheap up front (listing, headers, pixel spacing, frame sizes) and returns a
+`Pullback` that decodes one frame at a time, so a pullback of thousands of frames is never held in memory. Inputs:
+a folder of frames (one pullback of one frame size, natural order, no spacing: `--pixel-spacing-mm` supplies it), a
+multi-frame DICOM (pydicom; spacing in mm from PixelSpacing, else the ultrasound region in cm x 10; row and column
+spacing must agree within 1 %; more than 8 bits stored scaled by 255 / (2**BitsStored - 1)), or a manifest CSV
+(spacing per row). `--pixel-spacing-mm` overrides any file's spacing with one warning. Colour becomes gray (BT.601).
+Details: docs/predict.md#inputs-in-detail.
 """
 
 from __future__ import annotations
@@ -107,7 +81,8 @@ class Pullback:
 
 def open_pullback(path: str | os.PathLike, pixel_spacing_mm: float | None = None,
                   warnings: Warnings | None = None) -> Pullback:
-    """Open a folder of frames, a DICOM file or a manifest CSV (module docstring); InputError if unusable."""
+    """Open a folder of frames, a DICOM file or a manifest CSV (docs/predict.md#inputs-in-detail); InputError if
+    unusable."""
     path = Path(path)
     warnings = warnings or Warnings()
     if pixel_spacing_mm is not None:

@@ -1,35 +1,11 @@
 """Case-wise splits: a fixed test set, then R repeats of K-fold cross-validation over the remaining cases.
 
-Bargsten et al. 2021 train with 10 repeats of 3-fold cross-validation and report on an independent test set of 6
-whole cases that carry both label kinds (`n_test_cases=6, test_both_labels=True`; configs/paper.yaml). Frames
-of one pullback are strongly correlated, so every split here is by case (patient/pullback), never by frame. Splits
-are made once, seeded, written to a JSON file and reused (nnU-Net's `splits_final.json`), so every run of a grid
-sees the same folds. One splits file serves both tasks: the calcium and wall-lumen datasets share the same test
-cases (as in the paper), so pre-training on one task and fine-tuning on the other never sees a test case.
-
-Stratification: cases are grouped by task signature (`calcium`, `wall_lumen`, `calcium+wall_lumen`). The test set
-takes a share of each group proportional to its size (largest remainder), or with `test_both_labels` all its cases
-from the `calcium+wall_lumen` group (an error naming the counts when that group is too small). The test set holds
-`n_test_cases` cases, or round(`test_fraction` x cases) (at least one when the fraction is > 0). For each repeat,
-each group is shuffled and dealt round-robin over the folds, the dealing position carrying on from one group to the
-next, so every fold gets a fair share of each kind and fold sizes differ by at most one. The test set is the same in
-every repeat.
-
-Randomness is `random.Random(int)` seeded from sha256 of (seed, purpose, repeat, group) plus a hand-written
-Fisher-Yates shuffle; both are stable across Python and NumPy versions, so a splits file can be regenerated exactly.
-
-File (`version` 1)::
-
-    {"version": 1, "seed": 0, "test_fraction": 0.2, "n_test_cases": null, "num_repeats": 10, "num_folds": 3,
-     "test_both_labels": false,
-     "case_tasks": {"<case_id>": ["calcium", "wall_lumen"], ...},
-     "test_cases": ["<case_id>", ...],
-     "folds": [[["<case_id>", ...], ...K folds], ...R repeats]}
-
-A file written before `test_both_labels` existed lacks the key and reads as false (what it was made with).
-
-CLI: `python -m ivus_tf.splits --records DIR --out splits.json [--test-fraction F | --n-test-cases N]
-[--test-both-labels] [--repeats R] [--folds K] [--seed S]`. This module does not import TensorFlow.
+Frames of one pullback are strongly correlated, so every split is by case (patient/pullback), never by frame.
+Splits are made once, seeded, written to JSON and reused (nnU-Net's `splits_final.json`), so every run of a grid
+sees the same folds; one file serves both tasks, so pre-training on one never sees a test case of the other. Cases
+are stratified by the labels they carry; the random draws are stable across Python and NumPy versions, so a file
+can be regenerated exactly. The paper's test set: `n_test_cases=6, test_both_labels=True` (configs/paper.yaml).
+Stratification and the file format: docs/data.md#case-wise-splits. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -141,7 +117,7 @@ def make_splits(
     seed: int = 0,
     test_both_labels: bool = False,
 ) -> dict:
-    """A fixed test set and `repeats` x `folds`-fold cross-validation folds over the other cases (format above).
+    """A fixed test set and `repeats` x `folds`-fold cross-validation folds over the other cases.
 
     `n_test_cases`, when given, overrides `test_fraction`; otherwise the test set holds
     round(test_fraction * cases) cases, at least one when `test_fraction` > 0. With `test_both_labels` every test

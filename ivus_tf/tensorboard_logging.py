@@ -1,16 +1,9 @@
 """TensorBoard extras for training: contour images of validation frames and HParams.
 
-Next to Keras' own `keras.callbacks.TensorBoard(log_dir)` (scalars in `log_dir/train` and `log_dir/validation`):
-
-* `ContourImages`: every N epochs (and at the last), a few fixed validation frames at the model's input size with
-  the true contours (green, dashed) and the predicted ones (calcium red, lumen yellow, vessel/EEM cyan), one image
-  tag per task ("validation/calcium", "validation/wall_lumen"), in `log_dir/images`. Seeing the contours move is
-  the quickest check that a run learns what the Dice curve claims.
-* `write_hparams`: the run's hyperparameters and final metrics for the HParams dashboard.
-
-Keras's TensorBoard callback already writes the learning rate (`epoch_learning_rate` in `log_dir/train`).
-
-Everything here runs with the TensorFlow backend (`tf.summary`).
+Next to Keras' own TensorBoard callback (scalars and the learning rate in `log_dir/train`, `log_dir/validation`):
+`ContourImages` draws true and predicted contours on a few fixed validation frames every N epochs, the quickest
+check that a run learns what the Dice curve claims; `write_hparams` records the run for the HParams dashboard.
+TensorFlow backend only (`tf.summary`). What appears where: docs/training.md#tensorboard.
 """
 
 from __future__ import annotations
@@ -55,11 +48,9 @@ def _round_robin(candidates: list[tuple], case_order: Sequence[str], count: int)
 def select_frames(records_dir, case_ids, tasks, image_size, max_frames=4) -> dict:
     """Up to `max_frames` validation frames per task, chosen deterministically, at the model's input size.
 
-    Per task, among the frames carrying its label: one frame per case in turn (spread over cases); within a case,
-    calcium frames with the largest calcium area first (frames with calcium before calcium-free ones), wall-lumen
-    frames in stored order. Returns {"images": float32 [K, S, S, 1], "targets": {task: int32 [K, S, S]},
-    "frames": {task: [row in images, ...]}, "ids": [(case_id, frame_id), ...]} with K <= max_frames * len(tasks).
-    Two passes over the eval pipeline: the first reads only labels, the second keeps the chosen frames.
+    Per task, one frame per case in turn (spread over cases); within a case, calcium frames with the largest calcium
+    area first, wall-lumen frames in stored order. Returns {"images": float32 [K, S, S, 1], "targets": {task: int32
+    [K, S, S]}, "frames": {task: [row in images, ...]}, "ids": [(case_id, frame_id), ...]}, K <= max_frames * tasks.
     """
     case_ids, tasks = list(case_ids), tuple(tasks)
     config = PipelineConfig(image_size=int(image_size), batch_size=32, tasks=tasks, cache=False)
@@ -94,8 +85,7 @@ class ContourImages(keras.callbacks.Callback):
     """Write validation frames with true and predicted contours to `log_dir/images` every `every_n_epochs` epochs
     and at the last epoch (also when training stops early), one image tag per task ("validation/<task>").
 
-    The frames (`select_frames`) are read once, at construction; each write is one forward pass on them
-    (`model(images, training=False)`), so its cost is that of a small batch.
+    The frames (`select_frames`) are read once, at construction; each write is one forward pass on them.
     """
 
     def __init__(self, log_dir, records_dir, case_ids, tasks, image_size, every_n_epochs=5, max_frames=4):
@@ -181,17 +171,10 @@ def _flat_metrics(metrics: Mapping, prefix: str = "") -> dict:
 def write_hparams(log_dir, hparams: dict, metrics: dict, *, step: int = 0, trial_id: str | None = None) -> None:
     """Record a run for TensorBoard's HParams dashboard: its hyperparameters and final metrics, in `log_dir`.
 
-    `hparams` values become str/bool/int/float (tuples and lists "a,b", None "None", other objects str).
-    `metrics` is {name: number} (nested mappings allowed, keys joined with "/"; None is NaN), written as scalars at
-    `step` in `log_dir` itself, where the dashboard finds them as metrics of this run; the Keras TensorBoard
-    callback's scalars in `log_dir/train` and `log_dir/validation` show up as metrics too (groups "train",
-    "validation"). `trial_id` names the session group (default: a hash of the hparams, which groups repeats with
-    identical hyperparameters).
-
-    No experiment config is written here on purpose: TensorBoard uses the FIRST `hparams_config` it finds under its
-    log dir (tensorboard/plugins/hparams/backend_context.py, `_find_experiment_tag`), so a per-run config would
-    describe one run's values only. Without one, the dashboard infers the experiment from every run's hparams
-    (domains from all values seen), which is the whole-grid view.
+    `hparams` values become str/bool/int/float (tuples and lists "a,b", None "None", other objects str). `metrics` is
+    {name: number} (nested mappings joined with "/"; None is NaN), written as scalars at `step` in `log_dir` itself.
+    `trial_id` names the session group (default: a hash of the hparams, grouping repeats). No experiment config is
+    written on purpose: TensorBoard uses the first one it finds, so a per-run config would hide the rest of a grid.
     """
     values = {str(k): _hparam_value(v) for k, v in hparams.items()}
     scalars = _flat_metrics(metrics)

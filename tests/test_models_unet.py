@@ -76,7 +76,7 @@ def test_full_size_parameter_count_is_the_papers_40m(stages, expected):
     depend on the input size; ~1 s)."""
     model = build_model("unet_res", TWO_TASKS, input_shape=(32, 32, 1), stages=stages)
     count = model.count_params()
-    assert count == expected  # documented in the unet_res docstring
+    assert count == expected  # documented in docs/models.md
     assert abs(count - 40e6) / 40e6 < 0.05
     counts = unet_res.parameter_count(1.0, stages=stages)
     assert count == counts["encoder"] + counts["decoder"] + linear_heads(TWO_TASKS, 1.0, stages)

@@ -1,44 +1,12 @@
 """`miccai2011`: convert the MICCAI 2011 IVUS challenge layout into the canonical manifest form.
 
-    python -m tfrecords_builder miccai2011 --src DIR --out DIR --pixel-spacing-mm 0.026 [--overwrite]
-        [--labels-dir NAME ...] [--data-set B]
-
-The data is the reference database of Balocco et al., "Standardized evaluation methodology and reference database
-for evaluating IVUS image segmentation", Computerized Medical Imaging and Graphics 38:70-90, 2014 (the CVII
-workshop challenge at MICCAI 2011). It has lumen and media-adventitia (EEM) contours, no calcium labels, so every
-frame becomes a `wall_lumen` frame only.
-
-Layout, as read by public code that uses the release (there is no formal spec)::
-
-    Training_Set/Data_set_B/DCM/frame_01_0001_003.png        frame, 8-bit gray (384 x 384, 20 MHz, for set B)
-    Training_Set/Data_set_B/LABELS/lum_frame_01_0001_003.txt lumen contour of that frame
-    Training_Set/Data_set_B/LABELS/med_frame_01_0001_003.txt media-adventitia (EEM) contour of that frame
-    Test_Set/Data_set_B/DCM/...,  Test_Set/Data_set_B/LABELS_obs1/... (test contours: one folder per observer)
-
-`--src` may be one set folder (holding `DCM/`) or any folder above; every folder holding `DCM/` below it is read,
-with contours from the first of `--labels-dir` (default `LABELS`, then `LABELS_obs1`) that exists beside it.
-Data sets A (40 MHz) and B (20 MHz) differ in pixel spacing, so one run converts one data set: a `--src` holding
-both is refused unless `--data-set` picks one.
-
-Names: `frame_PP_FFFF_NNN`. We read PP as the patient/pullback number, FFFF as the frame number within that
-pullback, and NNN (always `003` in the names seen) as a constant tag; the digits are not documented anywhere we
-found, and the training (109 frames) and test (326 frames) sets of data set B appear to sample the same pullbacks.
-So `case_id` is `p<PP>` (prefixed `<X>_` under a `Data_set_<X>` folder, e.g. `B_p01`), shared by the training and
-test frames of a pullback, which keeps splits case-wise; `frame_id` is the file stem.
-
-Contours: one vertex per line, `x, y` (comma, optional spaces), floats in pixels of the frame, x = column,
-y = row, origin at the top-left pixel centre; the polygon closes itself. Rasterisation samples pixel centres:
-pixel (row, col) is inside when its centre lies inside the polygon (even-odd rule, half-open on the right and
-bottom edges, as MATLAB `poly2mask` and `skimage.draw.polygon` do), so a mask's area matches the polygon's area with
-no systematic bias. `cv2.fillPoly`, even with shift bits, rounds vertices and also fills every pixel the outline
-touches: a 10 x 10 px square polygon gives 121 pixels, inflating lumen and vessel by about half a pixel all round.
-
-Labels: 0 background, 1 inside the lumen, 2 inside the media but not the lumen. A lumen that leaves the media by
-more than `lumen_outside_tolerance` of its pixels is an error; the few pixels allowed stay lumen (label 1).
-
-Output, written through `ivus_tf.core.atomic.atomic_output_dir` so a failed conversion leaves nothing::
-
-    OUT/manifest.csv   OUT/images/<case_id>/<frame_id>.png   OUT/wall_lumen/<case_id>/<frame_id>.png
+The data is Balocco et al.'s reference database (Comput. Med. Imaging Graph. 38:70-90, 2014): lumen and
+media-adventitia (EEM) contours, no calcium, so every frame becomes a `wall_lumen` frame (0 background, 1 lumen,
+2 inside the media but not the lumen). `case_id` is `p<PP>` of `frame_PP_FFFF_NNN` (prefixed `<X>_` under
+`Data_set_<X>`), shared by a pullback's training and test frames, so splits stay case-wise. Contour vertices are
+`x, y` pixels (x = column, origin at the top-left pixel centre), filled at pixel centres by the even-odd rule (as
+`poly2mask`; `cv2.fillPoly` would inflate every mask by about half a pixel all round). One data set per run (A and
+B differ in pixel spacing). Layout, names and rules: docs/data.md#miccai-2011-ivus-challenge-data.
 """
 
 from __future__ import annotations

@@ -1,35 +1,13 @@
 """A calcium rule with two thresholds: a bright leading edge with an acoustic shadow behind it.
 
-Calcified plaque reflects almost all of the ultrasound: along an A-line (a radial scan line from the catheter) it
-shows as a very bright layer followed by an acoustic shadow; annotators outline the bright leading layer. Dense
-fibrous plaque is as bright but casts no shadow, and a shadow without a bright edge (a guidewire's, out of plane)
-is no calcium. Per frame, at its original resolution and in millimetres (any size and `pixel_spacing_mm`):
-
-1. smooth the frame with a Gaussian of `smoothing_sigma_mm`;
-2. resample it to polar coordinates around the image centre (the catheter): one row per A-line, one column per
-   radial step of one pixel spacing, out to the inscribed circle (`PolarGrid`);
-3. candidates: samples at radius >= `min_radius_mm` (outside the catheter and its ring-down) brighter than
-   `bright_threshold` whose mean over the window [`shadow_near_mm`, `shadow_far_mm`] BEHIND them on the same
-   A-line is below `shadow_threshold` (at least half the window must lie inside the A-line);
-4. per A-line keep only the leading (innermost) run of candidates, at most `max_thickness_mm` deep (0: no limit);
-5. drop connected pieces spanning fewer than `min_arc_deg` degrees of A-lines (a guidewire's echo is a spot with
-   a narrow shadow, calcium an arc) or smaller than `min_area_mm2` (0: keep all), then map back to the Cartesian
-   frame: every pixel takes the value of its nearest polar sample (`PolarGrid.cartesian_index`), so the Cartesian
-   Dice of the mask can be computed exactly in polar form (`ivus_tf.baselines.fit`).
-
-Intensity (`intensity`): "raw" thresholds the displayed grey levels (0-255); "normalised" divides each frame by
-the 95th percentile of its smoothed field of view first, so thresholds are fractions of the frame's bright tissue
-and a change of contrast (gain scaling, dynamic range) between cases cancels. Not the median: in a frame whose
-field is mostly shadow the median is shadow (within one phantom pullback the median varies by 37 % from frame to
-frame, the 95th percentile by 5 %). "normalised" is the default: in 3-fold cross-validation on the benchmark
-phantom's 26 non-test pullbacks (2 repeats, scored on the validation folds) it generalised better to unseen cases
-(validation Dice 0.581 vs 0.523 for "raw"; 0.795 vs 0.777 on the phantom before its randomised renderer), and
-scaling the test frames' grey levels by 0.8 or 1.25 moved it by under 1 Dice point while "raw" lost 4 (x1.25,
-earlier phantom). An additive offset (a log-compressed display's gain in dB) shifts both alike. "raw" stays for
-calibrated grey levels.
-
-The rule is a floor for learned models (`fit_rule` fits its thresholds on the training cases): a network that
-does not beat it has not learned more than "bright with a shadow behind". Numpy and OpenCV only.
+Calcified plaque reflects almost all of the ultrasound: along an A-line it shows as a very bright layer followed by
+a shadow (dense fibrous plaque is as bright but casts none). Per frame, at its original resolution and in mm: smooth,
+resample to polar coordinates around the image centre (the catheter), keep per A-line the leading run of bright
+samples with a dark window behind them, drop narrow or small pieces, and map back by nearest polar sample (so
+`ivus_tf.baselines.fit` computes the Cartesian Dice exactly in polar form). `intensity` "normalised" (default)
+divides each frame by the 95th percentile of its smoothed field of view, so a contrast change between cases
+cancels; "raw" thresholds grey levels 0-255. A floor for learned models; numpy and OpenCV only. Steps, parameters
+and why: docs/baselines.md#what-the-rule-does.
 """
 
 from __future__ import annotations
@@ -54,8 +32,8 @@ NORMALISING_PERCENTILE = 95.0
 
 @dataclasses.dataclass(frozen=True)
 class RuleParams:
-    """Parameters of the rule (module docstring); distances in mm, thresholds in grey levels ("raw") or in
-    multiples of the frame's median ("median"). JSON/YAML via `to_dict` / `from_dict`."""
+    """Parameters of the rule (docs/baselines.md#what-the-rule-does); distances in mm, thresholds in grey levels
+    ("raw") or in fractions of the frame's 95th percentile ("normalised"). JSON/YAML via `to_dict` / `from_dict`."""
 
     intensity: str = "normalised"
     smoothing_sigma_mm: float = 0.06
@@ -192,7 +170,7 @@ def shadow_means(polar: np.ndarray, grid: PolarGrid, near_mm: float, far_mm: flo
 def leading_runs(polar: np.ndarray, behind: np.ndarray, grid: PolarGrid, params: RuleParams
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(first, end), int [..., angles]: per A-line, samples first..end-1 are the leading run of bright samples
-    with a shadow behind (steps 3-4); first == end where the A-line has none."""
+    with a shadow behind; first == end where the A-line has none."""
     samples = polar.shape[-1]
     k = np.arange(samples)
     with np.errstate(invalid="ignore"):

@@ -1,22 +1,11 @@
 """Augmentation of whole batches: flips, rotations by any angle and zoom about the image centre, then appearance.
 
-An IVUS frame is a cross-section around the catheter, which sits at the image centre, so a rotation by any angle
-about the centre and a mirror image are both frames the scanner could have produced (Bargsten et al. 2021 train
-with random flips and rotations). Each image's flips and rotation are composed into ONE affine matrix and applied
-with `tf.raw_ops.ImageProjectiveTransformV3` to the whole batch at once: bilinear for the image, nearest for the
-label masks, same matrix, fill 0. One resampling per batch keeps the pipeline fast and keeps image and masks
-aligned exactly, and nearest sampling keeps masks inside their label set. With `appearance_augmentation`
-(`ivus_tf.augment_config`), a random zoom about the centre (the catheter) joins the same matrix, and the
-appearance transforms of `ivus_tf.data.appearance` then change the image only.
-
-Conventions (tested against numpy):
-
-* Pixel centres sit at integer coordinates; the rotation centre is ((S-1)/2, (S-1)/2).
-* The output is `rotate(flip(input))`: the horizontal flip (`np.flip(axis=1)`) and vertical flip
-  (`np.flip(axis=0)`) come first, then the rotation.
-* A positive angle turns the picture counter-clockwise as displayed (row 0 at the top), so an angle of
-  k * pi/2 reproduces `np.rot90(x, k)` exactly, for the image as well as the masks.
-* A zoom z magnifies the content about the centre (z > 1 zooms in); it applies after the rotation.
+The catheter sits at the image centre, so any rotation about it and any mirror image are frames the scanner could
+have produced (Bargsten et al. 2021 train with random flips and rotations). Each frame's flips, rotation and zoom
+are composed into one affine matrix and applied to the whole batch at once: bilinear for the image, nearest for
+the masks (which so stay aligned and inside their label set), fill 0. The appearance transforms of
+`ivus_tf.data.appearance` then change the image only. Conventions: `affine_transforms`,
+docs/augmentation.md#one-warp-per-batch.
 """
 
 from __future__ import annotations
@@ -50,9 +39,11 @@ def affine_transforms(
 ) -> tf.Tensor:
     """[B, 8] float32 projective transforms (output pixel -> input pixel) for `ImageProjectiveTransformV3`.
 
-    `angles` are [B] radians, the flips [B] booleans, `zooms` [B] magnifications (None: 1); see the module docstring
-    for the conventions. With u = x - c, v = y - c the output->input map is F @ R(angle) / zoom,
-    R = [[cos, -sin], [sin, cos]], F = diag(+-1, +-1).
+    `angles` are [B] radians, the flips [B] booleans, `zooms` [B] magnifications (None: 1). Pixel centres sit at
+    integer coordinates, the centre is c = (S-1)/2. The output is zoom(rotate(flip(input))): flips first
+    (`np.flip(axis=1)` horizontal, `axis=0` vertical); a positive angle turns the picture counter-clockwise as
+    displayed, so k * pi/2 reproduces `np.rot90(x, k)` exactly; z > 1 zooms in. With u = x - c, v = y - c the
+    output->input map is F @ R(angle) / zoom, R = [[cos, -sin], [sin, cos]], F = diag(+-1, +-1).
     """
     angles = tf.cast(angles, tf.float32)
     cos, sin = _snap(tf.cos(angles)), _snap(tf.sin(angles))

@@ -1,43 +1,12 @@
 """tf.data pipelines for training and evaluation, built from a records folder and a list of case ids.
 
-Explicit train and eval branches (the Model Garden decoder/parser split): both select the frames that carry a
-label of a configured task, parse and decode them with `parse_frame`, resize to S x S (image bilinear, masks
-nearest) and cache the resized frames in memory, so later epochs skip PNG decoding. Then:
-
-* `make_train_dataset`: infinite. Shuffle and repeat each label stream, batch, augment the WHOLE batch with one
-  affine resampling (`ivus_tf.data.augment`; with `appearance_augmentation`, a zoom joins that resampling and the
-  transforms of `ivus_tf.data.appearance` change the image), prefetch. For multi-task training (Bargsten et al.
-  2021 mix calcium and wall-lumen frames) every batch holds exactly `PipelineConfig.calcium_frames_per_batch()`
-  frames from the calcium stream (frames carrying a calcium label) and the rest from the wall-lumen stream (frames
-  carrying a wall-lumen label but no calcium label). If one stream is empty, or rounding leaves it no place in the batch
-  (calcium_fraction 0 or 1, tiny batches), the other is used alone. A configured task without a single labelled
-  frame among the cases is an `InputError` (its head would never learn).
-* `make_eval_dataset`: finite, stored order (cases in the given order, frames as stored), no augmentation, the
-  last partial batch kept, every frame carrying a label of a configured task exactly once.
-
-Frames carrying no label of a configured task never enter either branch.
-
-Elements are `(image, targets, sample_weights)`, which Keras `model.fit` / `evaluate` take directly for a model
-whose outputs are named after the tasks:
-
-* `image`: float32 [B, S, S, 1] in [0, 1];
-* `targets`: {task: int32 [B, S, S]} (calcium 0/1; wall_lumen 0 background / 1 lumen / 2 vessel wall);
-* `sample_weights`: {task: float32 [B]}, 1 where the frame carries that task's label, else 0 (its target is then
-  all zeros and must not count).
-
-The weights are per frame, so the losses must be per frame too: a Keras loss whose `call` returns [B] (e.g. the
-generalized Dice loss per frame, or cross-entropy averaged over each frame's pixels). A per-pixel Keras loss
-returning [B, S, S] fails loudly in `fit` (Keras 3 reconciles a rank difference of 1 only). Reshaping the weights
-to [B, 1, 1] would make per-pixel losses work but per-frame losses silently wrong (Keras broadcasts [B] * [B, 1, 1]
-to [B, 1, B]), which is why the pipeline keeps [B].
-
-Only the configured tasks appear. `make_eval_dataset(..., with_metadata=True)` adds a 4th element naming each
-frame, {`case_id`, `frame_id`: string [B]}, so evaluation can pair a batch with the frames at their original
-resolution. Feed `batch[0]` to the model; Keras `fit` does not take 4-tuples.
-
-Determinism: shuffling uses tf.data seeds and augmentation uses stateless random ops seeded with
-(config.seed, batch index), and every parallel map keeps its order, so one seed gives the same batches run to run
-on one machine (float rounding may differ across CPUs/TF builds). No Python runs per frame.
+Explicit train and eval branches (the Model Garden decoder/parser split) over the frames that carry a label of a
+configured task, decoded, resized to S x S (image bilinear, masks nearest) and cached in memory. Elements are
+`(image float32 [B,S,S,1] in [0,1], targets {task: int32 [B,S,S]}, sample_weights {task: float32 [B]})`; targets:
+calcium 0/1, wall_lumen 0 background / 1 lumen / 2 vessel wall. A sample weight is 1 where the frame carries that
+task's label, else 0 (its all-zero target must not count). The weights stay [B], so losses must be per frame ([B]);
+reshaping them to [B,1,1] would silently break per-frame losses. Streams, batch mixing and determinism:
+docs/data.md#the-training-input-pipeline.
 """
 
 from __future__ import annotations
@@ -67,10 +36,9 @@ class PipelineConfig(AugmentConfig):
     """Input pipeline settings (flat; load with `ivus_tf.core.config.from_mapping`/`load_yaml`, which call
     `validate`).
 
-    `calcium_fraction` is the share of each multi-task training batch drawn from calcium-labelled frames,
-    rounded half up to whole frames. `shuffle_buffer` is per stream and capped at the stream's frame count
-    (0 or 1: no shuffling). `cache` keeps the decoded, resized frames in memory. The augmentation fields
-    (`appearance_augmentation`, `aug_*`, off by default) come from `AugmentConfig`; training batches only.
+    `calcium_fraction`: share of each multi-task training batch drawn from calcium-labelled frames, rounded half up.
+    `shuffle_buffer`: per stream, capped at its frame count (0 or 1: no shuffling). The `aug_*` fields
+    (`AugmentConfig`) apply to training batches only.
     """
 
     image_size: int = 256
@@ -195,10 +163,8 @@ def _bit_fields(tasks: Sequence[str]) -> list[tuple[int, int]]:
 def pack_masks(masks: dict, tasks: Sequence[str]) -> tf.Tensor:
     """One uint8 label code from {task: uint8 mask}: calcium | wall_lumen << 1 when both tasks are configured.
 
-    Why: the masks then travel through resize, cache and warp as ONE channel, which halves the nearest-neighbour
-    resize and warp and avoids an interleaving concat (which costs more than a resize on CPU); bit fields unpack
-    with shifts and ands, 7x cheaper than integer division on CPU. Labels are clipped to their task's class count
-    first so a stray value can never leak into another task's bits.
+    The masks then travel through resize, cache and warp as one channel, which is cheaper on CPU than two. Labels are
+    clipped to their task's class count first so a stray value can never leak into another task's bits.
     """
     code = None
     for task, (shift, _) in zip(tasks, _bit_fields(tasks)):
@@ -221,8 +187,7 @@ def _frames(files: list[str], stream: Stream, config: PipelineConfig, with_metad
 
     Element: {"image": uint8 [S,S,1], "labels": uint8 [S,S,1] (`pack_masks` bit fields), "labelled": float32 [T]}
     (T = configured tasks, in config order), plus "metadata" when asked. The image is rounded back to uint8 after
-    resizing: the cache is 4x smaller than float32 and the rounding error (<= 0.5/255) is below the PNG's own
-    quantisation. Masks of tasks that are not configured are never decoded (their ops are pruned from the graph).
+    resizing (a 4x smaller cache; the error is below the PNG's own quantisation).
     """
     size = [config.image_size, config.image_size]
 

@@ -1,42 +1,11 @@
 """`GridConfig`: a cross-validation grid as one flat YAML, expanded into named training runs.
 
-A grid is models x training schemes x multi-task lambdas x repeats x folds of Bargsten et al. (CDBME 2021,
-Table 1: 10 repeats of 3-fold case-wise cross-validation per model and scheme). Each run is one
-`run_training(TrainConfig)` call; this module only decides which configs and names, and checks them all before
-anything trains. It does not import TensorFlow.
-
-Keys (a typo is an error listing the valid keys, `ivus_tf.core.config.from_mapping`):
-
-* `train_config`: a TrainConfig YAML (`ivus_tf/training/config.py`), relative to the grid file; empty = the
-  TrainConfig defaults (the paper's settings). It fixes everything shared by the runs, including the split
-  (`repeats`, `folds`, `test_fraction` or `n_test_cases`, `test_both_labels`, `split_seed`): every run of a grid
-  uses one splits file.
-* `train_overrides`: a mapping of TrainConfig fields applied on top of `train_config` (paths relative to the grid
-  file). The fields a grid sets per run (`scheme`, `arch`, `lam`, `repeat`, `fold`, `out`, `backbone_weights`,
-  `strategy`) are refused here; `seed` here is the base seed the runs' seeds derive from (below).
-* `archs`: architectures (`unet_res`, `deeplabv3`); `schemes`: `calcium`, `pretrain`, `multitask`.
-* `lams`: multi-task loss weights lambda (`L = lambda * L_calcium + L_wall_lumen`), one multitask run per value.
-* `repeats`, `folds`: a count (the first N) or a list of indices into the split; null = all of the train config's.
-* `coco_backbone_weights`: torchvision's COCO DeepLabV3 converted by `python -m ivus_tf.convert
-  torchvision-deeplabv3` (a .keras file, relative to the grid file); adds the model "DeepLabV3 COCO" (the paper's
-  row: deeplabv3 whose encoder and ASPP start from the file; backbone "coco" in results.jsonl) next to `archs`.
-* `imagenet_backbone_weights`: a local `keras.applications.ResNet50` weights file (ImageNet); adds "DeepLabV3
-  ImageNet" (the encoder starts from it; backbone "imagenet").
-  Each file must be of the kind its key names (`check_backbone_files`, run by the grid runner before any run).
-* `strategy`: passed to every run (`none`, `mirrored`, `multiworker`; `--strategy` overrides it).
-
-Seeds: every run of repeat r, fold k trains with seed `run_seed(seed, r, k)`, `seed` being the train config's:
-
-    run_seed(seed, r, k) = int.from_bytes(sha256(b"ivus-tf run seed <seed> <r> <k>").digest()[:4], "big") % 2**31
-
-so the paper's repeats sample weight initialisation, batch order and augmentation (not only the folds' data), the
-same (seed, r, k) always gives the same seed, another base seed gives unrelated ones, and within one (r, k) every
-model, scheme and lambda shares its seed (paired comparisons). The seed is in each run's config.yaml and
-results.jsonl line. `python -m ivus_tf.train --seed S` alone uses S as given.
-
-Run ids are `<arch>[-imagenet|-coco]-<scheme>[-lam<lambda>]-r<repeat>-f<fold>` (`deeplabv3-multitask-lam1-r0-f2`),
-stable for a config. Runs are ordered repeat by repeat, fold by fold, and within a fold by model, scheme and lambda,
-so a grid stopped half-way (or one shard of it) has balanced cells for an interim report.
+A grid is models x training schemes x multi-task lambdas x repeats x folds (Bargsten et al., CDBME 2021, Table 1).
+Each run is one `run_training(TrainConfig)` call; this module only decides which configs and names, and checks them
+all before anything trains. Every run of repeat r, fold k trains with `run_seed(seed, r, k)`, shared by all models,
+schemes and lambdas of that fold (paired comparisons). Run ids (`deeplabv3-multitask-lam1-r0-f2`) are stable for a
+config; runs are ordered repeat by repeat, fold by fold, so a half-finished grid has balanced cells. No TensorFlow
+here. The keys: docs/grid_and_report.md#the-grid-file; the seeds: docs/protocol.md#repeats-sample-the-initialisation.
 """
 
 from __future__ import annotations
@@ -66,7 +35,7 @@ _KIND_TEXT = {"keras": "keras.applications.ResNet50 (ImageNet) weights",
 
 @dataclasses.dataclass(frozen=True)
 class GridConfig:
-    """A cross-validation grid (module docstring)."""
+    """A cross-validation grid (the keys: docs/grid_and_report.md#the-grid-file)."""
 
     train_config: str = ""
     train_overrides: dict | None = None
@@ -131,7 +100,8 @@ class GridRun:
 
 
 def run_seed(seed: int, repeat: int, fold: int) -> int:
-    """The seed of the grid's run at (`repeat`, `fold`) for the base `seed` (module docstring): in [0, 2**31)."""
+    """The seed of the grid's run at (`repeat`, `fold`) for the base `seed`, in [0, 2**31): the first 4 bytes of
+    sha256("ivus-tf run seed <seed> <repeat> <fold>"), stable across versions."""
     digest = hashlib.sha256(f"ivus-tf run seed {int(seed)} {int(repeat)} {int(fold)}".encode()).digest()
     return int.from_bytes(digest[:4], "big") % 2**31
 

@@ -1,43 +1,10 @@
 """results.jsonl: one line per finished training run of a grid, the single source of truth for its schema.
 
-The grid runner (`python -m ivus_tf.grid`) appends one line per finished run through `make_result_line`; the report
-(`python -m ivus_tf.report`) reads the file back through `read_results`. Both validate each record with
-`validate_result`, so a line the report would refuse can never be written.
-
-One JSON object per line (`RESULT_FIELDS` below says what each field means):
-
-    {"run_id": "deeplabv3-multitask-lam1-r0-f2", "arch": "deeplabv3", "backbone": "none", "scheme": "multitask",
-     "lam": 1.0, "repeat": 0, "fold": 2, "seed": 2091898301, "pretrain_transfer": null,
-     "selection_metric": "per_frame_dice",
-     "metrics": {"calcium": {"dice": 0.62, "average_hausdorff_mm": 0.31},
-                 "lumen": {...}, "vessel_wall": {...}, "wall_lumen_mean": {...}},
-     "val_calcium_dice": 0.66,
-     "baselines": {"rule": {"dice": 0.55, "average_hausdorff_mm": 1.2},
-                   "predict_nothing": {"dice": 0.14, "average_hausdorff_mm": 12.5}},
-     "run_dir": "runs/deeplabv3-multitask-lam1-r0-f2", "wall_time_s": 5123.4,
-     "finished_utc": "2025-05-01T12:00:00+00:00", "package_version": "0.1.0"}
-
-Rules (each broken rule is an `InputError` naming the file and line):
-
-* every field of `RESULT_FIELDS` is present, except the `OPTIONAL_FIELDS`, which may be left out (= null; lines
-  written before `pretrain_transfer` and `selection_metric` existed lack them: their runs transferred the encoder
-  only and selected on pooled Dice); unknown fields are refused (they are typos or a newer schema);
-* `pretrain_transfer` is null unless scheme is "pretrain";
-* `lam` is a finite number >= 0 for scheme "multitask" and null otherwise; backbone "imagenet" or "coco" needs
-  arch "deeplabv3";
-* `metrics` holds "calcium" and may hold the wall-lumen sections (`METRIC_SECTIONS`) of a run that evaluated a
-  wall-lumen head; each section is {"dice": number in [0, 1] or null, "average_hausdorff_mm": number >= 0 or
-  null}; null is a metric that could not be computed (e.g. no test frame carries the label) and is left out of
-  the report's statistics (the table says how many were);
-* `baselines` is null or holds some of `BASELINES`, each {"dice", "average_hausdorff_mm"} like a metrics section:
-  the run's test calcium scores of the rule fitted on its training cases and of predicting nothing;
-* `run_id` is unique in the file, and so is the run's identity (arch, backbone, scheme, lam, repeat, fold, seed):
-  a run listed twice would count twice in every mean and t-test;
-* blank lines are ignored; anything else that is not a JSON object (a truncated last line of a killed grid
-  runner, say) is an error, never skipped.
-
-`run_dir` may be relative: it is then relative to the folder holding results.jsonl (`resolve_run_dir`).
-This module does not import TensorFlow.
+The grid runner appends lines through `make_result_line`; the report reads them back through `read_results`. Both
+validate each record with `validate_result` (the fields: `RESULT_FIELDS`), so a line the report would refuse is
+never written. A broken line, an unknown field or a repeated run (it would count twice in every mean and t-test)
+is an `InputError` naming the file and line, never skipped. A relative `run_dir` is relative to the folder holding
+results.jsonl. No TensorFlow here. An example line and the rules: docs/grid_and_report.md#resultsjsonl.
 """
 
 from __future__ import annotations
@@ -144,8 +111,9 @@ def _check_metrics(where: str, metrics, field: str = "metrics", sections: Sequen
 
 
 def validate_result(record: Any, where: str = "result") -> dict:
-    """Check one results.jsonl record against the schema (module docstring); return it with `val_calcium_dice`
-    filled in (null when left out) and `lam` as float. `InputError` naming `where` and the field otherwise."""
+    """Check one results.jsonl record against the schema (docs/grid_and_report.md#resultsjsonl); return it with
+    `val_calcium_dice` filled in (null when left out) and `lam` as float. `InputError` naming `where` and the field
+    otherwise."""
     if not isinstance(record, Mapping):
         _fail(where, f"expected a JSON object, got {type(record).__name__}")
     missing = [f for f in RESULT_FIELDS if f not in record and f not in OPTIONAL_FIELDS]

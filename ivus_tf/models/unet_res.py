@@ -1,59 +1,13 @@
 """U-Net with residual blocks (Bargsten et al., CDBME 2021, "Deep learning for calcium segmentation in IVUS").
 
-The paper's U-Net: three residual blocks per down- and up-scaling stage, three downsamplings by strided
-convolutions, upsampling by transposed convolutions, skip connections between the stages of equal stride.
-
-    image [H, W, 1] in [0, 1]
-    stem      3x3 conv -> BN -> ReLU                                       C1 channels, stride 1
-    stride_1  3 residual blocks                                            C1, stride 1   -> skip "stride_1"
-    stride_2  3x3 conv, stride 2 -> BN -> ReLU, 3 residual blocks          C2, stride 2   -> skip "stride_2"
-    stride_4  (same)                                                       C4, stride 4   -> skip "stride_4"
-    stride_8  (same): the bottom of the U                                  C8, stride 8
-    decoder, for s = 4, 2, 1: 2x2 transposed conv, stride 2 -> BN -> ReLU (Cs channels), concatenate the encoder's
-              "stride_<s>" feature (2 Cs channels), 3 residual blocks (the first one projects 2 Cs -> Cs)
-    output    C1 channels at stride 1 (`DECODER_STRIDE = 1`), already batch-normalised and rectified
-
-Stage channels (C1, C2, C4, C8) at width 1.0, by `stages` (the `stages` option; x `width`, rounded, at least 1):
-
-    "doubling" (default)   (80, 160, 320, 640)   41,658,640 weights (encoder 31,829,520 + up-path 9,829,120)
-    "wide_bottom"          (32, 64, 128, 832)    41,493,664 weights (encoder 39,621,792 + up-path 1,871,872)
-
-"doubling" is the plain U-Net design, channels doubling at every downsampling, at the ~40 M parameters the paper
-gives both of its networks. The paper's timings fit it: its U-Net was the slower and larger network at batch 12
-(268 ms / 15.8 GB against DeepLabV3's 97 ms / 5.4 GB, Titan RTX) and about level at batch 1 (26 ms / 3.0 GB
-against 30 ms / 2.1 GB); by our count the doubling design costs 362 GFLOP per 256x256 forward pass against our
-DeepLabV3's 81. "wide_bottom" keeps the first three stages small and puts most weights in the stride-8 stage,
-where a weight is applied at 1/64 of the positions of one at stride 1: the same parameter count at 129 GFLOP. It
-was this package's default, chosen on a misreading of those timings (as U-Net 97 ms vs DeepLabV3 268 ms, i.e. the
-U-Net the cheaper network); it stays as a named variant for cheaper experiments and for the models trained with it.
-
-`build_model("unet_res", input_shape=(256, 256, 1))` at width 1.0 then has, by head option (all weights,
-batch-norm moving statistics included; the trainable counts are 18-35 K lower):
-
-    stages       head      calcium only    calcium + wall_lumen
-    doubling     linear    41,658,802      41,659,045   (+243: a second 1x1 convolution)
-                 conv      41,705,106      41,751,637
-                 decoder   41,658,802      51,488,165   (1.24x: each task its own up-path)
-    wide_bottom  linear    41,493,730      41,493,829   (+99)
-                 conv      41,512,482      41,531,365
-                 decoder   41,493,730      43,365,701   (1.05x)
-
-`parameter_count(width, stages=...)` gives the encoder and decoder counts from the widths alone (the count does
-not depend on the input size); the tests check it against Keras.
-
-Residual blocks are post-activation (ResNet v1, He et al. 2016, like the ResNet50 of the DeepLabV3 it is
-compared with): conv3x3 -> BN -> ReLU -> conv3x3 -> BN, added to the shortcut, then ReLU. The shortcut is the
-identity, or a 1x1 conv + BN where the channels change (only in the first block of each decoder stage). Every
-stage thus ends batch-normalised and rectified, which suits both the skip concatenation and a linear head.
-Convolutions before batch norm have no bias.
-
-Input height and width must be multiples of 8 (three stride-2 downsamplings, undone exactly by the transposed
-convolutions so that the skips line up); other sizes raise `InputError`. Sizes left as None (a model for any
-input size) are not checked and must be multiples of 8 at run time.
-
-Layer names are stable and say where a layer sits: encoder `stem_conv`, `stride_2_down_conv`,
-`stride_8_block3_conv2`, ...; decoder `<name>_stride_4_up_conv`, `<name>_stride_4_concat`,
-`<name>_stride_1_block1_shortcut_conv`, ... with `<name>` the decoder name given by `build.build_model`.
+Three residual blocks per down- and up-scaling stage, three downsamplings by strided convolutions, upsampling by
+transposed convolutions, skips between stages of equal stride, picked by key ("stride_<s>"). Blocks are
+post-activation (ResNet v1, like the DeepLabV3 it is compared with), so every stage ends batch-normalised and
+rectified; the decoder output is C1 channels at stride 1. `stages`: "doubling" (80-160-320-640 channels at width
+1.0, default: the paper's ~40 M network) or "wide_bottom" (32-64-128-832: the same weights at about a third of the
+FLOPs). Input height and width must be multiples of 8, else `InputError` (sizes left None are not checked). Layer
+names are stable (`stem_conv`, `stride_8_block3_conv2`, `<decoder name>_stride_4_up_conv`, ...). Layout, parameter
+counts and the paper's timings: docs/models.md#u-net-with-residual-blocks-ivus_tfmodelsunet_res.
 """
 
 from __future__ import annotations

@@ -1,31 +1,11 @@
 """Where each frame lies along the pullback, in mm, how large its pixels are, and where those numbers came from.
 
-Pixel spacing of a DICOM input (`dicom_spacing`): PixelSpacing, else the first SequenceOfUltrasoundRegions item
-in cm; unreadable, non-square or out-of-range values are reported as a problem that `--pixel-spacing-mm`
-overrides (`ivus_tf.pullback_io`).
-
-A motorised pullback moves the catheter at a constant speed v (mm/s) while frames are acquired at a rate f (Hz),
-so frame i is acquired at time t_i and lies at `z_i = v * t_i` from the first frame (t_i = i / f for a constant
-rate). Each frame stands for the slab of vessel pulled past during its frame interval, `w_i = z_{i+1} - z_i`
-(the last frame: the nominal interval v / f), so a run of frames a..b is `sum(w_a..w_b)` long.
-
-Sources, first found wins (command-line flags override the file):
-- frame rate: `--frame-rate-hz`; DICOM FrameTimeVector (0018,1065) (time increments in ms, the first 0: frame
-  times exactly, also when they vary); FrameTime (0018,1063) (ms per frame); CineRate (0018,0040) (frames/s);
-  RecommendedDisplayFrameRate (0008,2144) (a display setting, used last and with a warning);
-- pullback speed: `--pullback-speed-mm-s`; DICOM IVUSPullbackRate (0018,3101) (mm/s, IVUS Image module of the US
-  IODs, DICOM Supplement 48). Vendors that keep the speed only in private tags need the flag.
-- ECG-gated pullbacks (IVUSAcquisition (0018,3100) GATED_PULLBACK) with IVUSGatedRate (0018,3102), the pullback
-  distance per heartbeat in mm: one frame per beat is assumed, so the frame interval is that distance (a warning
-  says so; the flags override it). Non-gated pullbacks are the norm.
-- IVUSPullbackStartFrameNumber / StopFrameNumber (0018,3103/3104, 1-based): frames outside that range were
-  acquired while the catheter stood still: their slabs have zero length and they all lie at the range's ends.
-
-A tag pydicom cannot read, or whose value lies outside `FRAME_RATE_RANGE_HZ` / `PULLBACK_SPEED_RANGE_MM_S`, is ignored
-with a note (one warning); flags outside those ranges are refused.
-
-Without a pullback speed and a frame rate (or a gated rate) there are no lengths: `positions_mm` is None and
-`require_lengths` refuses anything that needs them with one line naming the missing flags.
+A motorised pullback moves the catheter at speed v (mm/s) while frames come at rate f (Hz): frame i lies at
+`z_i = v * t_i` and stands for the slab `w_i = z_{i+1} - z_i` (the last frame: v / f), so a run a..b is
+`sum(w_a..w_b)` long. Flags override the DICOM tags; a tag that is unreadable or outside `FRAME_RATE_RANGE_HZ` /
+`PULLBACK_SPEED_RANGE_MM_S` is ignored with a note, a flag outside them is refused. Without a speed and a frame rate
+(or a gated rate) `positions_mm` is None and `require_lengths` names the missing flags. The sources, in order:
+docs/pullback_report.md#pullback-geometry.
 """
 
 from __future__ import annotations
@@ -97,7 +77,9 @@ def _number(dataset, keyword: str, notes: list, to_value=float, bounds=None, uni
 
 
 def dicom_timing(dataset, frames: int) -> DicomTiming:
-    """Read the frame timing and IVUS pullback tags (module docstring) from a pydicom dataset."""
+    """Read the frame timing and IVUS pullback tags from a pydicom dataset: FrameTimeVector (ms increments, the
+    first 0), FrameTime (ms per frame), CineRate and RecommendedDisplayFrameRate (frames/s), IVUSPullbackRate (mm/s),
+    IVUSGatedRate (mm per heartbeat), IVUSPullbackStartFrameNumber / StopFrameNumber (1-based)."""
     notes: list[str] = []
     rate = source = times = None
     vector = _get(dataset, "FrameTimeVector")
@@ -260,7 +242,8 @@ class PullbackGeometry:
 
 def resolve_geometry(frames: int, pullback_speed_mm_s: float | None = None, frame_rate_hz: float | None = None,
                      timing: DicomTiming | None = None) -> PullbackGeometry:
-    """Combine the flags (which win) with the DICOM timing into frame positions (module docstring)."""
+    """Combine the flags (which win) with the DICOM timing into frame positions; frames outside the pullback frame
+    range were acquired standing still (zero-length slabs at the range's ends)."""
     timing = timing or DicomTiming()
     speed = rate = speed_source = rate_source = times = None
     if pullback_speed_mm_s is not None:

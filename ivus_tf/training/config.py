@@ -1,74 +1,10 @@
 """`TrainConfig`: every setting of a training run, flat and typed, loaded from YAML and overridden by CLI flags.
 
-Keys are the field names below (a YAML typo is an error that lists the valid keys, `ivus_tf.core.config`). Defaults are
-the paper's settings (Bargsten et al., CDBME 2021): DeepLabV3 at width 1.0 (~40 M parameters), 256x256 frames,
-batch 12, Adam 2e-4, generalized Dice loss with class weights 1/area, flips + rotations, 10 repeats of 3-fold
-case-wise cross-validation (one run trains one `repeat` / `fold`), pre-training that transfers everything but the
-classifier, selection on the per-frame Dice the test reports. One default is not the paper's: the test set is 20 %
-of the cases (`test_fraction`), which fits any dataset; the paper's test set, 6 cases carrying both label kinds,
-is `n_test_cases: 6` with `test_both_labels: true` (configs/paper.yaml).
-
-Notes on a few fields:
-
-* `lam` is the multi-task weight lambda of `L = lambda * L_calcium + L_wall_lumen` (`lambda` is a Python keyword;
-  the CLI flag is `--lambda`). Only the multitask scheme uses it.
-* `data`: a records folder (`python -m tfrecords_builder build`); empty = the embedded phantom, built once into a
-  cache folder from the `phantom_*` fields (`ivus_tf.training.phantom_cache`).
-* `out`: the run folder; empty = `runs/<scheme>-<arch>-r<repeat>f<fold>-<hash>`, the hash taken over every other
-  field, so the same command always finds (and resumes) the same folder and a changed setting gets a new one.
-* `splits`: the splits file; empty = `<records folder>-splits.json` beside the records, shared by every run on
-  those records (a grid uses one split). `split_seed` seeds the split, `seed` the run (weights, batches); a grid
-  gives each repeat and fold its own seed derived from this one (`ivus_tf.grid.config.run_seed`).
-* `pretrain_epochs`: epochs of the wall-lumen phase of `pretrain` (null = `epochs`). `freeze_encoder_epochs`:
-  fine-tuning epochs with the transferred encoder frozen (0: the whole network trains from the start).
-* `pretrain_transfer`: what the calcium phase of `pretrain` takes from the selected wall-lumen model:
-  `all_but_classifier` (default: encoder, decoder - DeepLabV3's ASPP, the U-Net's up-path - and conv head layers;
-  only each task's final 1x1 classifier starts fresh, as its class count differs) or `encoder` (the encoder only;
-  DeepLabV3's 16 M ASPP weights then start random while multi-task training shares them).
-  `ivus_tf.models.transfer_weights`.
-* `unet_stages`: the U-Net Res stage channels (`ivus_tf.models.unet_res`): `doubling` (80-160-320-640, default, the
-  paper's network) or `wide_bottom` (32-64-128-832, the same ~40 M weights at a third of the FLOPs; this package's
-  design before the paper's timings were read right). Other archs ignore it.
-* `loss_weighting`: generalized Dice class weights: `inverse` (1/area, the paper's "weights proportional to the
-  inverse ground truth segmentation areas", default) or `inverse_square` (1/area^2, Sudre et al. 2017's GDL).
-* `selection_metric`: what each phase selects its epoch (and early-stops) on, on the validation fold at the
-  training resolution: `per_frame_dice` (default: the mean over frames of each frame's Dice, both masks empty = 1,
-  one empty = 0, the rules of the test's `ivus_tf.metrics`; a false alarm on a calcium-free frame costs that frame
-  a Dice of 0, as at test) or `pooled_dice` (one Dice over all pixels of the fold, where such a false alarm adds
-  only its few pixels to the denominator). `ivus_tf.keras_metrics.FrameDice` / `TaskDice`.
-* `n_test_cases`: the test set's size in cases (null: `test_fraction` of the cases). `test_both_labels`: every
-  test case carries calcium and wall-lumen labels (an error if too few cases do). Both go into the splits file,
-  which is made once and refused if an existing one was made otherwise (`ivus_tf.splits`).
-* `bn_momentum`: the moving-statistics momentum of every batch norm layer (0.9 = PyTorch's default and our
-  DeepLabV3's). U-Net Res is built with Keras's 0.99, whose moving statistics lag so far behind a short run's
-  weights that validation in inference mode collapsed (quickstart: validation lumen Dice 0.03 in inference mode
-  vs 0.93 with batch statistics); validation selects the model, so this matters.
-* `steps_per_epoch`: 0 = one pass over the phase's training frames.
-* `lr_schedule`: `constant` (the paper's Adam at `learning_rate` throughout, default) or `poly` (nnU-Net's
-  decay: epoch e of a phase of E epochs trains at `learning_rate * (1 - e / E) ** 0.9`; each phase starts again
-  at `learning_rate`). `ivus_tf.training.callbacks.poly_learning_rate`.
-* `patience`: epochs without a better validation Dice before a phase stops early (0: never stop early).
-* `rule_baseline`: fit the calcium rule (bright leading edge + shadow, `ivus_tf.baselines`) on the run's calcium
-  training cases and score it on the test cases next to the model, in metrics.json (`calcium.rule_baseline`); a
-  floor the model must beat. It changes no training, so it is not part of the run's hash.
-* `run_eagerly`: no graph compilation (the tests use it: compiling a train step costs more than a tiny model's
-  whole run). `jit_compile` (XLA) is off: it made training much slower on CPU (DEVELOPERS.md, "The machine").
-* `deterministic`: `tf.config.experimental.enable_op_determinism()` on top of the seeds.
-* `appearance_augmentation` (off: the paper's flips and rotations only) switches on nnU-Net-style augmentation of
-  the training frames: zoom about the catheter, speckle, noise, blur, brightness, contrast, lower resolution and
-  gamma, each with its `aug_*_probability` and `aug_*_range` (`ivus_tf.augment_config`, docs/augmentation.md). The
-  `aug_*` fields are part of the run's hash only while it is on (when off they change nothing).
-* `postprocess`: how the test predictions are cleaned before they are scored (`ivus_tf.postprocess` presets:
-  `default`, nnU-Net-style connected-component cleaning, or `none`). metrics.json keeps both scores and says
-  which is the headline (the post-processed one unless `none`). It only changes the evaluation, so it is not
-  part of the run's hash and a run may be resumed with another value.
-* `strategy`: `none`, `mirrored` (all GPUs of this machine) or `multiworker` (the machines of `TF_CONFIG`); see
-  `ivus_tf.training.distribute`. A step under a strategy equals the single-device step on the same global batch
-  (`batch_size`, which the replicas must divide), so the field is not part of the run's hash and a run may be
-  resumed under another strategy.
-
-Relative paths (`data`, `out`, `splits`, `phantom_config`) written in a YAML file are relative to that file's
-folder; on the command line they are relative to the working directory.
+Keys are the field names (a YAML typo is an error listing the valid keys, `ivus_tf.core.config`). Defaults are the
+paper's settings (Bargsten et al., CDBME 2021) except `test_fraction`; the paper's 6-case test set is
+configs/paper.yaml. `lam` is the multi-task weight lambda (`lambda` is a Python keyword; the flag is `--lambda`).
+Relative paths (`PATH_FIELDS`) in a YAML file are relative to that file's folder, on the command line to the working
+directory. What each field means: docs/training.md#fields; the protocol choices: docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -102,7 +38,7 @@ _AUGMENT = AugmentConfig()  # the aug_* defaults (one home: ivus_tf.augment_conf
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training run (see the module docstring for the less obvious fields)."""
+    """One training run (the less obvious fields: docs/training.md#fields)."""
 
     scheme: str = "calcium"
     arch: str = "deeplabv3"

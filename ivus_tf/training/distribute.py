@@ -1,34 +1,11 @@
 """tf.distribute for one training run: `strategy: none | mirrored | multiworker` (TrainConfig field, `--strategy`).
 
-* `mirrored`: `tf.distribute.MirroredStrategy` over this machine's GPUs (every visible one; choose them with
-  `CUDA_VISIBLE_DEVICES`), or, without a GPU, over its logical CPU devices (one unless a program configured more
-  with `tf.config.set_logical_device_configuration`: that is how the tests run it on a CPU).
-* `multiworker`: `tf.distribute.MultiWorkerMirroredStrategy` over the machines of the `TF_CONFIG` cluster. Start
-  the same command on every machine, each with its `TF_CONFIG` (`{"cluster": {"worker": ["host0:port", ...]},
-  "task": {"type": "worker", "index": i}}`). Worker 0 (or the task of type "chief") is the chief: it writes the
-  run folder; every other worker keeps its own copy of the checkpoints in `<run folder>.worker-<i>` (its own
-  disk when the machines share none), so that each can resume from the same epoch. Before anything trains the
-  workers compare how far their copies got (`check_workers_agree`: finished or not, each phase's epoch); copies
-  that disagree (a worker killed between two checkpoint writes, a folder deleted on one machine) are a one-line
-  error on every worker instead of a collective operation that waits forever.
-
-What training does under a strategy (`ivus_tf.training.phase`): the model, its optimizer and metrics are created in
-the strategy's scope; `batch_size` stays the global batch, split over the replicas (it must divide evenly); the
-generalized Dice loss sums its class statistics over the replicas (`ivus_tf.losses`) and every batch norm layer is
-`synchronized` (statistics over the global batch), so a step equals the single-device step on the same global
-batch up to float rounding: tests/test_distribute.py checks losses, validation Dice and weights against a
-single-device run. Each worker builds the same deterministic stream of global batches and keeps its share
-(`AutoShardPolicy.DATA`), so the frames a step sees do not depend on the number of workers either.
-
-Two Keras workarounds (keras-team/keras#20585), applied to the model instance by `prepare_for_fit` and kept in
-`ivus_tf.compat` with their reasons: a build from zeros instead of Keras's own pre-`fit` pass over the data (which
-reshuffles a seeded dataset, and fails under MultiWorkerMirroredStrategy), and step logs of shape [1] under
-MultiWorkerMirroredStrategy. tests/test_distribute.py fails if either breaks.
-
-Synchronized batch norm (`ivus_tf.compat.synchronize_batch_norm`): Keras's `synchronized=True` computes the
-global variance as E[x^2] - E[x]^2, which cancels catastrophically where a channel's mean is large against its
-spread (one distributed step of the tiny test U-Net differed from the single-device step by 3 % of the update);
-the statistics are taken in two all-reduced passes instead (mean, then squared deviations), as on one device.
+`mirrored` spans this machine's GPUs (or, without one, its logical CPU devices: how the tests run it); `multiworker`
+the machines of `TF_CONFIG`, where the chief writes the run folder and every other worker keeps its own checkpoint
+copy in `<run folder>.worker-<i>`; copies at different points are a one-line error on every worker
+(`check_workers_agree`) instead of a collective that waits forever. `batch_size` stays the global batch and a step
+equals the single-device step on it (loss statistics summed over replicas, synchronized batch norm); the Keras
+workarounds this needs live in `ivus_tf.compat`. Usage: docs/training.md#one-run-on-several-gpus-or-machines.
 """
 
 from __future__ import annotations
@@ -77,7 +54,7 @@ def is_chief() -> bool:
 
 def worker_run_dir(run_dir: str, strategy: str) -> str:
     """The folder this process writes a run into: `run_dir`, or `<run_dir>.worker-<i>` for a multi-worker
-    non-chief (module docstring)."""
+    non-chief (its own copy, so that every worker can resume from the same epoch)."""
     if strategy != "multiworker" or is_chief():
         return run_dir
     kind, index = worker_task()
