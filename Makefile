@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(PY) -m ivus_tf.train --scheme multitask --config configs/quickstart.yaml --out runs/quickstart
 
 # The full suite (CI: .ci/run). test-fast is the edit loop: every module's fast tests, without those marked slow
-# (trained runs, exports in fresh processes, multi-worker clusters; docs/testing.md).
+# (trained runs, exports in fresh processes, multi-worker clusters; DEVELOPERS.md).
 test: $(STAMP)
 	$(PY) -m pytest -q
 
