@@ -22,6 +22,31 @@ from ivus_tf.core.vocab import CALCIFIED, CALCIUM, LUMEN, TASKS, VESSEL_WALL, WA
 from ivus_tf.losses import frame_weight_column, integer_labels
 
 
+def _class_ids(class_ids: Sequence[int]) -> tuple[int, ...]:
+    ids = tuple(int(c) for c in class_ids)
+    if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+        raise ValueError(f"class_ids must be distinct class indices >= 0, got {list(class_ids)}")
+    return ids
+
+
+def _frame_overlap(metric, y_true, y_pred, sample_weight):
+    """Per-frame, per-class intersection and total (|truth| + |prediction|) of the argmax prediction, [B, K] each,
+    for `metric.class_ids`; refuses a missing sample weight when the metric requires one."""
+    if sample_weight is None and metric.require_sample_weight:
+        raise ValueError(
+            f"{metric.name}: no sample_weight. Keras 3 passes sample weights only to `weighted_metrics`: compile "
+            "with weighted_metrics=..., not metrics=..., or the all-zero targets of frames without this "
+            "task's label count as background (require_sample_weight=False if every frame is labelled)")
+    y_pred = ops.convert_to_tensor(y_pred)
+    labels = integer_labels(y_true, y_pred)
+    predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+    classes = ops.convert_to_tensor(metric.class_ids, dtype="int32")
+    truth = ops.cast(ops.expand_dims(labels, -1) == classes, "float32")  # [B, ..., K]
+    found = ops.cast(ops.expand_dims(predicted, -1) == classes, "float32")
+    pixel_axes = tuple(range(1, len(truth.shape) - 1))
+    return ops.sum(truth * found, axis=pixel_axes), ops.sum(truth + found, axis=pixel_axes)
+
+
 @keras.saving.register_keras_serializable(package="ivus_tf")
 class TaskDice(keras.metrics.Metric):
     """Pooled Dice of `class_ids` (mean over them) from argmax predictions, over the frames with weight > 0.
@@ -33,9 +58,7 @@ class TaskDice(keras.metrics.Metric):
     def __init__(self, class_ids: Sequence[int] = (1,), name: str = "dice", require_sample_weight: bool = True,
                  dtype=None):
         super().__init__(name=name, dtype=dtype or "float32")
-        self.class_ids = tuple(int(c) for c in class_ids)
-        if not self.class_ids or min(self.class_ids) < 0 or len(set(self.class_ids)) != len(self.class_ids):
-            raise ValueError(f"class_ids must be distinct class indices >= 0, got {list(class_ids)}")
+        self.class_ids = _class_ids(class_ids)
         self.require_sample_weight = bool(require_sample_weight)
         count = len(self.class_ids)
         self.intersection = self.add_variable(shape=(count,), initializer="zeros", dtype="float32",
@@ -45,22 +68,9 @@ class TaskDice(keras.metrics.Metric):
                                                  name="labelled_frames")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        if sample_weight is None and self.require_sample_weight:
-            raise ValueError(
-                f"{self.name}: no sample_weight. Keras 3 passes sample weights only to `weighted_metrics`: compile "
-                "with weighted_metrics=..., not metrics=..., or the all-zero targets of frames without this "
-                "task's label count as background (require_sample_weight=False if every frame is labelled)")
-        y_pred = ops.convert_to_tensor(y_pred)
-        labels = integer_labels(y_true, y_pred)
-        predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-        classes = ops.convert_to_tensor(self.class_ids, dtype="int32")
-        truth = ops.cast(ops.expand_dims(labels, -1) == classes, "float32")  # [B, ..., K]
-        found = ops.cast(ops.expand_dims(predicted, -1) == classes, "float32")
-        pixel_axes = tuple(range(1, len(truth.shape) - 1))
-        intersection = ops.sum(truth * found, axis=pixel_axes)  # [B, K]
-        total = ops.sum(truth + found, axis=pixel_axes)
+        intersection, total = _frame_overlap(self, y_true, y_pred, sample_weight)
         if sample_weight is None:
-            frames = ops.cast(ops.shape(labels)[0], "float32")
+            frames = ops.cast(ops.shape(intersection)[0], "float32")
         else:
             column = frame_weight_column(sample_weight)
             intersection, total = intersection * column, total * column
@@ -93,26 +103,13 @@ class FrameDice(keras.metrics.Metric):
     def __init__(self, class_ids: Sequence[int] = (1,), name: str = "frame_dice",
                  require_sample_weight: bool = True, dtype=None):
         super().__init__(name=name, dtype=dtype or "float32")
-        self.class_ids = tuple(int(c) for c in class_ids)
-        if not self.class_ids or min(self.class_ids) < 0 or len(set(self.class_ids)) != len(self.class_ids):
-            raise ValueError(f"class_ids must be distinct class indices >= 0, got {list(class_ids)}")
+        self.class_ids = _class_ids(class_ids)
         self.require_sample_weight = bool(require_sample_weight)
         self.dice_sum = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="dice_sum")
         self.weight_sum = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="weight_sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        if sample_weight is None and self.require_sample_weight:
-            raise ValueError(f"{self.name}: no sample_weight; compile with weighted_metrics=..., not metrics=... "
-                             "(see TaskDice; require_sample_weight=False if every frame is labelled)")
-        y_pred = ops.convert_to_tensor(y_pred)
-        labels = integer_labels(y_true, y_pred)
-        predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-        classes = ops.convert_to_tensor(self.class_ids, dtype="int32")
-        truth = ops.cast(ops.expand_dims(labels, -1) == classes, "float32")  # [B, ..., K]
-        found = ops.cast(ops.expand_dims(predicted, -1) == classes, "float32")
-        pixel_axes = tuple(range(1, len(truth.shape) - 1))
-        intersection = ops.sum(truth * found, axis=pixel_axes)  # [B, K]
-        total = ops.sum(truth + found, axis=pixel_axes)
+        intersection, total = _frame_overlap(self, y_true, y_pred, sample_weight)
         nonempty = total > 0
         dice = ops.where(nonempty, 2.0 * intersection / ops.where(nonempty, total, 1.0), 1.0)
         frame_dice = ops.mean(dice, axis=-1)  # [B]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -65,3 +70,25 @@ def free_ports(count: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
+
+
+def jax_python() -> str | None:
+    """An interpreter with jax and Keras for the JAX-backend checks: $IVUS_TF_JAX_PYTHON, or this one when it has
+    jax; None skips them."""
+    if os.environ.get("IVUS_TF_JAX_PYTHON"):
+        return os.environ["IVUS_TF_JAX_PYTHON"]
+    return sys.executable if importlib.util.find_spec("jax") else None
+
+
+def run_jax_check(script: str, timeout_s: int) -> None:
+    """Run `script` under KERAS_BACKEND=jax (CPU) in jax_python(); it must exit 0 and print "jax backend ok"."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+           "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([jax_python(), "-c", textwrap.dedent(script)], env=env, capture_output=True, text=True,
+                            timeout=timeout_s)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "jax backend ok" in result.stdout
+
+
+JAX_MISSING = ("jax is not installed (set IVUS_TF_JAX_PYTHON to a Python with jax and keras to run the JAX-backend "
+               "check)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import JAX_MISSING, jax_python, run_jax_check
 from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.losses import (
     GeneralizedDiceLoss,
@@ -380,18 +380,6 @@ print("jax backend ok")
 """
 
 
-def jax_python():
-    """An interpreter with jax and Keras: $IVUS_TF_JAX_PYTHON, or this one when it has jax."""
-    if os.environ.get("IVUS_TF_JAX_PYTHON"):
-        return os.environ["IVUS_TF_JAX_PYTHON"]
-    return sys.executable if importlib.util.find_spec("jax") else None
-
-
-@pytest.mark.skipif(jax_python() is None, reason="jax is not installed (set IVUS_TF_JAX_PYTHON to a Python with "
-                                                 "jax and keras to run the JAX-backend check)")
+@pytest.mark.skipif(jax_python() is None, reason=JAX_MISSING)
 def test_loss_and_metric_run_on_the_jax_backend():
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([jax_python(), "-c", textwrap.dedent(JAX_CHECK)], env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "jax backend ok" in result.stdout
+    run_jax_check(JAX_CHECK, timeout_s=120)
