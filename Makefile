@@ -9,7 +9,7 @@ STAMP := $(VENV)/.ivus-tf-installed
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU ?= torch==2.13.0+cpu torchvision==0.28.0
 
-.PHONY: demo test test-fast lint figures bench clean
+.PHONY: demo test test-fast lint figures bench clean jax-env
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# A second environment with Keras on the JAX backend (no TensorFlow): the models, losses and metrics are keras.ops
+# code, and tests/test_losses.py and tests/test_models_deeplab.py run them there when IVUS_TF_JAX_PYTHON names its
+# python (CI does; elsewhere they skip with that reason).
+JAX_VENV ?= .venv-jax
+jax-env: $(JAX_VENV)/.installed
+$(JAX_VENV)/.installed:
+	test -x $(JAX_VENV)/bin/python || $(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/pip install --quiet --disable-pip-version-check "jax[cpu]" "keras>=3.15,<3.16" numpy scipy \
+	    opencv-python-headless pyyaml
+	touch $@
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
@@ -42,4 +53,4 @@ bench: $(STAMP)
 	$(PY) bench/bench_pipeline.py
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(JAX_VENV) runs build *.egg-info

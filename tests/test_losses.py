@@ -380,6 +380,7 @@ print("jax backend ok")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax_python() is None, reason=JAX_MISSING)
 def test_loss_and_metric_run_on_the_jax_backend():
     run_jax_check(JAX_CHECK, timeout_s=120)

@@ -303,6 +303,7 @@ print("jax backend ok")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax_python() is None, reason=JAX_MISSING)
 def test_deeplab_runs_on_the_jax_backend():
     run_jax_check(JAX_CHECK, timeout_s=300)
