@@ -317,7 +317,7 @@ def test_cli_writes_the_report(tmp_path, capsys):
     grid = write_results(tmp_path / "grid", grid_records())
     assert run_cli(main, [str(grid), "--skip-inference", "--skip-examples", "--out", str(tmp_path / "r")]) == 0
     assert {p.name for p in (tmp_path / "r").iterdir()} == {"index.md", "table1.md", "table1.csv",
-                                                           "welch_tests.csv", "lambda_sweep.png"}
+                                                           "welch_tests.csv", "lambda_sweep.png", "results.jsonl"}
     index = (tmp_path / "r" / "index.md").read_text()
     assert "72 runs" in index and "examples.png: not asked for (--skip-examples)" in index
     with pytest.raises(SystemExit) as exit_:
@@ -456,6 +456,41 @@ def test_empty_frame_breakdown_by_hand(tmp_path):
     row = next(line for line in text.splitlines() if "rule: bright edge + shadow" in line)
     assert row == "| Baselines | rule: bright edge + shadow | – | 25.0 ± 35.4 | 55.0 ± 21.2 | 0.70 ± 0.42 | " \
                   "4.08 ± 5.20 | 2 folds |"
+
+
+def test_the_report_folder_carries_its_inputs(tmp_path):
+    """results.jsonl, each run's config.yaml and metrics.json and the one splits file they name are copied; a run
+    without its folder is named in index.md."""
+    import yaml
+
+    from ivus_tf.report.assemble import make_report
+
+    grid = tmp_path / "grid"
+    splits = tmp_path / "records-splits.json"
+    splits.write_text('{"test": ["c"], "repeats": []}')
+    records = []
+    for repeat in (0, 1):
+        name = f"r{repeat}"
+        records.append(good_record(run_id=f"unet_res-calcium-{name}", arch="unet_res", backbone="none",
+                                   scheme="calcium", lam=None, repeat=repeat, fold=0, run_dir=f"runs/{name}"))
+        folder = grid / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump({"scheme": "calcium", "splits": str(splits)}))
+        (folder / "metrics.json").write_text(json.dumps({"calcium": {"frames": [], "repeat": repeat}}))
+    records.append(good_record(run_id="unet_res-calcium-r2", arch="unet_res", backbone="none", scheme="calcium",
+                               lam=None, repeat=2, fold=0, run_dir="runs/r2"))  # no folder
+    write_results(grid, records)
+    result = make_report(grid, skip_inference=True, skip_examples=True, log=lambda text: None)
+    out = grid / "report"
+    assert (out / "results.jsonl").read_bytes() == (grid / "results.jsonl").read_bytes()
+    assert (out / "splits.json").read_text() == splits.read_text()
+    for repeat in (0, 1):
+        copied = out / "runs" / f"unet_res-calcium-r{repeat}"
+        assert json.loads((copied / "metrics.json").read_text())["calcium"]["repeat"] == repeat
+        assert yaml.safe_load((copied / "config.yaml").read_text())["splits"] == str(splits)
+    assert not (out / "runs" / "unet_res-calcium-r2").exists()
+    assert "2 run(s)" in result["made"]["runs/"] and "not found for unet_res-calcium-r2" in result["made"]["runs/"]
+    assert "[splits.json](splits.json)" in (out / "index.md").read_text()
 
 
 # ----------------------------------------------------------------------------------------------- baselines

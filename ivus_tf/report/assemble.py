@@ -6,6 +6,8 @@
       -> lambda_sweep.png                           Figure 4, multi-task runs vs lambda (`ivus_tf.report.figures`)
       -> examples.png                               Figure 3, contours on test frames   (`ivus_tf.report.examples`)
       -> inference.md                               time and memory on this machine     (`ivus_tf.report.inference`)
+      -> results.jsonl, runs/<run_id>/, splits.json the inputs: each run's config.yaml and metrics.json, the
+                                                    splits file(s), so the folder alone carries Table 1's basis
       -> index.md                                   what was made, what was skipped and why
 
 A bad results file stops everything with a one-line `InputError`; a figure the grid cannot supply (one lambda, no
@@ -89,6 +91,47 @@ def _inference(records, results_path, calls: int, folder: Path, made: dict, log)
                             + (f" ({failed} measurement(s) failed, see the file)" if failed else ""))
 
 
+def _provenance(records, results_path: Path, folder: Path, made: dict, skipped: dict) -> None:
+    import shutil
+
+    from ivus_tf.core.errors import InputError
+    from ivus_tf.grid.results import resolve_run_dir
+    from ivus_tf.run_folder import RunFolder
+
+    shutil.copyfile(results_path, folder / RESULTS_NAME)
+    made[RESULTS_NAME] = "the grid's results, one line per run (the table's input)"
+    copied, missing, splits = 0, [], []
+    for record in records:
+        run = RunFolder(resolve_run_dir(record, results_path))
+        try:
+            splits_path = run.splits_path()
+        except InputError:
+            missing.append(record["run_id"])
+            continue
+        if not run.metrics_path.is_file():
+            missing.append(record["run_id"])
+            continue
+        target = folder / "runs" / record["run_id"]
+        target.mkdir(parents=True, exist_ok=True)
+        for path in (run.config_path, run.metrics_path):
+            shutil.copyfile(path, target / path.name)
+        copied += 1
+        if splits_path not in splits:
+            splits.append(splits_path)
+    if copied:
+        made["runs/"] = (f"config.yaml and metrics.json (every test frame's scores) of {copied} run(s)"
+                         + (f"; not found for {', '.join(missing)}" if missing else ""))
+    else:
+        skipped["runs/"] = "no run folder with config.yaml and metrics.json next to results.jsonl"
+    names = ["splits.json"] if len(splits) == 1 else [f"splits-{i}.json" for i in range(len(splits))]
+    for name, path in zip(names, splits):
+        if path.is_file():
+            shutil.copyfile(path, folder / name)
+            made[name] = f"the case-wise test set and cross-validation folds the runs used (from {path.name})"
+        else:
+            skipped[name] = f"the runs' splits file {path} is gone"
+
+
 def _index(records, results_path: Path, made: dict, skipped: dict, folder: Path) -> None:
     hours = sum(r["wall_time_s"] for r in records) / 3600
     versions = sorted({r["package_version"] for r in records})
@@ -144,6 +187,7 @@ def make_report(grid_dir: str | Path, results: str | Path | None = None, out: st
             skipped["inference.md"] = "not asked for (--skip-inference)"
         else:
             _inference(records, results_path, inference_calls, folder, made, log)
+        _provenance(records, results_path, folder, made, skipped)
         _index(records, results_path, made, skipped, folder)
     for name in made:
         log(f"  made {out / name}")
