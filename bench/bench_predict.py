@@ -129,17 +129,9 @@ def export_model(work: Path, arch: str, width: float) -> tuple[Path, bool]:
 def timed(command: list[str], out: Path) -> dict:
     """Run `command` (replacing `out`); wall and CPU time, peak RSS of that process, and its summary.json."""
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    if status != 0:
-        raise SystemExit(f"failed: {' '.join(command)}\n{stdout}\n{stderr}")
+    wall, cpu, rss, _, _ = benchlib.run_measured(command, ROOT, {**os.environ, "PYTHONPATH": str(ROOT)})
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_gb": usage.ru_maxrss / 1024 ** 2,
-            "summary": summary}
+    return {"wall_s": wall, "cpu_s": cpu, "rss_gb": rss, "summary": summary}
 
 
 def prepare_child(args) -> int:

@@ -169,16 +169,10 @@ def timed_predict(model: str, pullback: Path, out: Path, precision: str, engine:
                "--pixel-spacing-mm", str(SPACING_MM), "--pullback-speed-mm-s", str(SPEED_MM_S), "--frame-rate-hz",
                str(RATE_HZ), "--report", "--precision", precision, "--engine", engine, "--batch-size",
                str(batch_size), "--io-threads", str(threads)]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    if status != 0:
-        raise SystemExit(f"failed: {' '.join(command)}\n{stdout}\n{stderr}")
+    wall, cpu, rss, _, _ = benchlib.run_measured(command, ROOT, ENV)
     summary = json.loads((out / "summary.json").read_text())
     shutil.rmtree(out, ignore_errors=True)  # 3000 frames of overlays: do not keep them
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_gb": usage.ru_maxrss / 1024 ** 2,
+    return {"wall_s": wall, "cpu_s": cpu, "rss_gb": rss,
             "frames_per_s": summary["frames_per_s"], "streaming_s": summary["seconds_predicting"],
             "command": " ".join(command[1:])}
 

@@ -45,3 +45,16 @@ def tf_matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
         matmul(a, b).numpy()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
+
+
+def run_measured(command: list[str], cwd, env: dict) -> tuple[float, float, float, str, str]:
+    """Run `command` to its end: (wall s, CPU s, peak RSS in GB of that process, stdout, stderr); SystemExit with
+    its output when it fails."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    if status != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{stdout}\n{stderr}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024 ** 2, stdout, stderr
