@@ -1,8 +1,8 @@
 """Benchmark a whole pullback end to end (read, infer, measure, write, report) at full size, fp32 and reduced.
 
     python bench/bench_pullback.py [--frames 3000] [--archs unet_res deeplabv3] [--width 1.0]
-        [--precisions fp32 bf16 int8] [--unique-frames 60] [--batch-size 12] [--io-threads 2]
-        [--extrapolate-to N] [--dice-run RUN_DIR] [--work DIR]
+        [--precisions fp32 bf16 int8] [--engines tensorflow onnxruntime] [--no-sequential] [--unique-frames 60]
+        [--batch-size 12] [--io-threads 2] [--extrapolate-to N] [--dice-run RUN_DIR] [--work DIR]
 
 1. A pullback of `--frames` 500x500 phantom frames (preset "default", 0.02 mm): `--unique-frames` rendered ones
    repeated in order (hard links), as a folder of PNGs, 30 frames/s at 0.5 mm/s.
@@ -12,7 +12,8 @@
    frames of another seed (`ivus_tf.export.reduced`; no Dice check: the weights are random).
 3. `python -m ivus_tf.predict --report` as a user runs it, one process per row: fp32 on TensorFlow and on ONNX
    Runtime, bf16 (TensorFlow, where the CPU has AVX512-BF16/AMX), int8 (ONNX Runtime), and fp32 ONNX Runtime with
-   `--io-threads 0` (no overlap). Wall time of the command, streaming frames/s (summary.json), CPU time, peak
+   `--io-threads 0` (no overlap); `--engines` and `--no-sequential` leave rows out (a 3,000-frame row of a full-size
+   model is 15-40 minutes on 2 cores). Wall time of the command, streaming frames/s (summary.json), CPU time, peak
    RSS; the speed-up of each reduced precision over fp32 on the same engine, measured in this run.
 4. Numerics on the full-size model: on the first 8 pullback frames, the largest |P - P_fp32| and the share of
    mask pixels equal to fp32 (random weights: a check of the arithmetic, not of accuracy).
@@ -220,6 +221,10 @@ def main() -> int:
     parser.add_argument("--archs", nargs="+", default=["unet_res", "deeplabv3"], choices=("unet_res", "deeplabv3"))
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"], choices=("fp32", "bf16", "int8"))
+    parser.add_argument("--engines", nargs="+", default=["tensorflow", "onnxruntime"],
+                        choices=("tensorflow", "onnxruntime"), help="fp32 runs on these; bf16 needs tensorflow, "
+                        "int8 onnxruntime")
+    parser.add_argument("--no-sequential", action="store_true", help="leave out the --io-threads 0 row")
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--io-threads", type=int, default=2)
     parser.add_argument("--extrapolate-to", type=int, metavar="N", help="also estimate the time of N frames")
@@ -250,7 +255,8 @@ def main() -> int:
             numerics[arch] = child_json(["--numerics-child", model, str(pullback), ",".join(precisions)])
             results = {}
             for precision, engine, threads in ROWS:
-                if precision not in precisions or (threads == 0 and args.io_threads == 0):
+                if (precision not in precisions or engine not in args.engines
+                        or (threads == 0 and (args.io_threads == 0 or args.no_sequential))):
                     continue
                 threads = args.io_threads if threads else 0
                 print(f"{arch} {precision} {engine} io-threads {threads}: {args.frames} frames ...", file=sys.stderr)

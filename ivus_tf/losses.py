@@ -6,7 +6,9 @@ of the batch (frame weights from the pipeline), w_c from the inverse ground-trut
 default; `inverse_square`: 1/A_c^2, Sudre et al.'s, the default of these functions). An absent class gets the
 largest finite weight (NiftyNet's rule), a batch without a labelled frame gives 0 with a zero gradient, sums are
 float32, and under `tf.distribute` the class sums are summed over the replicas so the loss is that of the global
-batch. The multi-task loss is `lambda * L_calcium + L_wall_lumen`. Definitions and reasons: docs/metrics.md.
+batch. `gdl_ce` adds the mean pixel cross-entropy over the labelled frames (nnU-Net's Dice + CE): it keeps a
+gradient where a saturated softmax has collapsed to all-background, which the Dice term alone does not. The
+multi-task loss is `lambda * L_calcium + L_wall_lumen`. Definitions and reasons: docs/metrics.md.
 Everything uses `keras.ops` (TensorFlow and JAX backends).
 """
 
@@ -18,9 +20,13 @@ import keras
 from keras import ops
 
 from ivus_tf.compat import scale_loss_for_distribution
-from ivus_tf.core.vocab import CALCIUM, TASKS, WALL_LUMEN, check_tasks
+from ivus_tf.core.vocab import CALCIUM, LOSSES, TASKS, WALL_LUMEN, check_tasks
 
 WEIGHTINGS = {"inverse_square": 2.0, "inverse": 1.0}
+# float32's smallest normal number: log(0) is avoided, and a confidently wrong pixel keeps its gradient (about -1
+# on the logit through the softmax) down to probabilities of 1e-38. Keras' 1e-7 clip would cut it off exactly
+# where a collapsed head needs it.
+_PROBABILITY_FLOOR = 1.1754944e-38
 
 
 def _check_weighting(weighting: str) -> float:
@@ -111,6 +117,35 @@ def generalized_dice_loss(y_true, y_pred, frame_weights=None, weighting: str = "
     return _safe_divide(denominator - numerator, denominator)
 
 
+def cross_entropy_loss(y_true, y_pred, frame_weights=None):
+    """Mean pixel cross-entropy -log p[true class] over the labelled frames of the batch (scalar float32).
+
+    Each frame's mean over its pixels is weighted by its frame weight and the sum divided by the sum of the weights
+    (over the replicas under `tf.distribute`); 0 with a zero gradient when no frame is labelled. Probabilities are
+    floored at float32's smallest normal number (a pixel costs at most 87.3).
+    """
+    probabilities = ops.cast(y_pred, "float32")
+    num_classes = probabilities.shape[-1]
+    truth = ops.one_hot(integer_labels(y_true, probabilities), num_classes, dtype="float32")
+    true_probability = ops.sum(probabilities * truth, axis=-1)
+    pixel_axes = tuple(range(1, len(true_probability.shape)))
+    per_frame = ops.mean(-ops.log(ops.clip(true_probability, _PROBABILITY_FLOOR, 1.0)), axis=pixel_axes)
+    weights = (ops.ones_like(per_frame) if frame_weights is None
+               else ops.reshape(ops.cast(frame_weights, "float32"), (-1,)))
+    total, count = _sum_over_replicas((ops.sum(per_frame * weights), ops.sum(weights)))
+    return _safe_divide(total, count)
+
+
+def segmentation_loss(y_true, y_pred, frame_weights=None, weighting: str = "inverse_square", loss: str = "gdl"):
+    """`gdl`: the generalized Dice loss; `gdl_ce`: the generalized Dice loss plus the mean cross-entropy."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    value = generalized_dice_loss(y_true, y_pred, frame_weights, weighting)
+    if loss == "gdl_ce":
+        value = value + cross_entropy_loss(y_true, y_pred, frame_weights)
+    return value
+
+
 def multitask_loss_weights(lam: float, tasks: Sequence[str] = TASKS) -> dict:
     """Keras `loss_weights` for `L = lam * L_calcium + L_wall_lumen`: {"calcium": lam, "wall_lumen": 1.0},
     restricted to `tasks` (Keras needs the same keys as the loss dict)."""
@@ -139,7 +174,8 @@ def multitask_loss(targets: Mapping, predictions: Mapping, frame_weights: Mappin
 
 @keras.saving.register_keras_serializable(package="ivus_tf")
 class GeneralizedDiceLoss(keras.losses.Loss):
-    """Keras loss: the generalized Dice loss over the batch (`generalized_dice_loss`).
+    """Keras loss: the generalized Dice loss over the batch (`generalized_dice_loss`), plus the mean cross-entropy
+    with `loss="gdl_ce"` (`segmentation_loss`).
 
     Keras applies a loss's `sample_weight` per sample AFTER `call`; a loss over the batch is one number, so
     `__call__` is overridden to use `sample_weight` ([B] frame weights, e.g. the pipeline's per-task weights) inside
@@ -148,19 +184,22 @@ class GeneralizedDiceLoss(keras.losses.Loss):
     the GDL over its share of the batch).
     """
 
-    def __init__(self, weighting: str = "inverse_square", name: str = "generalized_dice"):
+    def __init__(self, weighting: str = "inverse_square", name: str = "generalized_dice", loss: str = "gdl"):
         _check_weighting(weighting)
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
         super().__init__(name=name, reduction="sum", dtype="float32")
         self.weighting = weighting
+        self.loss = loss
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         with keras.name_scope(self.name):
-            loss = generalized_dice_loss(y_true, y_pred, sample_weight, self.weighting)
+            loss = segmentation_loss(y_true, y_pred, sample_weight, self.weighting, self.loss)
             return scale_loss_for_distribution(loss)
 
     def call(self, y_true, y_pred):
         """The unweighted loss (every frame counts); Keras uses `__call__`."""
-        return generalized_dice_loss(y_true, y_pred, None, self.weighting)
+        return segmentation_loss(y_true, y_pred, None, self.weighting, self.loss)
 
     def get_config(self):
-        return {"weighting": self.weighting, "name": self.name}
+        return {"weighting": self.weighting, "name": self.name, "loss": self.loss}

@@ -17,6 +17,8 @@ from ivus_tf.core.tf_import import import_tensorflow
 from ivus_tf.losses import (
     GeneralizedDiceLoss,
     class_weights,
+    cross_entropy_loss,
+    segmentation_loss,
     generalized_dice_loss,
     multitask_loss,
     multitask_loss_weights,
@@ -207,12 +209,54 @@ def test_keras_loss_uses_sample_weights_as_frame_weights():
 
 def test_keras_loss_config_round_trip():
     loss = GeneralizedDiceLoss(weighting="inverse", name="calcium_gdl")
-    assert loss.get_config() == {"weighting": "inverse", "name": "calcium_gdl"}
+    assert loss.get_config() == {"weighting": "inverse", "name": "calcium_gdl", "loss": "gdl"}
     again = GeneralizedDiceLoss.from_config(loss.get_config())
     assert (again.weighting, again.name) == ("inverse", "calcium_gdl")
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, GeneralizedDiceLoss) and restored.weighting == "inverse"
     assert float(restored(TARGET_1, PRED_1)) == pytest.approx(10 / 31, abs=1e-6)
+
+
+def test_cross_entropy_on_a_hand_computed_batch():
+    # Frame 0: pixels of class 0 (p 0.9) and class 1 (p 0.8): mean(-ln 0.9, -ln 0.8) = 0.164252.
+    # Frame 1: both class 0 at p 0.5: ln 2 = 0.693147. A frame of weight 0 (or absent labels) does not count.
+    target = np.array([[[0, 1]], [[0, 0]]])
+    pred = np.float32([[[[0.9, 0.1], [0.2, 0.8]]], [[[0.5, 0.5], [0.5, 0.5]]]])
+    frame_0 = (-np.log(0.9) - np.log(0.8)) / 2
+    assert float(cross_entropy_loss(target, pred)) == pytest.approx((frame_0 + np.log(2)) / 2, abs=1e-6)
+    assert float(cross_entropy_loss(target, pred, [1, 0])) == pytest.approx(frame_0, abs=1e-6)
+    assert float(cross_entropy_loss(target, pred, [1, 3])) == pytest.approx((frame_0 + 3 * np.log(2)) / 4, abs=1e-6)
+    assert float(cross_entropy_loss(target, pred, [0, 0])) == 0.0
+    # a wrong prediction of probability 0 costs -ln(smallest normal float32) = 87.3, not infinity
+    assert float(cross_entropy_loss(np.array([[[1]]]), np.float32([[[[1.0, 0.0]]]]))) == pytest.approx(
+        -np.log(np.finfo(np.float32).tiny), rel=1e-4)
+
+
+def test_gdl_ce_is_the_sum_and_keeps_a_gradient_where_the_dice_term_has_none():
+    for weighting in ("inverse_square", "inverse"):
+        both = float(segmentation_loss(TARGET_2, PRED_2, [1, 0.5], weighting, loss="gdl_ce"))
+        parts = (float(generalized_dice_loss(TARGET_2, PRED_2, [1, 0.5], weighting))
+                 + float(cross_entropy_loss(TARGET_2, PRED_2, [1, 0.5])))
+        assert both == pytest.approx(parts, abs=1e-6)
+    keras_loss = GeneralizedDiceLoss("inverse", loss="gdl_ce")
+    assert float(keras_loss(TARGET_2, PRED_2, np.float32([1, 0.5]))) == pytest.approx(
+        float(segmentation_loss(TARGET_2, PRED_2, [1, 0.5], "inverse", "gdl_ce")), abs=1e-6)
+    restored = keras.losses.deserialize(keras.losses.serialize(keras_loss))
+    assert restored.loss == "gdl_ce"
+    with pytest.raises(ValueError, match="unknown loss 'dice_ce'; valid: gdl, gdl_ce"):
+        GeneralizedDiceLoss("inverse", loss="dice_ce")
+    # A collapsed calcium head: logits saying "background" with certainty on a calcium pixel. Through the softmax
+    # the Dice term's gradient on the logits vanishes; the cross-entropy's is (p - y), about -1 on that pixel.
+    import tensorflow as tf
+
+    logits = tf.Variable(np.float32([[[[20.0, -20.0], [20.0, -20.0]]]]))
+    target = np.array([[[0, 1]]])
+    gradients = {}
+    for loss in ("gdl", "gdl_ce"):
+        with tf.GradientTape() as tape:
+            value = segmentation_loss(target, tf.nn.softmax(logits), None, "inverse", loss)
+        gradients[loss] = np.abs(tape.gradient(value, logits).numpy()).max()
+    assert gradients["gdl"] < 1e-6 and gradients["gdl_ce"] > 0.1
 
 
 def two_task_model():

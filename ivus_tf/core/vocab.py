@@ -38,6 +38,7 @@ UNET_STAGES = ("doubling", "wide_bottom")  # U-Net Res stage-channel designs (iv
 # What a training phase selects its epoch on: the test's mean per-frame Dice, or one Dice pooled over the fold.
 SELECTION_METRICS = ("per_frame_dice", "pooled_dice")
 LR_SCHEDULES = ("constant", "poly")
+LOSSES = ("gdl", "gdl_ce")  # generalized Dice; generalized Dice + cross-entropy (ivus_tf.losses)
 
 
 def check_task(task, where: str = "") -> str:

@@ -17,7 +17,16 @@ from pathlib import Path
 from ivus_tf.augment_config import AUGMENT_FIELDS, AugmentConfig, augment_fields
 from ivus_tf.core.config import load_yaml, to_mapping
 from ivus_tf.core.errors import InputError
-from ivus_tf.core.vocab import ARCHS, HEADS, LR_SCHEDULES, PRETRAIN_TRANSFERS, SCHEMES, SELECTION_METRICS, UNET_STAGES
+from ivus_tf.core.vocab import (
+    ARCHS,
+    HEADS,
+    LOSSES,
+    LR_SCHEDULES,
+    PRETRAIN_TRANSFERS,
+    SCHEMES,
+    SELECTION_METRICS,
+    UNET_STAGES,
+)
 from ivus_tf.postprocess import PRESETS as _POSTPROCESS
 from ivus_tf.training.distribute import STRATEGIES
 
@@ -64,6 +73,7 @@ class TrainConfig:
     learning_rate: float = 2e-4
     lr_schedule: str = "constant"
     loss_weighting: str = "inverse"
+    loss: str = "gdl"
     selection_metric: str = "per_frame_dice"
     patience: int = 20
     # input pipeline
@@ -124,8 +134,9 @@ class TrainConfig:
             raise InputError(f"{source}: {field} {problem}")
 
         for field, choices in (("scheme", SCHEMES), ("arch", ARCHS), ("head", HEADS),
-                               ("loss_weighting", LOSS_WEIGHTINGS), ("phantom_preset", PHANTOM_PRESETS),
-                               ("strategy", STRATEGIES), ("postprocess", POSTPROCESS_PRESETS),
+                               ("loss_weighting", LOSS_WEIGHTINGS), ("loss", LOSSES),
+                               ("phantom_preset", PHANTOM_PRESETS), ("strategy", STRATEGIES),
+                               ("postprocess", POSTPROCESS_PRESETS),
                                ("pretrain_transfer", PRETRAIN_TRANSFERS), ("unet_stages", UNET_STAGES),
                                ("selection_metric", SELECTION_METRICS), ("lr_schedule", LR_SCHEDULES)):
             value = getattr(self, field)

@@ -86,7 +86,7 @@ def compile_phase_model(model: keras.Model, config: TrainConfig, phase: Phase, f
     model.get_layer(ENCODER_NAME).trainable = not frozen
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss={task: GeneralizedDiceLoss(config.loss_weighting) for task in phase.tasks},
+        loss={task: GeneralizedDiceLoss(config.loss_weighting, loss=config.loss) for task in phase.tasks},
         loss_weights=multitask_loss_weights(phase.lam, phase.tasks),
         weighted_metrics=phase_metrics(phase.tasks),
         jit_compile=config.jit_compile,

@@ -223,7 +223,7 @@ def _progress(plan: RunPlan) -> list[int]:
 def _hparams(config: TrainConfig) -> dict:
     keys = ("scheme", "arch", "lam", "width", "head", "image_size", "batch_size", "learning_rate", "epochs",
             "pretrain_epochs", "freeze_encoder_epochs", "pretrain_transfer", "patience", "calcium_fraction",
-            "loss_weighting", "selection_metric", "appearance_augmentation", "repeat", "fold", "seed")
+            "loss_weighting", "loss", "selection_metric", "appearance_augmentation", "repeat", "fold", "seed")
     values = to_mapping(config)
     return {key: (values[key] if values[key] is not None else "same as epochs") for key in keys}
 
