@@ -18,10 +18,10 @@ from ivus_tf.losses import (
     GeneralizedDiceLoss,
     class_weights,
     cross_entropy_loss,
-    segmentation_loss,
     generalized_dice_loss,
     multitask_loss,
     multitask_loss_weights,
+    segmentation_loss,
 )
 
 tf = import_tensorflow()
