@@ -1,7 +1,7 @@
 """Benchmark a whole pullback end to end (read, infer, measure, write, report) at full size, fp32 and reduced.
 
     python bench/bench_pullback.py [--frames 3000] [--archs unet_res deeplabv3] [--width 1.0]
-        [--precisions fp32 bf16 int8] [--engines tensorflow onnxruntime] [--no-sequential] [--unique-frames 60]
+        [--precisions fp32 bf16 int8] [--fp32-engines tensorflow onnxruntime] [--no-sequential] [--unique-frames 60]
         [--batch-size 12] [--io-threads 2] [--extrapolate-to N] [--dice-run RUN_DIR] [--work DIR]
 
 1. A pullback of `--frames` 500x500 phantom frames (preset "default", 0.02 mm): `--unique-frames` rendered ones
@@ -12,9 +12,10 @@
    frames of another seed (`ivus_tf.export.reduced`; no Dice check: the weights are random).
 3. `python -m ivus_tf.predict --report` as a user runs it, one process per row: fp32 on TensorFlow and on ONNX
    Runtime, bf16 (TensorFlow, where the CPU has AVX512-BF16/AMX), int8 (ONNX Runtime), and fp32 ONNX Runtime with
-   `--io-threads 0` (no overlap); `--engines` and `--no-sequential` leave rows out (a 3,000-frame row of a full-size
-   model is 15-40 minutes on 2 cores). Wall time of the command, streaming frames/s (summary.json), CPU time, peak
-   RSS; the speed-up of each reduced precision over fp32 on the same engine, measured in this run.
+   `--io-threads 0` (no overlap); `--fp32-engines` and `--no-sequential` leave rows out (a 3,000-frame row of a
+   full-size model is 10-30 minutes on 2 cores). Wall time of the command, streaming frames/s (summary.json), CPU
+   time, peak RSS; the speed-up of each reduced precision over fp32 on the same engine, measured in this run (over
+   fp32 on the other engine, and saying so, when `--fp32-engines` left the same engine's fp32 row out).
 4. Numerics on the full-size model: on the first 8 pullback frames, the largest |P - P_fp32| and the share of
    mask pixels equal to fp32 (random weights: a check of the arithmetic, not of accuracy).
 5. With `--dice-run RUN_DIR` (a trained run, e.g. the quickstart's): `python -m ivus_tf.export RUN_DIR --format onnx
@@ -221,9 +222,9 @@ def main() -> int:
     parser.add_argument("--archs", nargs="+", default=["unet_res", "deeplabv3"], choices=("unet_res", "deeplabv3"))
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"], choices=("fp32", "bf16", "int8"))
-    parser.add_argument("--engines", nargs="+", default=["tensorflow", "onnxruntime"],
-                        choices=("tensorflow", "onnxruntime"), help="fp32 runs on these; bf16 needs tensorflow, "
-                        "int8 onnxruntime")
+    parser.add_argument("--fp32-engines", nargs="+", default=["tensorflow", "onnxruntime"],
+                        choices=("tensorflow", "onnxruntime"), help="the fp32 rows (bf16 always runs on tensorflow, "
+                        "int8 on onnxruntime)")
     parser.add_argument("--no-sequential", action="store_true", help="leave out the --io-threads 0 row")
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--io-threads", type=int, default=2)
@@ -255,15 +256,14 @@ def main() -> int:
             numerics[arch] = child_json(["--numerics-child", model, str(pullback), ",".join(precisions)])
             results = {}
             for precision, engine, threads in ROWS:
-                if (precision not in precisions or engine not in args.engines
+                if (precision not in precisions or (precision == "fp32" and engine not in args.fp32_engines)
                         or (threads == 0 and (args.io_threads == 0 or args.no_sequential))):
                     continue
                 threads = args.io_threads if threads else 0
                 print(f"{arch} {precision} {engine} io-threads {threads}: {args.frames} frames ...", file=sys.stderr)
                 result = timed_predict(model, pullback, work / "out", precision, engine, threads, args.batch_size)
                 results[(precision, engine, threads)] = result
-                base = results.get(("fp32", engine, args.io_threads))
-                table.append((arch, precision, engine, threads, result, base))
+                table.append((arch, precision, engine, threads, result, results))
                 print(f"  {result['wall_s']:.1f} s", file=sys.stderr)
         dice = dice_table(args.dice_run, work) if args.dice_run else []
     finally:
@@ -278,11 +278,15 @@ def main() -> int:
     print("| model | precision | engine | io threads | frames | command wall (s) | streaming frames/s | CPU s/frame | "
           f"peak RSS (GB) | speed-up vs fp32 same engine: wall / streaming{extra} |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---:" + (" | ---:" if extra else "") + " |")
-    for arch, precision, engine, threads, r, base in table:
-        speedup = "-"
-        if base is not None:
+    for arch, precision, engine, threads, r, results in table:
+        speedup, base = "-", results.get(("fp32", engine, args.io_threads))
+        other = [e for e in ("onnxruntime", "tensorflow") if e != engine and ("fp32", e, args.io_threads) in results]
+        if base is None and precision != "fp32" and other:
+            base = results[("fp32", other[0], args.io_threads)]
+        if base is not None and base is not r:
             speedup = f"{base['wall_s'] / r['wall_s']:.2f}x / {r['frames_per_s'] / base['frames_per_s']:.2f}x"
             speedup += " (no overlap)" if threads != args.io_threads else ""
+            speedup += f" (vs fp32 {other[0]})" if ("fp32", engine, args.io_threads) not in results else ""
         estimate = ""
         if args.extrapolate_to:
             startup = r["wall_s"] - r["streaming_s"]
