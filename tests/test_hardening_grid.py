@@ -69,6 +69,19 @@ def test_a_recorded_run_on_other_records_is_refused(tmp_path, records):
         prepare_grid(path, grid_dir, log=lambda text: None)
 
 
+def test_a_run_recorded_before_the_loss_field_existed_is_the_paper_loss(tmp_path, records):
+    from ivus_tf.grid.runner import prepare_grid
+
+    grid_dir = tmp_path / "G"
+    path = write_grid(tmp_path / "a", records, ONE_RUN)
+    old = {k: v for k, v in settings_of(path, grid_dir).items() if k != "loss"}
+    recorded_with(grid_dir, old)
+    prepare_grid(path, grid_dir, log=lambda text: None)  # recorded with GDL, the loss it trained with: accepted
+    other = write_grid(tmp_path / "b", records, ONE_RUN + "train_overrides: {epochs: 2, loss: gdl_ce}\n")
+    with pytest.raises(InputError, match=r"with other settings \(loss None -> 'gdl_ce'\)"):
+        prepare_grid(other, grid_dir, log=lambda text: None)
+
+
 def test_results_lines_without_settings_are_still_read():
     from ivus_tf.grid.results import validate_result
 

@@ -82,12 +82,16 @@ def test_run_hash_and_resume_check_follow_augmentation_only_while_it_is_on():
 
     def hash_without_augmentation(config):  # the hash as it was before the augmentation fields existed
         values = {k: v for k, v in to_mapping(config).items()
-                  if k not in (*_NOT_HASHED, *AUGMENT_FIELDS, "lr_schedule")}
+                  if k not in (*_NOT_HASHED, *AUGMENT_FIELDS, "lr_schedule", "loss")}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:6]
 
     paper = load_config(CONFIGS / "paper.yaml")
     for config in (TrainConfig(), paper):  # run folders of configs without the augmentation keep their names
         assert config.fingerprint() == hash_without_augmentation(config)
+    # the loss field likewise: the paper's GDL keeps old run names, Dice + CE is another run
+    assert TrainConfig(loss="gdl").fingerprint() == TrainConfig().fingerprint()
+    assert TrainConfig(loss="gdl_ce").fingerprint() != TrainConfig().fingerprint()
+    assert config_differences(TrainConfig(), TrainConfig(loss="gdl_ce")) != []
     off = TrainConfig(aug_gamma_probability=0.9)
     assert off.fingerprint() == TrainConfig().fingerprint() and config_differences(TrainConfig(), off) == []
     on = TrainConfig(appearance_augmentation=True)

@@ -196,11 +196,13 @@ class TrainConfig:
 
     def shaping_fields(self) -> dict:
         """{field: value} of what shapes the run: all but `_NOT_HASHED`, and the augmentation fields only while
-        `appearance_augmentation` is on and `lr_schedule` only when not `constant` (so configs without them keep the
-        hash they had before they existed)."""
+        `appearance_augmentation` is on, `lr_schedule` only when not `constant` and `loss` only when not `gdl` (so
+        configs without them keep the hash they had before they existed)."""
         skip = _NOT_HASHED + (() if self.appearance_augmentation else AUGMENT_FIELDS)
         if self.lr_schedule == "constant":  # configs from before the field existed keep their hash
             skip += ("lr_schedule",)
+        if self.loss == "gdl":  # likewise
+            skip += ("loss",)
         return {k: v for k, v in to_mapping(self).items() if k not in skip}
 
     def fingerprint(self) -> str:
