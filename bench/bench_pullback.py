@@ -213,6 +213,16 @@ def dice_table(run_dir: Path, work: Path) -> list[str]:
     return lines
 
 
+def fp32_baseline(results: dict, precision: str, engine: str, io_threads: int) -> tuple[dict | None, str]:
+    """(the fp32 row a row's speed-up is measured against, its engine): fp32 on the same engine, else (for a reduced
+    precision whose engine's fp32 row was left out) fp32 on the other engine; (None, engine) when there is none."""
+    engines = [engine] + ([e for e in ("onnxruntime", "tensorflow") if e != engine] if precision != "fp32" else [])
+    for candidate in engines:
+        if ("fp32", candidate, io_threads) in results:
+            return results[("fp32", candidate, io_threads)], candidate
+    return None, engine
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] in ("--export-child", "--numerics-child"):
         return (export_child if sys.argv[1] == "--export-child" else numerics_child)(sys.argv[2:])
@@ -279,14 +289,11 @@ def main() -> int:
           f"peak RSS (GB) | speed-up vs fp32 same engine: wall / streaming{extra} |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---:" + (" | ---:" if extra else "") + " |")
     for arch, precision, engine, threads, r, results in table:
-        speedup, base = "-", results.get(("fp32", engine, args.io_threads))
-        other = [e for e in ("onnxruntime", "tensorflow") if e != engine and ("fp32", e, args.io_threads) in results]
-        if base is None and precision != "fp32" and other:
-            base = results[("fp32", other[0], args.io_threads)]
+        speedup, (base, base_engine) = "-", fp32_baseline(results, precision, engine, args.io_threads)
         if base is not None and base is not r:
             speedup = f"{base['wall_s'] / r['wall_s']:.2f}x / {r['frames_per_s'] / base['frames_per_s']:.2f}x"
             speedup += " (no overlap)" if threads != args.io_threads else ""
-            speedup += f" (vs fp32 {other[0]})" if ("fp32", engine, args.io_threads) not in results else ""
+            speedup += f" (vs fp32 {base_engine})" if base_engine != engine else ""
         estimate = ""
         if args.extrapolate_to:
             startup = r["wall_s"] - r["streaming_s"]

@@ -29,6 +29,12 @@ WEIGHTINGS = {"inverse_square": 2.0, "inverse": 1.0}
 _PROBABILITY_FLOOR = 1.1754944e-38
 
 
+def _check_loss(loss: str) -> str:
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    return loss
+
+
 def _check_weighting(weighting: str) -> float:
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
@@ -138,8 +144,7 @@ def cross_entropy_loss(y_true, y_pred, frame_weights=None):
 
 def segmentation_loss(y_true, y_pred, frame_weights=None, weighting: str = "inverse_square", loss: str = "gdl"):
     """`gdl`: the generalized Dice loss; `gdl_ce`: the generalized Dice loss plus the mean cross-entropy."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    _check_loss(loss)
     value = generalized_dice_loss(y_true, y_pred, frame_weights, weighting)
     if loss == "gdl_ce":
         value = value + cross_entropy_loss(y_true, y_pred, frame_weights)
@@ -186,8 +191,7 @@ class GeneralizedDiceLoss(keras.losses.Loss):
 
     def __init__(self, weighting: str = "inverse_square", name: str = "generalized_dice", loss: str = "gdl"):
         _check_weighting(weighting)
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+        _check_loss(loss)
         super().__init__(name=name, reduction="sum", dtype="float32")
         self.weighting = weighting
         self.loss = loss

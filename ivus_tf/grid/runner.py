@@ -46,6 +46,7 @@ from ivus_tf.grid.results import (
     validation_calcium_dice,
 )
 from ivus_tf.run_folder import RunFolder
+from ivus_tf.training.config import ADDED_LATER_DEFAULTS
 from ivus_tf.training.distribute import is_chief, worker_run_dir
 
 LOGS_DIR = "logs"
@@ -68,8 +69,6 @@ def _clock(seconds: float) -> str:
 # fields that may differ between runs of one grid cell without changing what was trained: where things are
 NOT_SETTINGS = ("out", "data", "splits", "phantom_config", "strategy")
 PROGRESS_INTERVAL_S = 60.0
-# TrainConfig fields added after grids were recorded, with the value every earlier run trained with
-FIELDS_ADDED_LATER = {"loss": "gdl"}
 
 
 def run_settings(config, records_fingerprint: str | None) -> dict:
@@ -116,7 +115,7 @@ def _check_run(run: GridRun, plan, record: dict | None, grid_dir: Path) -> bool:
     wanted = run_settings(plan.config, plan.records_fingerprint)
     if "records_fingerprint" not in saved:
         wanted.pop("records_fingerprint")
-    for key, value in FIELDS_ADDED_LATER.items():  # a run recorded before the field existed trained with this value
+    for key, value in ADDED_LATER_DEFAULTS.items():  # a run recorded before the field existed trained with this
         if key not in saved and wanted.get(key) == value:
             wanted.pop(key)
     diffs = settings_differences(saved, wanted)

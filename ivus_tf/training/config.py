@@ -41,6 +41,9 @@ _NOT_HASHED = ("out", "strategy", "postprocess", "rule_baseline")
 # the model, not what it trains.
 _EXECUTION_ONLY = ("strategy", "postprocess", "rule_baseline")
 # What a run folder's config.yaml written before a field existed meant by leaving it out: the behaviour then.
+# Fields added later whose default is what every earlier run did: at that value they are left out of the run's
+# hash (configs from before them keep their run folder names) and a grid run recorded without them counts as it.
+ADDED_LATER_DEFAULTS = {"lr_schedule": "constant", "loss": "gdl"}
 LEGACY_DEFAULTS = {"pretrain_transfer": "encoder", "unet_stages": "wide_bottom", "selection_metric": "pooled_dice"}
 _AUGMENT = AugmentConfig()  # the aug_* defaults (one home: ivus_tf.augment_config; a test keeps the copies equal)
 
@@ -195,14 +198,11 @@ class TrainConfig:
         return options
 
     def shaping_fields(self) -> dict:
-        """{field: value} of what shapes the run: all but `_NOT_HASHED`, and the augmentation fields only while
-        `appearance_augmentation` is on, `lr_schedule` only when not `constant` and `loss` only when not `gdl` (so
-        configs without them keep the hash they had before they existed)."""
+        """{field: value} of what shapes the run: all but `_NOT_HASHED`, the augmentation fields only while
+        `appearance_augmentation` is on, and `ADDED_LATER_DEFAULTS` only away from their default (so configs
+        without them keep the hash they had before they existed)."""
         skip = _NOT_HASHED + (() if self.appearance_augmentation else AUGMENT_FIELDS)
-        if self.lr_schedule == "constant":  # configs from before the field existed keep their hash
-            skip += ("lr_schedule",)
-        if self.loss == "gdl":  # likewise
-            skip += ("loss",)
+        skip += tuple(field for field, value in ADDED_LATER_DEFAULTS.items() if getattr(self, field) == value)
         return {k: v for k, v in to_mapping(self).items() if k not in skip}
 
     def fingerprint(self) -> str:
