@@ -116,6 +116,31 @@ def test_absent_calcium_reduces_to_the_mean_false_positive_probability(weighting
     assert gradient[..., 1].min() > 0  # more calcium probability raises the loss
 
 
+@pytest.mark.parametrize("weighting, expected_loss, expected_threshold", [
+    ("inverse", 5 / 14, 5 / 14),
+    ("inverse_square", 0.82, 0.1),
+])
+def test_all_background_prediction_and_the_probability_at_which_marking_calcium_pays(
+        weighting, expected_loss, expected_threshold):
+    # One 10x10 frame, 10 calcium pixels (A = [90, 10]), predicted all background (p1 = 0 everywhere):
+    # I = [90, 0], P = [100, 0], P + A = [190, 10].
+    # inverse,        w = [1/9, 1]:  1 - 2 (10) / (190/9 + 10)      = 1 - 180/280   = 5/14 (~1/3 for rare calcium)
+    # inverse_square, w = [1/81, 1]: 1 - 2 (90/81) / (190/81 + 10)  = 1 - 180/1000  = 0.82
+    # Moving probability from background to calcium at one pixel changes numerator and denominator by
+    # (2 w1, w1 - w0) on a calcium pixel and (-2 w0, w1 - w0) on a background pixel; the loss falls in
+    # expectation where the pixel's chance q of being calcium exceeds q* = dL_bg / (dL_bg - dL_ca):
+    # inverse: dL_ca : dL_bg = -400/9 : 2000/81 -> q* = 5/14; inverse_square: -16400/729 : 16400/6561 -> q* = 1/10.
+    # Under 1/A a head that is not yet sure of any pixel (q < 1/3) is pushed to "no calcium" (docs/metrics.md).
+    target = np.zeros((1, 10, 10), int)
+    target[0, 4, :] = 1
+    loss, gradient = loss_and_gradient(target, probabilities(np.zeros((10, 10))), weighting=weighting)
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    towards_calcium = gradient[0, ..., 1] - gradient[0, ..., 0]  # d loss / d (p1 - p0) at each pixel
+    on_calcium, on_background = towards_calcium[4, 0], towards_calcium[0, 0]
+    assert on_calcium < 0 < on_background
+    assert on_background / (on_background - on_calcium) == pytest.approx(expected_threshold, rel=1e-5)
+
+
 def test_frames_with_weight_zero_do_not_count():
     rng = np.random.default_rng(1)
     garbage_target = rng.integers(0, 3, (1, 3, 3))

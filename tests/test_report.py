@@ -23,6 +23,7 @@ from ivus_tf.grid.results import (
 )
 from ivus_tf.report import make_report
 from ivus_tf.report.__main__ import main
+from ivus_tf.report.stats import holm_adjust
 
 ARCH_LIST = ("unet_res", "deeplabv3")
 LAMS = (0.5, 2.0)
@@ -143,6 +144,23 @@ def test_welch_p_values_equal_scipy(report):
             p = scipy_stats.ttest_ind(va, vb, equal_var=False).pvalue
             assert float(tests[name][f"{metric}_p"]) == pytest.approx(p, rel=1e-9), (name, metric)
             assert float(tests[name][f"{metric}_difference"]) == pytest.approx(va.mean() - vb.mean())
+    # Holm over the table's 7 comparisons, per metric: the smallest p is multiplied by 7, the largest by 1 (then
+    # raised to the running maximum), and no adjusted p is below its raw p.
+    for metric in ("dice", "average_hausdorff_mm"):
+        raw = sorted((float(t[f"{metric}_p"]), float(t[f"{metric}_p_holm"])) for t in tests.values())
+        assert raw[0][1] == pytest.approx(min(1.0, 7 * raw[0][0]), rel=1e-9)
+        assert raw[-1][1] == pytest.approx(max(raw[-1][0], raw[-2][1]), rel=1e-9)
+        assert all(adjusted >= p for p, adjusted in raw)
+    assert "| p Holm (Dice) |" in (out / "table1.md").read_text()
+
+
+def test_holm_adjustment_hand_computed():
+    # m = 4 p-values (None is not counted), sorted 0.01, 0.03, 0.04, 0.2:
+    # 4 * 0.01 = 0.04; 3 * 0.03 = 0.09; 2 * 0.04 = 0.08 -> raised to 0.09; 1 * 0.2 = 0.2.
+    assert holm_adjust([0.01, 0.04, None, 0.03, 0.2]) == pytest.approx([0.04, 0.09, None, 0.09, 0.2])
+    assert holm_adjust([0.5, 0.6]) == [1.0, 1.0]  # capped at 1, and monotone
+    assert holm_adjust([None]) == [None] and holm_adjust([]) == []
+    assert holm_adjust([0.03]) == [0.03]  # one test: unchanged
 
 
 def test_pretrained_rows_are_named_for_what_they_loaded(tmp_path):
@@ -186,7 +204,7 @@ def test_too_few_runs_give_n_a(tmp_path):
     pretrain_row = next(line for line in md.splitlines() if "| pre-training |" in line)
     assert "± n/a" in pretrain_row and pretrain_row.endswith("| 1 |")
     welch = next(line for line in md.splitlines() if line.startswith("| U-Net Res: pre-training vs calcium only"))
-    assert welch.count("n/a") == 2
+    assert welch.count("n/a") == 4  # p and p Holm, for Dice and distance
     tests = {t["comparison"]: t for t in read_csv(grid / "report" / "welch_tests.csv")}
     assert tests["U-Net Res: pre-training vs calcium only"]["dice_p"] == ""
     index = (grid / "report" / "index.md").read_text()

@@ -12,6 +12,9 @@ Welch's t-test (unequal variances). Here:
   The runs share one test set and overlapping training data, so they are not independent samples: as in the
   paper, the p-values describe how far apart the groups are relative to their run-to-run spread, not a formal
   test of a population difference;
+* each table of comparisons also gives Holm's step-down adjustment of its p-values (Holm 1979), per metric, over
+  the comparisons of that table that have a p-value: the family-wise error rate of the table's k tests is then at
+  most the level a reader compares the adjusted p with, without Bonferroni's full factor k on every test;
 * baselines (`baselines` in results.jsonl: the calcium rule fitted on each run's training cases, predicting
   nothing) contribute ONE value per (repeat, fold), the mean over that fold's runs: every run of a fold fits the
   rule on the same training cases and scores it on the same test cases, so counting each run would count one fit
@@ -34,7 +37,7 @@ import numpy as np
 from ivus_tf.core.errors import InputError
 
 __all__ = ["BASELINE_LABELS", "MODELS", "RULE_MARGIN", "SCHEME_LABELS", "baseline_values", "describe", "metric_values",
-           "model_label", "select_lambdas", "welch_p"]
+           "holm_adjust", "model_label", "select_lambdas", "welch_p"]
 
 # (arch, backbone) -> label, in the paper's order.
 MODELS = {("unet_res", "none"): "U-Net Res", ("deeplabv3", "none"): "DeepLabV3",
@@ -84,6 +87,21 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
         warnings.simplefilter("ignore", RuntimeWarning)
         p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return p if math.isfinite(p) else None
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values, in the input order; None stays None and is not counted.
+
+    With the m p-values sorted p_(1) <= ... <= p_(m): adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j))
+    (monotone in i, capped at 1).
+    """
+    present = sorted((p, index) for index, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(present):
+        running = max(running, min(1.0, (len(present) - rank) * p))
+        adjusted[index] = running
+    return adjusted
 
 
 def select_lambdas(records: Sequence[Mapping], lam: float | None = None) -> dict[tuple, dict]:

@@ -3,9 +3,10 @@
 Rows are model x training scheme (U-Net Res, DeepLabV3, and DeepLabV3 ImageNet / DeepLabV3 COCO when the grid
 has them; calcium only, pre-training, multi-task at one lambda per model); columns mean +- SD over runs of the
 test calcium Dice [%] and average Hausdorff distance [mm], and the number of runs. The best mean of each column is
-bold (highest Dice, lowest distance). A second table gives Welch's t-test p-values: multi-task and pre-training
-against calcium only for each model, DeepLabV3 against U-Net Res (and ImageNet / COCO starts against DeepLabV3)
-for each scheme. A third lists every multi-task lambda, the one used marked. Statistics: `ivus_tf.report.stats`.
+bold (highest Dice, lowest distance). A second table gives Welch's t-test p-values, with Holm's adjustment over
+the table: multi-task and pre-training against calcium only for each model, DeepLabV3 against U-Net Res (and
+ImageNet / COCO starts against DeepLabV3) for each scheme. A third lists every multi-task lambda, the one used
+marked. Statistics: `ivus_tf.report.stats`.
 
 Baselines, when the runs recorded them (results.jsonl `baselines`): rows for the calcium rule (bright leading edge
 + shadow, fitted on each fold's training cases, `ivus_tf.baselines`) and for predicting nothing, one value per
@@ -31,6 +32,7 @@ from ivus_tf.report.stats import (
     SCHEME_LABELS,
     baseline_values,
     describe,
+    holm_adjust,
     metric_values,
     model_label,
     select_lambdas,
@@ -109,6 +111,14 @@ def _comparison(label: str, a: Sequence[Mapping], b: Sequence[Mapping]) -> dict:
     return out
 
 
+def _with_holm(tests: list[dict]) -> list[dict]:
+    """Add `{metric}_p_holm`: Holm's adjustment over these tests (one family per table and metric)."""
+    for metric, *_ in METRICS:
+        for test, adjusted in zip(tests, holm_adjust([t[f"{metric}_p"] for t in tests])):
+            test[f"{metric}_p_holm"] = adjusted
+    return tests
+
+
 def rule_tests(records: Sequence[Mapping], rows: Sequence[Mapping]) -> list[dict]:
     """Welch's t-test of each Table 1 model cell (its runs) against the rule baseline (one value per fold);
     empty when no run recorded the rule. `beats_rule`: the cell's mean Dice is >= the rule's + RULE_MARGIN."""
@@ -129,7 +139,7 @@ def rule_tests(records: Sequence[Mapping], rows: Sequence[Mapping]) -> list[dict
             out[f"{metric}_p"] = welch_p(values, rule[metric])
         out["beats_rule"] = row["beats_rule"]
         tests.append(out)
-    return tests
+    return _with_holm(tests)
 
 
 def _scheme_text(scheme: str, lam: float | None) -> str:
@@ -137,7 +147,8 @@ def _scheme_text(scheme: str, lam: float | None) -> str:
 
 
 def welch_tests(records: Sequence[Mapping], lambdas: Mapping[tuple, Mapping]) -> list[dict]:
-    """Welch's t-tests on the test calcium Dice and average Hausdorff distance (A minus B; p two-sided)."""
+    """Welch's t-tests on the test calcium Dice and average Hausdorff distance (A minus B; p two-sided, and
+    Holm-adjusted over these comparisons)."""
     tests = []
     models = _models(records)
     lam_of = {m: lambdas[m]["lam"] if m in lambdas else None for m in models}
@@ -162,7 +173,7 @@ def welch_tests(records: Sequence[Mapping], lambdas: Mapping[tuple, Mapping]) ->
                     label += (f" (λ={lam_of[a]:g})" if lam_of[a] == lam_of[b] else
                               f" (λ={lam_of[a]:g} vs {lam_of[b]:g})")
                 tests.append(_comparison(f"{label}: {model_label(a)} vs {model_label(b)}", runs_a, runs_b))
-    return tests
+    return _with_holm(tests)
 
 
 # ---------------------------------------------------------------------------------------------- formatting
@@ -203,25 +214,28 @@ def format_table1(rows: Sequence[Mapping]) -> list[str]:
     return lines
 
 
+TEST_COLUMNS = "Δ Dice [pp] | p (Dice) | p Holm (Dice) | Δ Average Hausdorff [mm] | p (AHD) | p Holm (AHD)"
+
+
+def _test_cells(t: Mapping) -> str:
+    return (f"{_signed(t['dice_difference'], 100, 1)} | {_p(t['dice_p'])} | {_p(t['dice_p_holm'])} | "
+            f"{_signed(t['average_hausdorff_mm_difference'], 1, 3)} | {_p(t['average_hausdorff_mm_p'])} | "
+            f"{_p(t['average_hausdorff_mm_p_holm'])}")
+
+
 def format_rule_tests(tests: Sequence[Mapping]) -> list[str]:
-    lines = ["| Model cell vs rule baseline | Runs / folds | Δ Dice [pp] | p (Dice) | Δ Average Hausdorff [mm] | "
-             f"p (AHD) | Beats the rule by ≥ {100 * RULE_MARGIN:g} pp |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| Model cell vs rule baseline | Runs / folds | {TEST_COLUMNS} | "
+             f"Beats the rule by ≥ {100 * RULE_MARGIN:g} pp |", "|" + " --- |" * 9]
     for t in tests:
         lines.append(f"| {t['comparison'].removesuffix(' vs rule baseline')} | {t['runs_a']} / {t['runs_b']} | "
-                     f"{_signed(t['dice_difference'], 100, 1)} | {_p(t['dice_p'])} | "
-                     f"{_signed(t['average_hausdorff_mm_difference'], 1, 3)} | {_p(t['average_hausdorff_mm_p'])} | "
-                     f"{'yes' if t['beats_rule'] else '**no**'} |")
+                     f"{_test_cells(t)} | {'yes' if t['beats_rule'] else '**no**'} |")
     return lines
 
 
 def format_tests(tests: Sequence[Mapping]) -> list[str]:
-    lines = ["| Comparison (A vs B) | Runs A / B | Δ Dice [pp] | p (Dice) | Δ Average Hausdorff [mm] | p (AHD) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| Comparison (A vs B) | Runs A / B | {TEST_COLUMNS} |", "|" + " --- |" * 8]
     for t in tests:
-        lines.append(f"| {t['comparison']} | {t['runs_a']} / {t['runs_b']} | {_signed(t['dice_difference'], 100, 1)}"
-                     f" | {_p(t['dice_p'])} | {_signed(t['average_hausdorff_mm_difference'], 1, 3)} | "
-                     f"{_p(t['average_hausdorff_mm_p'])} |")
+        lines.append(f"| {t['comparison']} | {t['runs_a']} / {t['runs_b']} | {_test_cells(t)} |")
     return lines
 
 
@@ -289,13 +303,15 @@ def write_table1(records: Sequence[Mapping], out_dir: str | Path, lam: float | N
     text += ["## Welch's t-tests", "", *format_tests(tests), "",
              "Two-sided p-values of Welch's t-test (scipy.stats.ttest_ind, equal_var=False) over the runs' test "
              "means; Δ = mean of A minus mean of B (Dice in percentage points). n/a: fewer than two runs on a side "
-             "(or no spread on either). The runs share one test set and overlapping training data, so they are "
-             "not independent samples; as in the paper, read p as a measure of separation, not an exact error "
-             "rate.", ""]
+             "(or no spread on either). p Holm: Holm's step-down adjustment over the comparisons of this table "
+             f"({sum(t['dice_p'] is not None for t in tests)} with a Dice p-value), per metric; compare it, not p, "
+             "with a significance level when several comparisons are read together. The runs share one test set "
+             "and overlapping training data, so they are not independent samples; as in the paper, read p as a "
+             "measure of separation, not an exact error rate.", ""]
     if against_rule:
         text += ["## Against the rule baseline", "", *format_rule_tests(against_rule), "",
                  "Welch's t-test of each model cell's runs against the rule's per-fold values; Δ = model minus "
-                 "rule.", ""]
+                 "rule; p Holm adjusted over this table's cells.", ""]
     if lambdas:
         text += ["## Multi-task runs by λ", "", *format_lambdas(records, lambdas), ""]
     (out_dir / "table1.md").write_text("\n".join(text), encoding="utf-8")
@@ -304,8 +320,9 @@ def write_table1(records: Sequence[Mapping], out_dir: str | Path, lam: float | N
                 "average_hausdorff_mm_mean", "average_hausdorff_mm_std", "average_hausdorff_mm_n", "best_dice",
                 "best_average_hausdorff_mm", "kind", "beats_rule"])
     _write_csv(out_dir / "welch_tests.csv", [{"beats_rule": None, **t} for t in tests] + against_rule,
-               ["comparison", "runs_a", "runs_b", "dice_difference", "dice_p", "average_hausdorff_mm_difference",
-                "average_hausdorff_mm_p", "beats_rule"])
+               ["comparison", "runs_a", "runs_b", "dice_difference", "dice_p", "dice_p_holm",
+                "average_hausdorff_mm_difference", "average_hausdorff_mm_p", "average_hausdorff_mm_p_holm",
+                "beats_rule"])
     return {"rows": rows, "baselines": baselines, "tests": tests, "rule_tests": against_rule, "lambdas": lambdas}
 
 
