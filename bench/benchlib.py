@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
+import tempfile
+import threading
 import time
 
 
@@ -47,14 +50,40 @@ def tf_matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_measured(command: list[str], cwd, env: dict) -> tuple[float, float, float, str, str]:
     """Run `command` to its end: (wall s, CPU s, peak RSS in GB of that process, stdout, stderr); SystemExit with
-    its output when it fails."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    stdout, stderr = process.stdout.read(), process.stderr.read()
+    its output when it fails.
+
+    The command's output goes to temporary files, not pipes (a pipe read only at the end blocks a command that
+    writes more than the pipe holds). If the bench itself is stopped meanwhile (Ctrl-C, or SIGTERM from the main
+    thread's point of view), the command is stopped too and waited for: a killed bench leaves no measured command
+    running on, competing for the CPU with the next measurement."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        previous = (signal.signal(signal.SIGTERM, _raise_interrupt)
+                    if threading.current_thread() is threading.main_thread() else None)
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if status != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{stdout}\n{stderr}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024 ** 2, stdout, stderr
