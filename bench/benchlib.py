@@ -50,6 +50,8 @@ def tf_matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+# ivus_tf.core.errors.sigterm_as_interrupt does this for the package's CLIs; this module imports nothing from the
+# package (it also runs in the PyTorch comparison venv), hence its own handler.
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
