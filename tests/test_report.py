@@ -581,3 +581,25 @@ def test_baselines_from_run_reads_metrics_json():
     assert baselines_from_run(metrics_json) == {"rule": {"dice": 0.7, "average_hausdorff_mm": 0.5},
                                                 "predict_nothing": {"dice": 0.1, "average_hausdorff_mm": 14.0}}
     assert baselines_from_run({"calcium": {"summary": {}}}) is None
+
+
+def test_committed_phantom_table1_re_derives_from_its_folder(tmp_path):
+    """results/phantom_table1_small/ must carry its own basis: the report rebuilt from the folder's results.jsonl
+    and run folders reproduces the committed tables (and the README's numbers come from those)."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "results" / "phantom_table1_small"
+    ran, committed = (yaml.safe_load(path.read_text()) for path in
+                      (folder / "grid_config.yaml", root / "configs" / "phantom_table1_small.yaml"))
+    assert ran == committed  # the folder is the result of the committed grid file, not of an earlier one
+    result = make_report(folder, out=tmp_path / "again", lam=1.0, skip_inference=True, skip_examples=True,
+                         log=lambda line: None)
+    for name in ("table1.md", "table1.csv", "welch_tests.csv", "empty_frames.md"):
+        assert (tmp_path / "again" / name).read_text() == (folder / name).read_text(), name
+    runs = {row["run_id"] for row in (json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines())}
+    assert {path.name for path in (folder / "runs").iterdir()} == runs
+    assert all((folder / "runs" / run / name).is_file() for run in runs for name in ("config.yaml", "metrics.json"))
+    assert (folder / "splits.json").is_file() and result["table1"]["rows"]

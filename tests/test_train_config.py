@@ -59,6 +59,16 @@ def test_appearance_augmentation_off_for_the_paper_on_for_the_phantom_recipes():
         assert all(run.config.appearance_augmentation for run in expand_grid(grid, base, "grid", name))
 
 
+def test_lambda_sweep_trains_exactly_as_the_table1_grid_it_is_run_into():
+    import yaml
+
+    table1, sweep = (yaml.safe_load((CONFIGS / name).read_text()) for name in
+                     ("phantom_table1_small.yaml", "phantom_lambda_sweep_small.yaml"))
+    assert sweep["train_overrides"] == table1["train_overrides"]
+    assert sweep["train_config"] == table1["train_config"] and sweep["folds"] == table1["folds"]
+    assert table1["train_overrides"]["loss_weighting"] == "inverse_square"  # the stated departure, in both
+
+
 def test_train_config_holds_every_augmentation_field_with_its_default_and_type():
     import typing
 
