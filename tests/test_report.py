@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -586,8 +587,6 @@ def test_baselines_from_run_reads_metrics_json():
 def test_committed_phantom_table1_re_derives_from_its_folder(tmp_path):
     """results/phantom_table1_small/ must carry its own basis: the report rebuilt from the folder's results.jsonl
     and run folders reproduces the committed tables (and the README's numbers come from those)."""
-    from pathlib import Path
-
     import yaml
 
     root = Path(__file__).resolve().parents[1]
@@ -599,7 +598,7 @@ def test_committed_phantom_table1_re_derives_from_its_folder(tmp_path):
                          log=lambda line: None)
     for name in ("table1.md", "table1.csv", "welch_tests.csv", "empty_frames.md"):
         assert (tmp_path / "again" / name).read_text() == (folder / name).read_text(), name
-    runs = {row["run_id"] for row in (json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines())}
+    runs = {record["run_id"] for record in read_results(folder / "results.jsonl")}
     assert {path.name for path in (folder / "runs").iterdir()} == runs
     assert all((folder / "runs" / run / name).is_file() for run in runs for name in ("config.yaml", "metrics.json"))
     assert (folder / "splits.json").is_file() and result["table1"]["rows"]
